@@ -1,0 +1,29 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export TAXI_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
+
+.PHONY: install demo test dev bench clean
+
+$(BIN)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install  ## the whole graph for a few partitions, offline, from the bundled sample mirror
+	$(BIN)/taxi-assets-demo
+
+test: install  ## the test suite (starts its own HTTP mirror and GCS / BigQuery emulators)
+	$(BIN)/pytest
+
+dev: install  ## the Dagster UI on http://127.0.0.1:3000
+	mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(TAXI_DATA_DIR)

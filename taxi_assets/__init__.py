@@ -1,0 +1,1 @@
+"""taxi_assets: NYC TLC trip files as month x color partitioned Dagster assets."""

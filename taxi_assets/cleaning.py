@@ -1,0 +1,241 @@
+"""Raw release CSV (gzip) -> typed Parquet with the color's pinned schema, streamed batch by batch.
+
+Memory stays bounded by one row group whatever the month's size: the CSV is parsed in blocks,
+each block is cast to the pinned schema and buffered until a row group is full, then written.
+Statistics for the asset's metadata and checks are gathered on the way.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from taxi_assets.schema import DROPOFF_COLUMN, INT, OPTIONAL_COLUMNS, PICKUP_COLUMN, TRIP_SCHEMAS, canonical_column
+
+CSV_BLOCK_BYTES = 8 << 20
+ROW_GROUP_ROWS = 512 * 1024
+PARQUET_COMPRESSION = "zstd"
+PREVIEW_ROWS = 5
+
+
+class BadTripFile(ValueError):
+    """The raw file does not match its color's pinned layout; the message says where and how."""
+
+
+@dataclass
+class CleanResult:
+    rows: int = 0
+    null_counts: dict[str, int] = field(default_factory=dict)
+    pickups_outside_month: int = 0
+    dropoffs_before_pickup: int = 0
+    min_pickup: dt.datetime | None = None
+    max_pickup: dt.datetime | None = None
+    preview: pa.Table | None = None
+    parquet_bytes: int = 0
+    seconds: float = 0.0
+
+
+def read_header(raw_path: Path) -> list[str]:
+    with gzip.open(raw_path, "rt", newline="") as text:
+        first = text.readline()
+    return next(csv.reader([first]), [])
+
+
+def header_to_pinned(color: str, header: list[str], file_label: str) -> list[str]:
+    """The pinned name of each header cell, in file order; fails on anything unexpected."""
+    pinned = TRIP_SCHEMAS[color]
+    names: list[str] = []
+    unknown = []
+    for cell in header:
+        name = canonical_column(color, cell)
+        if name is None or name in names:
+            unknown.append(cell)
+        else:
+            names.append(name)
+    missing = [n for n in pinned.names if n not in names and n not in OPTIONAL_COLUMNS[color]]
+    if unknown or missing:
+        problems = []
+        if unknown:
+            problems.append(f"unexpected column(s) {unknown}")
+        if missing:
+            problems.append(f"missing column(s) {missing}")
+        raise BadTripFile(
+            f"{file_label}: wrong header for a {color} trip file: {'; '.join(problems)}. "
+            f"Header was {header}; expected {pinned.names}"
+        )
+    return names
+
+
+def _read_types(color: str, names: list[str]) -> dict[str, pa.DataType]:
+    # Integer columns are read as float64 and cast back with a truncation check: some exports
+    # write integers as "1.0".
+    pinned = TRIP_SCHEMAS[color]
+    return {n: (pa.float64() if pinned.field(n).type == INT else pinned.field(n).type) for n in names}
+
+
+def _open_reader(raw_path: Path, names: list[str], types: dict[str, pa.DataType], include=None):
+    return pacsv.open_csv(
+        pa.input_stream(str(raw_path), compression="gzip"),
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, include_columns=include
+        ),
+    )
+
+
+def _to_pinned(batch: pa.RecordBatch, color: str, rows_before: int, file_label: str) -> pa.RecordBatch:
+    pinned = TRIP_SCHEMAS[color]
+    arrays = []
+    for f in pinned:
+        if f.name not in batch.schema.names:
+            arrays.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        column = batch.column(f.name)
+        if column.type != f.type:
+            try:
+                column = column.cast(f.type, safe=True)
+            except pa.ArrowInvalid as exc:
+                fractional = pc.not_equal(column, pc.floor(column))
+                index = pc.index(fractional, True).as_py()
+                raise BadTripFile(
+                    f"{file_label}: column {f.name!r}, line {rows_before + index + 2}: "
+                    f"value {column[index].as_py()!r} is not a whole number ({exc})"
+                ) from exc
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=pinned)
+
+
+def _count_true(mask: pa.Array) -> int:
+    return pc.sum(mask).as_py() or 0
+
+
+def _first_bad_value(raw_path: Path, names: list[str], column: str, target: pa.DataType) -> tuple[int, str] | None:
+    """Slow path, only after a failure: the line and text of the first value of `column` that
+    does not convert to `target`."""
+    reader = _open_reader(raw_path, names, {n: pa.string() for n in names}, include=[column])
+    rows_before = 0
+    for batch in reader:
+        values = batch.column(0)
+        lo, hi = 0, len(values)
+        try:
+            values.cast(target)
+        except pa.ArrowInvalid:
+            while hi - lo > 1:  # the smallest failing prefix ends at the bad value
+                mid = (lo + hi) // 2
+                try:
+                    values.slice(0, mid).cast(target)
+                    lo = mid
+                except pa.ArrowInvalid:
+                    hi = mid
+            return rows_before + hi - 1 + 2, values[hi - 1].as_py()
+        rows_before += len(values)
+    return None
+
+
+def _first_misshapen_line(raw_path: Path, expected_fields: int) -> tuple[int, str] | None:
+    with gzip.open(raw_path, "rt", newline="") as text:
+        for line_number, row in enumerate(csv.reader(text), start=1):
+            if len(row) != expected_fields:
+                return line_number, ",".join(row)
+    return None
+
+
+def _describe_arrow_error(exc: Exception, raw_path: Path, names: list[str], types, file_label: str) -> str:
+    message = str(exc)
+    converting = re.search(r"In CSV column #(\d+): CSV conversion error to ([\w\[\]]+)", message)
+    if converting:
+        column = names[int(converting.group(1))]
+        found = _first_bad_value(raw_path, names, column, types[column])
+        if found:
+            line, value = found
+            return f"{file_label}: column {column!r}, line {line}: cannot read {value!r} as {types[column]}"
+        return f"{file_label}: column {column!r}: {message}"
+    if "Expected" in message and "columns" in message:
+        found = _first_misshapen_line(raw_path, len(names))
+        if found:
+            line, text = found
+            return f"{file_label}: line {line}: expected {len(names)} fields: {text[:200]!r} ({message[:120]})"
+    return f"{file_label}: unreadable: {message}"
+
+
+def clean_trip_file(
+    raw_path: Path,
+    out_path: Path,
+    *,
+    color: str,
+    month_start: dt.date,
+    month_end: dt.date,
+    file_label: str,
+) -> CleanResult:
+    """Parse a raw release file into Parquet at `out_path` with the color's pinned schema.
+
+    Raises BadTripFile naming the file, the column and the line for a wrong header or a value
+    that does not parse. On failure `out_path` is removed.
+    """
+    started = time.perf_counter()
+    try:
+        header = read_header(raw_path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise BadTripFile(f"{file_label}: not a readable gzip file: {exc}") from exc
+    names = header_to_pinned(color, header, file_label)
+    types = _read_types(color, names)
+    pinned = TRIP_SCHEMAS[color]
+    pickup_col, dropoff_col = PICKUP_COLUMN[color], DROPOFF_COLUMN[color]
+    start = pa.scalar(dt.datetime.combine(month_start, dt.time()), type=pinned.field(pickup_col).type)
+    end = pa.scalar(dt.datetime.combine(month_end, dt.time()), type=pinned.field(pickup_col).type)
+
+    result = CleanResult(null_counts={n: 0 for n in pinned.names})
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    try:
+        with pq.ParquetWriter(out_path, pinned, compression=PARQUET_COMPRESSION) as writer:
+            try:
+                for raw_batch in _open_reader(raw_path, names, types):
+                    batch = _to_pinned(raw_batch, color, result.rows, file_label)
+                    _accumulate(result, batch, pickup_col, dropoff_col, start, end)
+                    pending.append(batch)
+                    pending_rows += batch.num_rows
+                    if pending_rows >= ROW_GROUP_ROWS:
+                        writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+                        pending, pending_rows = [], 0
+            except pa.ArrowInvalid as exc:
+                raise BadTripFile(_describe_arrow_error(exc, raw_path, names, types, file_label)) from exc
+            except OSError as exc:
+                raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    result.parquet_bytes = out_path.stat().st_size
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _accumulate(result: CleanResult, batch: pa.RecordBatch, pickup_col, dropoff_col, start, end) -> None:
+    if result.preview is None:
+        result.preview = pa.Table.from_batches([batch.slice(0, PREVIEW_ROWS)])
+    result.rows += batch.num_rows
+    for name in batch.schema.names:
+        result.null_counts[name] += batch.column(name).null_count
+    pickup, dropoff = batch.column(pickup_col), batch.column(dropoff_col)
+    outside = pc.or_(pc.less(pickup, start), pc.greater_equal(pickup, end))
+    result.pickups_outside_month += _count_true(outside)
+    result.dropoffs_before_pickup += _count_true(pc.less(dropoff, pickup))
+    bounds = pc.min_max(pickup)
+    for attr, value, better in (("min_pickup", bounds["min"].as_py(), min), ("max_pickup", bounds["max"].as_py(), max)):
+        if value is not None:
+            current = getattr(result, attr)
+            setattr(result, attr, value if current is None else better(current, value))

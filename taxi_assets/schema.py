@@ -1,0 +1,181 @@
+"""Pinned Arrow schemas: one per color for every month, and the unified warehouse `rides` schema.
+
+Pinning matters because pandas' inference typed a column float64 in months with empty values and
+int64 in others, and BigQuery refuses to load such months into one table
+("Parquet column 'payment_type' has type DOUBLE which does not match the target cpp_type INT64").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us")
+INT = pa.int64()
+FLOAT = pa.float64()
+STRING = pa.string()
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(name, dtype, nullable=True) for name, dtype in fields])
+
+
+# Column order is the order of the release files' headers.
+TRIP_SCHEMAS: dict[str, pa.Schema] = {
+    "yellow": _schema(
+        ("VendorID", INT),
+        ("tpep_pickup_datetime", TIMESTAMP),
+        ("tpep_dropoff_datetime", TIMESTAMP),
+        ("passenger_count", INT),
+        ("trip_distance", FLOAT),
+        ("RatecodeID", INT),
+        ("store_and_fwd_flag", STRING),
+        ("PULocationID", INT),
+        ("DOLocationID", INT),
+        ("payment_type", INT),
+        ("fare_amount", FLOAT),
+        ("extra", FLOAT),
+        ("mta_tax", FLOAT),
+        ("tip_amount", FLOAT),
+        ("tolls_amount", FLOAT),
+        ("improvement_surcharge", FLOAT),
+        ("total_amount", FLOAT),
+        ("congestion_surcharge", FLOAT),
+    ),
+    "green": _schema(
+        ("VendorID", INT),
+        ("lpep_pickup_datetime", TIMESTAMP),
+        ("lpep_dropoff_datetime", TIMESTAMP),
+        ("store_and_fwd_flag", STRING),
+        ("RatecodeID", INT),
+        ("PULocationID", INT),
+        ("DOLocationID", INT),
+        ("passenger_count", INT),
+        ("trip_distance", FLOAT),
+        ("fare_amount", FLOAT),
+        ("extra", FLOAT),
+        ("mta_tax", FLOAT),
+        ("tip_amount", FLOAT),
+        ("tolls_amount", FLOAT),
+        ("ehail_fee", FLOAT),
+        ("improvement_surcharge", FLOAT),
+        ("total_amount", FLOAT),
+        ("payment_type", INT),
+        ("trip_type", INT),
+        ("congestion_surcharge", FLOAT),
+    ),
+    "fhv": _schema(
+        ("dispatching_base_num", STRING),
+        ("pickup_datetime", TIMESTAMP),
+        ("dropoff_datetime", TIMESTAMP),
+        ("PULocationID", INT),
+        ("DOLocationID", INT),
+        ("SR_Flag", STRING),
+        ("Affiliated_base_number", STRING),
+    ),
+}
+
+# Columns a release file may lack; they are kept in the pinned schema, all NULL.
+# (TLC's own 2019 FHV export has no Affiliated_base_number.)
+OPTIONAL_COLUMNS: dict[str, frozenset[str]] = {
+    "yellow": frozenset(),
+    "green": frozenset(),
+    "fhv": frozenset({"Affiliated_base_number"}),
+}
+
+PICKUP_COLUMN = {"yellow": "tpep_pickup_datetime", "green": "lpep_pickup_datetime", "fhv": "pickup_datetime"}
+DROPOFF_COLUMN = {
+    "yellow": "tpep_dropoff_datetime",
+    "green": "lpep_dropoff_datetime",
+    "fhv": "dropoff_datetime",
+}
+
+
+def canonical_column(color: str, header_name: str) -> str | None:
+    """The pinned name for a header cell, or None if the color has no such column.
+
+    Matching ignores case: the FHV files spell `dropOff_datetime` / `PUlocationID` in 2019 and
+    `dropoff_datetime` / `PULocationID` later.
+    """
+    wanted = header_name.strip().strip('"').lower()
+    for name in TRIP_SCHEMAS[color].names:
+        if name.lower() == wanted:
+            return name
+    return None
+
+
+# The warehouse table: one for all colors. Per-color pickup/dropoff names are unified; a column a
+# color lacks is NULL for that color's rows.
+RIDES_TABLE = "rides"
+_RIDE_EXTRA_ORDER = (
+    "VendorID",
+    "passenger_count",
+    "trip_distance",
+    "RatecodeID",
+    "store_and_fwd_flag",
+    "payment_type",
+    "fare_amount",
+    "extra",
+    "mta_tax",
+    "tip_amount",
+    "tolls_amount",
+    "ehail_fee",
+    "improvement_surcharge",
+    "total_amount",
+    "congestion_surcharge",
+    "trip_type",
+    "dispatching_base_num",
+    "SR_Flag",
+    "Affiliated_base_number",
+)
+RIDES_SCHEMA = pa.schema(
+    [
+        pa.field("color", STRING, nullable=False),
+        pa.field("month", pa.date32(), nullable=False),
+        pa.field("pickup_datetime", TIMESTAMP),
+        pa.field("dropoff_datetime", TIMESTAMP),
+        pa.field("PULocationID", INT),
+        pa.field("DOLocationID", INT),
+    ]
+    + [
+        pa.field(name, next(s.field(name).type for s in TRIP_SCHEMAS.values() if name in s.names))
+        for name in _RIDE_EXTRA_ORDER
+    ]
+)
+
+
+def rides_source_column(color: str, rides_column: str) -> str | None:
+    """Which column of a color's lake file feeds a `rides` column (None: NULL for that color)."""
+    if rides_column == "pickup_datetime":
+        return PICKUP_COLUMN[color]
+    if rides_column == "dropoff_datetime":
+        return DROPOFF_COLUMN[color]
+    return rides_column if rides_column in TRIP_SCHEMAS[color].names else None
+
+
+def rides_select_list(
+    color: str,
+    *,
+    quote: Callable[[str], str],
+    sql_type: Callable[[pa.DataType], str],
+    fill_passenger_count: bool,
+) -> list[str]:
+    """SQL select expressions (excluding color and month) mapping a lake file onto `rides`.
+
+    `quote` and `sql_type` spell identifiers and types in the warehouse's dialect; the rest is
+    standard SQL (CAST, COALESCE) that DuckDB and BigQuery share.
+    """
+    exprs = []
+    for field in RIDES_SCHEMA:
+        if field.name in ("color", "month"):
+            continue
+        source = rides_source_column(color, field.name)
+        if source is None:
+            expr = f"CAST(NULL AS {sql_type(field.type)})"
+        elif field.name == "passenger_count" and fill_passenger_count:
+            expr = f"COALESCE({quote(source)}, 0)"
+        else:
+            expr = quote(source)
+        exprs.append(f"{expr} AS {quote(field.name)}")
+    return exprs

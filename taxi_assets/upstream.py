@@ -1,0 +1,179 @@
+"""The upstream release files: where they are, and a streaming, verified, retried download."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import urllib3
+
+DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+CHUNK_BYTES = 1 << 20
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def release_url(base_url: str, color: str, ym: str) -> str:
+    """`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`, the DataTalksClub release layout."""
+    return f"{base_url.rstrip('/')}/{color}/{color}_tripdata_{ym}.csv.gz"
+
+
+class UpstreamError(Exception):
+    """The file could not be fetched whole; the message names the URL and what went wrong."""
+
+
+class NotPublished(UpstreamError):
+    """The release has no file for this month (HTTP 404): retrying will not help."""
+
+
+class TransientUpstreamError(UpstreamError):
+    """A failure worth retrying: 5xx, 429, timeouts, resets, a transfer cut short."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the server says about a file's version, used to notice it changed."""
+
+    etag: str | None
+    last_modified: str | None
+    content_length: int | None
+
+    @classmethod
+    def from_headers(cls, headers) -> Fingerprint:
+        length = headers.get("Content-Length")
+        return cls(
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+            content_length=int(length) if length and length.isdigit() else None,
+        )
+
+    def token(self) -> str:
+        return "|".join(str(v) for v in (self.etag, self.last_modified, self.content_length))
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    url: str
+    path: Path
+    size: int
+    sha256: str
+    fingerprint: Fingerprint
+    attempts: int
+    seconds: float
+
+
+class _GzipEndCheck:
+    """Follows a gzip stream (all members) to tell whether it reached its end-of-stream marker.
+
+    A transfer can stop early with no error from the server; only the gzip trailer proves the file
+    is whole. Decompressed bytes are discarded as they come, so memory stays flat.
+    """
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk:
+            self._inflater.decompress(chunk, 0)
+            if self._inflater.eof:
+                self.complete = True
+                chunk = self._inflater.unused_data
+                if chunk:  # another gzip member follows
+                    self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                    self.complete = False
+            else:
+                chunk = b""
+                self.complete = False
+
+
+def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float) -> tuple[int, str, Fingerprint]:
+    try:
+        response = session.get(url, stream=True, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransientUpstreamError(f"{url}: {type(exc).__name__}: {exc}") from exc
+    with response:
+        if response.status_code == 404:
+            raise NotPublished(f"{url}: not published upstream (HTTP 404)")
+        if response.status_code in RETRYABLE_STATUS:
+            raise TransientUpstreamError(f"{url}: HTTP {response.status_code} {response.reason}")
+        if response.status_code != 200:
+            raise UpstreamError(f"{url}: HTTP {response.status_code} {response.reason}")
+        fingerprint = Fingerprint.from_headers(response.headers)
+        digest = hashlib.sha256()
+        gzip_end = _GzipEndCheck()
+        size = 0
+        try:
+            with open(dest, "wb") as out:
+                # decode_content=False: keep the file's own gzip bytes even if a server adds
+                # Content-Encoding: gzip.
+                for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    gzip_end.feed(chunk)
+                    size += len(chunk)
+        except zlib.error as exc:
+            raise UpstreamError(f"{url}: not a valid gzip file ({exc})") from exc
+        except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+            raise TransientUpstreamError(
+                f"{url}: transfer broken after {size:,} bytes: {type(exc).__name__}: {exc}"
+            ) from exc
+    if fingerprint.content_length is not None and size != fingerprint.content_length:
+        raise TransientUpstreamError(
+            f"{url}: transfer incomplete: got {size:,} of {fingerprint.content_length:,} bytes"
+        )
+    if not gzip_end.complete:
+        raise TransientUpstreamError(
+            f"{url}: truncated gzip: the stream ended after {size:,} bytes without the gzip end-of-stream marker"
+        )
+    return size, digest.hexdigest(), fingerprint
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    attempts: int = 4,
+    backoff_seconds: float = 1.0,
+    timeout_seconds: float = 60.0,
+    session: requests.Session | None = None,
+    log: logging.Logger | None = None,
+) -> Downloaded:
+    """Stream `url` to `dest`, verifying length and gzip completeness, retrying transient failures.
+
+    Retries use exponential backoff with full jitter. A 404 is final at once (`NotPublished`). On
+    failure `dest` is removed, so a partial file is never left behind.
+    """
+    log = log or logging.getLogger(__name__)
+    session = session or requests.Session()
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds)
+            return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
+        except TransientUpstreamError as exc:
+            dest.unlink(missing_ok=True)
+            if attempt == attempts:
+                raise TransientUpstreamError(f"{exc} (gave up after {attempts} attempts)") from exc
+            pause = random.uniform(0, backoff_seconds * 2 ** (attempt - 1))
+            log.warning("attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause)
+            time.sleep(pause)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+    raise AssertionError("unreachable")
+
+
+def probe(url: str, *, session: requests.Session | None = None, timeout_seconds: float = 15.0) -> Fingerprint | None:
+    """HEAD the file: its fingerprint, or None if it is not published (404)."""
+    session = session or requests.Session()
+    response = session.head(url, allow_redirects=True, timeout=timeout_seconds)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return Fingerprint.from_headers(response.headers)
