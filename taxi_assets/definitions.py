@@ -9,12 +9,17 @@ from taxi_assets.jobs import trips_job
 from taxi_assets.resources.targets import resources_for
 from taxi_assets.sensors import upstream_files_sensor
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[trips_job],
-    sensors=[upstream_files_sensor],
-    resources=resources_for(os.environ.get("TAXI_TARGET", "local")),
-    # A partition's four steps are a chain: separate processes per step would buy no
-    # parallelism and cost seconds each. Partitions run side by side as separate runs.
-    executor=dg.in_process_executor,
-)
+
+def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[trips_job],
+        sensors=[upstream_files_sensor],
+        resources={**resources_for(target), **resource_overrides},
+        # A partition's four steps are a chain: separate processes per step would buy no
+        # parallelism and cost seconds each. Partitions run side by side as separate runs.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs(os.environ.get("TAXI_TARGET", "local"))

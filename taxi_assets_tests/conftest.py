@@ -1,0 +1,156 @@
+"""Shared fixtures: a release mirror on 127.0.0.1 that can misbehave on request, and the local
+target wired to it in a scratch data folder."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from taxi_assets.mirror import serve_folder
+from taxi_assets.partitions import TripMonth
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = FIXTURES / "real"
+
+
+def real_rows(name: str) -> list[str]:
+    """Lines of a real fixture file, header included, each ending in a newline."""
+    lines = (REAL / name).read_text().splitlines()
+    return [line + "\n" for line in lines]
+
+
+def fhv_month(ym: str) -> list[str]:
+    lines = real_rows("fhv_tripdata_2019_TLCoriginal_monthly_heads.csv")
+    return [lines[0]] + [line for line in lines[1:] if line.split(",")[1].startswith(ym)]
+
+
+class Mirror:
+    """A folder laid out like the releases, served over HTTP, with scripted faults per file."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.base_url = ""
+        self.faults: dict[str, list[str]] = defaultdict(list)
+        self.requests: list[str] = []
+
+    def path(self, color: str, ym: str) -> Path:
+        return self.root / color / f"{color}_tripdata_{ym}.csv.gz"
+
+    def publish(self, color: str, ym: str, lines: list[str] | bytes) -> Path:
+        """Put a month's file on the mirror (gzipped CSV lines, or raw bytes as given)."""
+        path = self.path(color, ym)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = lines if isinstance(lines, bytes) else gzip.compress("".join(lines).encode(), mtime=0)
+        path.write_bytes(data)
+        return path
+
+    def fail_next(self, color: str, ym: str, *faults: str) -> None:
+        """Script the next responses for a file: "503", "500", "cut" (close the connection half way
+        through a body that announced its full length)."""
+        self.faults[f"/{color}/{color}_tripdata_{ym}.csv.gz"].extend(faults)
+
+    def handler(self):
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _fault(self) -> str | None:
+                mirror.requests.append(f"{self.command} {self.path}")
+                queue = mirror.faults.get(self.path)
+                return queue.pop(0) if queue else None
+
+            def do_HEAD(self):
+                fault = self._fault()
+                if fault and fault.isdigit():
+                    self.send_error(int(fault))
+                    return
+                super().do_HEAD()
+
+            def do_GET(self):
+                fault = self._fault()
+                if fault and fault.isdigit():
+                    self.send_error(int(fault))
+                    return
+                if fault == "cut":
+                    body = self.translate_path(self.path)
+                    data = Path(body).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                super().do_GET()
+
+        return Handler
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    m = Mirror(tmp_path / "mirror")
+    m.root.mkdir()
+    with serve_folder(m.root, handler=m.handler()) as url:
+        m.base_url = url
+        yield m
+
+
+@pytest.fixture
+def local_env(tmp_path, mirror, monkeypatch):
+    """The local target in a scratch TAXI_DATA_DIR, reading from the test mirror."""
+    monkeypatch.setenv("TAXI_TARGET", "local")
+    monkeypatch.setenv("TAXI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TAXI_SOURCE_URL", mirror.base_url)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def local_defs(local_env, mirror):
+    def mirror_url():
+        return mirror.base_url
+
+    from taxi_assets.definitions import build_defs
+    from taxi_assets.resources.source import TripSource
+
+    # Short pauses between download attempts; the backoff itself is tested in test_upstream.
+    return build_defs("local", source=TripSource(base_url=mirror_url(), backoff_seconds=0.01))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def run_partition(defs: dg.Definitions, key: str, instance: dg.DagsterInstance, **kwargs):
+    job = defs.resolve_job_def("trips_job")
+    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, **kwargs)
+
+
+def step_failure_messages(result) -> list[str]:
+    """Each failed step's error as the UI shows it: the message and the messages of its causes
+    (a failure after retries reads "Exceeded max_retries", caused by the real error)."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error, parts = event.event_specific_data.error, []
+            while error is not None:
+                parts.append(error.message.strip())
+                error = error.cause
+            messages.append("\n".join(parts))
+    return messages
+
+
+def month(key: str) -> TripMonth:
+    return TripMonth.from_key(key)
+
+

@@ -1,0 +1,191 @@
+"""The whole graph on the local target: exact row counts from source to warehouse, reruns that
+replace, and bad input that fails clearly and publishes nothing."""
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets.layout import published_key, raw_key
+from taxi_assets_tests.conftest import fhv_month, month, real_rows, run_partition, step_failure_messages
+
+SOURCES = {
+    "yellow|2021-01-01": real_rows("yellow_tripdata_2021-01_head3000.csv"),
+    "yellow|2020-07-01": real_rows("yellow_tripdata_2020-07_sample266.csv"),
+    "fhv|2019-01-01": fhv_month("2019-01"),
+    "fhv|2019-02-01": fhv_month("2019-02"),
+}
+
+
+def _publish_all(mirror):
+    for key, lines in SOURCES.items():
+        m = month(key)
+        mirror.publish(m.color, m.ym, lines)
+
+
+def _slices(data_dir):
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as conn:
+        rows = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
+    return {(color, ym): n for color, ym, n in rows}
+
+
+def _lake_rows(data_dir, key):
+    return pq.read_metadata(data_dir / "lake" / published_key(month(key))).num_rows
+
+
+def test_two_colors_two_months_exact_counts_and_idempotent_rerun(mirror, local_env, local_defs, instance):
+    _publish_all(mirror)
+    for key in SOURCES:
+        result = run_partition(local_defs, key, instance)
+        assert result.success, step_failure_messages(result)
+
+    expected = {(month(k).color, month(k).ym): len(lines) - 1 for k, lines in SOURCES.items()}
+    assert expected == {("yellow", "2021-01"): 3000, ("yellow", "2020-07"): 266, ("fhv", "2019-01"): 18, ("fhv", "2019-02"): 16}
+    assert _slices(local_env) == expected
+    for key, lines in SOURCES.items():
+        assert _lake_rows(local_env, key) == len(lines) - 1
+
+    # A rerun replaces its slice: same count, nothing doubled, other slices untouched.
+    result = run_partition(local_defs, "yellow|2020-07-01", instance)
+    assert result.success
+    assert _slices(local_env) == expected
+
+    with duckdb.connect(str(local_env / "warehouse.duckdb"), read_only=True) as conn:
+        months = conn.execute(
+            "SELECT DISTINCT strftime(month, '%Y-%m') FROM rides WHERE color = 'yellow' AND pickup_datetime < '2020-07-01'"
+        ).fetchall()
+        # The month comes from the partition, not the pickup: June pickups stay in July's slice.
+        assert months == [("2020-07",)]
+        nulls = conn.execute("SELECT count(*) FROM rides WHERE color = 'fhv' AND passenger_count IS NULL").fetchone()[0]
+        assert nulls == 34  # fhv has no passenger_count: NULL, not 0
+
+
+def test_materialization_metadata(mirror, local_env, local_defs, instance):
+    _publish_all(mirror)
+    result = run_partition(local_defs, "yellow|2020-07-01", instance)
+    assert result.success
+    by_asset = {
+        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("clean_trips")
+    }
+    clean = by_asset["clean_trips"]
+    assert clean["dagster/row_count"].value == 266
+    assert clean["pickups_outside_month"].value == 5
+    assert [c.name for c in clean["dagster/column_schema"].schema.columns][:3] == [
+        "VendorID",
+        "tpep_pickup_datetime",
+        "tpep_dropoff_datetime",
+    ]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["has_rows"].passed and checks["matches_pinned_schema"].passed
+    assert not checks["pickups_within_month"].passed
+    assert checks["pickups_within_month"].metadata["pickups_outside_month"].value == 5
+    assert checks["slice_matches_lake_file"].passed
+    [raw] = result.asset_materializations_for_node("raw_trips")
+    assert raw.metadata["source_url"].value.endswith("/yellow/yellow_tripdata_2020-07.csv.gz")
+    assert len(raw.metadata["sha256"].value) == 64
+    [table] = result.asset_materializations_for_node("bq_rides_table")
+    assert table.metadata["dagster/row_count"].value == 266
+    assert table.metadata["passenger_count_filled_with_0"].value == 0
+
+
+def test_missing_passenger_counts_become_zero_in_the_warehouse_only(mirror, local_env, local_defs, instance):
+    head = real_rows("green_tripdata_2020-10_head3000.csv")
+    tail = real_rows("green_tripdata_2020-10_tail500.csv")[1:]
+    mirror.publish("green", "2020-10", head + tail)
+    result = run_partition(local_defs, "green|2020-10-01", instance)
+    assert result.success
+    [table] = result.asset_materializations_for_node("bq_rides_table")
+    assert table.metadata["passenger_count_filled_with_0"].value == 500
+    lake = pq.read_table(local_env / "lake" / published_key(month("green|2020-10-01")))
+    assert lake.column("passenger_count").null_count == 500
+    with duckdb.connect(str(local_env / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM rides WHERE passenger_count IS NULL").fetchone()[0] == 0
+
+    unfilled = run_partition(
+        local_defs,
+        "green|2020-10-01",
+        instance,
+        run_config={"ops": {"bq_rides_table": {"config": {"fill_passenger_count": False}}}},
+    )
+    assert unfilled.success
+    with duckdb.connect(str(local_env / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM rides WHERE passenger_count IS NULL").fetchone()[0] == 500
+        assert conn.execute("SELECT count(*) FROM rides").fetchone()[0] == 3500
+
+
+def _assert_nothing_published(data_dir, key):
+    assert not (data_dir / "lake" / published_key(month(key))).exists()
+    if (data_dir / "warehouse.duckdb").exists():
+        assert (month(key).color, month(key).ym) not in _slices(data_dir)
+
+
+def test_month_not_published_upstream_fails_at_once(mirror, local_env, local_defs, instance):
+    result = run_partition(local_defs, "green|2026-10-01", instance)
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "partition green|2026-10-01" in message
+    assert "green_tripdata_2026-10.csv.gz: not published upstream (HTTP 404)" in message
+    assert len(mirror.requests) == 1  # no retries on 404
+    assert not (local_env / "lake" / raw_key(month("green|2026-10-01"))).exists()
+    _assert_nothing_published(local_env, "green|2026-10-01")
+
+
+def test_truncated_gzip_fails_and_stores_nothing(mirror, local_env, local_defs, instance, monkeypatch):
+    import dagster as dg
+
+    from taxi_assets.assets import trips
+
+    # One run attempt is enough to see the message; don't wait out the outage retry policy.
+    monkeypatch.setattr(trips.raw_trips.op, "_retry_policy", dg.RetryPolicy(max_retries=0))
+    whole = gzip_bytes(real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    mirror.publish("yellow", "2021-01", whole[:-3000])
+    result = run_partition(local_defs, "yellow|2021-01-01", instance)
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "partition yellow|2021-01-01" in message and "yellow_tripdata_2021-01.csv.gz" in message
+    assert "truncated gzip" in message
+    assert not (local_env / "lake" / raw_key(month("yellow|2021-01-01"))).exists()
+    _assert_nothing_published(local_env, "yellow|2021-01-01")
+
+
+def test_wrong_header_fails_and_keeps_the_previous_good_version(mirror, local_env, local_defs, instance):
+    key = "yellow|2020-07-01"
+    mirror.publish("yellow", "2020-07", SOURCES[key])
+    assert run_partition(local_defs, key, instance).success
+    published = local_env / "lake" / published_key(month(key))
+    before = published.read_bytes()
+
+    # Upstream replaces the file with one of the wrong layout.
+    mirror.publish("yellow", "2020-07", real_rows("green_tripdata_2020-10_head3000.csv"))
+    result = run_partition(local_defs, key, instance)
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert f"partition {key}" in message and "raw/yellow/yellow_tripdata_2020-07.csv.gz" in message
+    assert "wrong header" in message and "lpep_pickup_datetime" in message
+    assert published.read_bytes() == before
+    assert _slices(local_env) == {("yellow", "2020-07"): 266}
+
+
+def test_empty_month_fails_the_blocking_check_and_publishes_nothing(mirror, local_env, local_defs, instance):
+    mirror.publish("fhv", "2019-03", fhv_month("2019-03")[:1])  # header only
+    result = run_partition(local_defs, "fhv|2019-03-01", instance)
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["has_rows"].passed
+    _assert_nothing_published(local_env, "fhv|2019-03-01")
+
+
+def gzip_bytes(lines):
+    import gzip
+
+    return gzip.compress("".join(lines).encode())
+
+
+@pytest.mark.parametrize("key", ["yellow|2021-01-01"])
+def test_transient_5xx_inside_a_run_is_retried(mirror, local_env, local_defs, instance, key):
+    mirror.publish("yellow", "2021-01", SOURCES[key])
+    mirror.fail_next("yellow", "2021-01", "502", "cut")
+    result = run_partition(local_defs, key, instance)
+    assert result.success
+    [raw] = result.asset_materializations_for_node("raw_trips")
+    assert raw.metadata["download_attempts"].value == 3
+    assert _slices(local_env) == {("yellow", "2021-01"): 3000}
