@@ -115,14 +115,7 @@ def local_env(tmp_path, mirror, monkeypatch):
 
 @pytest.fixture
 def local_defs(local_env, mirror):
-    def mirror_url():
-        return mirror.base_url
-
-    from taxi_assets.definitions import build_defs
-    from taxi_assets.resources.source import TripSource
-
-    # Short pauses between download attempts; the backoff itself is tested in test_upstream.
-    return build_defs("local", source=TripSource(base_url=mirror_url(), backoff_seconds=0.01))
+    return build_test_defs("local", mirror)
 
 
 @pytest.fixture
@@ -154,3 +147,42 @@ def month(key: str) -> TripMonth:
     return TripMonth.from_key(key)
 
 
+
+
+@pytest.fixture(scope="session")
+def gcp_emulators(tmp_path_factory):
+    """GCS and BigQuery emulators for the whole session (started once: ~1 s)."""
+    from taxi_assets_tests.emulators import gcp_emulators as start
+
+    with start(tmp_path_factory.mktemp("emulators")) as emulators:
+        yield emulators
+
+
+@pytest.fixture
+def gcp_env(gcp_emulators, mirror, monkeypatch, request):
+    """The gcp target against the emulators: a fresh bucket and dataset for each test."""
+    from google.cloud import storage
+
+    suffix = abs(hash(request.node.nodeid)) % 10**8
+    bucket, dataset = f"taxi-lake-{suffix}", f"taxi_{suffix}"
+    for name, value in {
+        "TAXI_TARGET": "gcp",
+        "TAXI_SOURCE_URL": mirror.base_url,
+        "GCP_PROJECT": gcp_emulators.project,
+        "GCS_BUCKET": bucket,
+        "BQ_DATASET": dataset,
+        "BQ_LOCATION": "US",
+        "STORAGE_EMULATOR_HOST": gcp_emulators.storage_host,
+        "BIGQUERY_EMULATOR_HOST": gcp_emulators.bigquery_host,
+    }.items():
+        monkeypatch.setenv(name, value)
+    storage.Client(project=gcp_emulators.project).create_bucket(bucket)
+    return {"bucket": bucket, "dataset": dataset, "project": gcp_emulators.project}
+
+
+def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
+    from taxi_assets.definitions import build_defs
+    from taxi_assets.resources.source import TripSource
+
+    # Short pauses between download attempts; the backoff itself is tested in test_upstream.
+    return build_defs(target, source=TripSource(base_url=mirror.base_url, backoff_seconds=0.01))

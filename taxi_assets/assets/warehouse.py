@@ -8,7 +8,7 @@ from taxi_assets.assets.trips import GROUP, STORAGE_RETRY, gcs_parquet
 from taxi_assets.layout import published_key
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.warehouse import Warehouse
+from taxi_assets.resources.warehouse import Warehouse, WarehouseSetupError
 from taxi_assets.schema import RIDES_SCHEMA
 
 
@@ -50,12 +50,15 @@ def bq_rides_table(
             allow_retries=False,
         )
     expected_rows = lake.parquet_metadata(key).num_rows
-    load = warehouse.replace_slice(
-        source_uri=lake.uri(key),
-        color=month.color,
-        month=month.month,
-        fill_passenger_count=config.fill_passenger_count,
-    )
+    try:
+        load = warehouse.replace_slice(
+            source_uri=lake.uri(key),
+            color=month.color,
+            month=month.month,
+            fill_passenger_count=config.fill_passenger_count,
+        )
+    except WarehouseSetupError as exc:
+        raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": load.rows,
