@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
-import io
 import re
 import time
 from dataclasses import dataclass, field
@@ -89,9 +88,7 @@ def _open_reader(raw_path: Path, names: list[str], types: dict[str, pa.DataType]
         pa.input_stream(str(raw_path), compression="gzip"),
         read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types, strings_can_be_null=True, include_columns=include
-        ),
+        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, include_columns=include),
     )
 
 

@@ -28,7 +28,9 @@ def ensure_dagster_home(home: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("partitions", nargs="*", default=list(DEMO_PARTITIONS), help="partition keys, e.g. 'yellow|2021-01-01'")
+    parser.add_argument(
+        "partitions", nargs="*", default=list(DEMO_PARTITIONS), help="partition keys, e.g. 'yellow|2021-01-01'"
+    )
     args = parser.parse_args(argv)
 
     os.environ["TAXI_TARGET"] = "local"
@@ -73,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = {}
         if warehouse_path.exists():
             with duckdb.connect(str(warehouse_path), read_only=True) as conn:
-                counts = {(c, str(m)): n for c, m, n in conn.execute("SELECT color, month, count(*) FROM rides GROUP BY ALL").fetchall()}
+                counts = {
+                    (c, str(m)): n
+                    for c, m, n in conn.execute("SELECT color, month, count(*) FROM rides GROUP BY ALL").fetchall()
+                }
         print(f"\n{'partition':<20} {'lake rows':>10} {'warehouse rows':>15}  lake file")
         for key in args.partitions:
             month = TripMonth.from_key(key)
@@ -81,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             lake_rows = pq.read_metadata(path).num_rows if path.exists() else "-"
             wh_rows = counts.get((month.color, month.month.isoformat()), "-")
             print(f"{key:<20} {lake_rows:>10} {wh_rows:>15}  {path}")
-        print(f"\nwarehouse: {warehouse_path} (DuckDB, table rides: {sum(counts.values())} rows in {len(counts)} slices)")
-        print(f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+        print(
+            f"\nwarehouse: {warehouse_path} (DuckDB, table rides: {sum(counts.values())} rows in {len(counts)} slices)"
+        )
+        print(
+            f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+        )
         print("browse it: make dev  (dagster dev, http://127.0.0.1:3000)")
     return 1 if failed else 0
 

@@ -1,6 +1,5 @@
 import dagster as dg
 
-
 trips_job = dg.define_asset_job(
     "trips_job",
     selection=dg.AssetSelection.groups("nyc_tlc"),

@@ -14,9 +14,7 @@ month_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
 color_partitions = dg.StaticPartitionsDefinition(list(COLORS))
 
 # Dimensions sort by name, so keys read "yellow|2021-01-01" (color first).
-trip_partitions = dg.MultiPartitionsDefinition(
-    {"month": month_partitions, "color": color_partitions}
-)
+trip_partitions = dg.MultiPartitionsDefinition({"month": month_partitions, "color": color_partitions})
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class TripMonth:
 
     @property
     def ym(self) -> str:
-        """"2021-01", as in the upstream file names."""
+        """ "2021-01", as in the upstream file names."""
         return self.month.strftime("%Y-%m")
 
     @property
@@ -61,7 +59,7 @@ class TripMonth:
 
     @property
     def file_stem(self) -> str:
-        """"yellow_tripdata_2021-01", the name the releases and the lake use."""
+        """ "yellow_tripdata_2021-01", the name the releases and the lake use."""
         return f"{self.color}_tripdata_{self.ym}"
 
     def as_multi_partition_key(self) -> dg.MultiPartitionKey:

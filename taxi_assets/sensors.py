@@ -6,7 +6,6 @@ requests a run for each partition whose file is new or different. The run key in
 fingerprint, so one version of a file is loaded once.
 """
 
-
 import json
 
 import dagster as dg
@@ -50,9 +49,7 @@ def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSourc
         token = fingerprint.token()
         if seen.get(key) != token:
             seen[key] = token
-            requests_out.append(
-                dg.RunRequest(run_key=f"{key}@{token}", partition_key=month.as_multi_partition_key())
-            )
+            requests_out.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=month.as_multi_partition_key()))
     context.update_cursor(json.dumps({"fingerprints": seen, "next": start + len(batch)}))
     if not requests_out:
         return dg.SkipReason(f"checked {len(batch)} partition files; none new or changed")

@@ -147,8 +147,6 @@ def month(key: str) -> TripMonth:
     return TripMonth.from_key(key)
 
 
-
-
 @pytest.fixture(scope="session")
 def gcp_emulators(tmp_path_factory):
     """GCS and BigQuery emulators for the whole session (started once: ~1 s)."""

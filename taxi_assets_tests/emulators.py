@@ -85,7 +85,16 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
     env = {**os.environ, "HOME": str(home)}
     gcs_port, bq_port, bq_grpc_port = free_port(), free_port(), free_port()
     gcs_dir = workdir / "gcs"
-    gcs_cmd = [str(BIN / "gcp-storage-emulator"), "-d", str(gcs_dir), "start", "--host", "127.0.0.1", "--port", str(gcs_port)]
+    gcs_cmd = [
+        str(BIN / "gcp-storage-emulator"),
+        "-d",
+        str(gcs_dir),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(gcs_port),
+    ]
     gcs_url = f"http://127.0.0.1:{gcs_port}"
     bq_env = {
         **env,
@@ -93,13 +102,26 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
         "BQEMU_GCS_LOCAL_ROOT": str(gcs_dir / ".cloudstorage"),
     }
     bq_cmd = [
-        sys.executable, "-c", _OFFLINE_BQEMULATOR, "start",
-        "--rest-host", "127.0.0.1", "--rest-port", str(bq_port),
-        "--grpc-host", "127.0.0.1", "--grpc-port", str(bq_grpc_port),
-        "--project", project, "--log-level", "warning",
+        sys.executable,
+        "-c",
+        _OFFLINE_BQEMULATOR,
+        "start",
+        "--rest-host",
+        "127.0.0.1",
+        "--rest-port",
+        str(bq_port),
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(bq_grpc_port),
+        "--project",
+        project,
+        "--log-level",
+        "warning",
     ]
     bq_url = f"http://127.0.0.1:{bq_port}"
-    with _running(gcs_cmd, env, gcs_url, workdir / "gcs.log"), _running(
-        bq_cmd, bq_env, f"{bq_url}/bigquery/v2/projects/{project}/datasets", workdir / "bq.log"
+    with (
+        _running(gcs_cmd, env, gcs_url, workdir / "gcs.log"),
+        _running(bq_cmd, bq_env, f"{bq_url}/bigquery/v2/projects/{project}/datasets", workdir / "bq.log"),
     ):
         yield Emulators(storage_host=gcs_url, bigquery_host=bq_url, gcs_root=gcs_dir / ".cloudstorage", project=project)

@@ -32,7 +32,15 @@ def test_green_tail_with_empty_integer_columns_keeps_integer_types(tmp_path):
     assert table.schema.equals(TRIP_SCHEMAS["green"])
     assert result.rows == table.num_rows == 500
     assert str(table.schema.field("VendorID").type) == "int64"
-    for column in ("VendorID", "RatecodeID", "passenger_count", "payment_type", "trip_type", "store_and_fwd_flag", "ehail_fee"):
+    for column in (
+        "VendorID",
+        "RatecodeID",
+        "passenger_count",
+        "payment_type",
+        "trip_type",
+        "store_and_fwd_flag",
+        "ehail_fee",
+    ):
         assert table.column(column).null_count == 500, column
     assert result.null_counts["passenger_count"] == 500
 
@@ -148,4 +156,11 @@ def test_not_gzip_fails_clearly(tmp_path):
     path = tmp_path / "in.csv.gz"
     path.write_bytes(b"VendorID,foo\n1,2\n")
     with pytest.raises(BadTripFile, match="not a readable gzip file"):
-        clean_trip_file(path, tmp_path / "o.parquet", color="yellow", month_start=dt.date(2021, 1, 1), month_end=dt.date(2021, 2, 1), file_label="x")
+        clean_trip_file(
+            path,
+            tmp_path / "o.parquet",
+            color="yellow",
+            month_start=dt.date(2021, 1, 1),
+            month_end=dt.date(2021, 2, 1),
+            file_label="x",
+        )

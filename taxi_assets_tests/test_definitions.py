@@ -29,7 +29,13 @@ def test_definitions_load_with_every_asset_described(local_env):
     assert defs.resolve_job_def("trips_job") is not None
     assert defs.resolve_sensor_def("upstream_files_sensor") is not None
     check_keys = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert {"has_rows", "matches_pinned_schema", "pickups_within_month", "dropoff_not_before_pickup", "slice_matches_lake_file"} <= check_keys
+    assert {
+        "has_rows",
+        "matches_pinned_schema",
+        "pickups_within_month",
+        "dropoff_not_before_pickup",
+        "slice_matches_lake_file",
+    } <= check_keys
     defs.resolve_implicit_global_asset_job_def()
 
 
@@ -91,9 +97,24 @@ def test_cli_materializes_one_partition(mirror, local_env, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions",
-         "--select", "*", "--partition", "green|2020-10-01"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "taxi_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "green|2020-10-01",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "RUN_SUCCESS" in completed.stderr

@@ -9,13 +9,20 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
 from taxi_assets.layout import published_key
-from taxi_assets.resources.warehouse import BigQueryWarehouse, bucket_loadable_into
-from taxi_assets_tests.conftest import build_test_defs, fhv_month, month, real_rows, run_partition, step_failure_messages
+from taxi_assets.resources.gcp import BigQueryWarehouse, bucket_loadable_into
+from taxi_assets_tests.conftest import (
+    build_test_defs,
+    month,
+    real_rows,
+    run_partition,
+    step_failure_messages,
+)
 
 SOURCES = {
     "yellow|2021-01-01": real_rows("yellow_tripdata_2021-01_head3000.csv"),
     "yellow|2020-07-01": real_rows("yellow_tripdata_2020-07_sample266.csv"),
-    "green|2020-10-01": real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:],
+    "green|2020-10-01": real_rows("green_tripdata_2020-10_head3000.csv")
+    + real_rows("green_tripdata_2020-10_tail500.csv")[1:],
     "green|2019-01-01": real_rows("green_tripdata_2020-10_tail500.csv"),  # same layout, another month
 }
 
@@ -51,7 +58,12 @@ def test_whole_graph_on_gcp_exact_counts_and_rerun(gcp_emulators, gcp_env, gcp_d
         assert result.success, step_failure_messages(result)
 
     expected = {(month(k).color, month(k).ym): len(v) - 1 for k, v in SOURCES.items()}
-    assert expected == {("yellow", "2021-01"): 3000, ("yellow", "2020-07"): 266, ("green", "2020-10"): 3500, ("green", "2019-01"): 500}
+    assert expected == {
+        ("yellow", "2021-01"): 3000,
+        ("yellow", "2020-07"): 266,
+        ("green", "2020-10"): 3500,
+        ("green", "2019-01"): 500,
+    }
     assert _slices(gcp_emulators, gcp_env) == expected
 
     bucket = storage.Client(project=gcp_env["project"]).bucket(gcp_env["bucket"])
@@ -95,8 +107,9 @@ def test_failure_inside_the_swap_leaves_the_old_slice(gcp_emulators, gcp_env, gc
         return statements[:2] + ["SELECT ERROR('injected failure between delete and insert')"] + statements[2:]
 
     monkeypatch.setattr(BigQueryWarehouse, "_swap_statements", failing_swap)
-    from taxi_assets.assets import warehouse as warehouse_assets
     import dagster as dg
+
+    from taxi_assets.assets import warehouse as warehouse_assets
 
     monkeypatch.setattr(warehouse_assets.bq_rides_table.op, "_retry_policy", dg.RetryPolicy(max_retries=0))
     result = run_partition(gcp_defs, key, instance)
@@ -184,8 +197,14 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
 
         def _refuse(self):
             body = json.dumps(
-                {"error": {"code": 403, "message": "Access Denied: Dataset p:d: Permission bigquery.datasets.get denied",
-                           "errors": [{"reason": "accessDenied", "message": "denied"}], "status": "PERMISSION_DENIED"}}
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Access Denied: Dataset p:d: Permission bigquery.datasets.get denied",
+                        "errors": [{"reason": "accessDenied", "message": "denied"}],
+                        "status": "PERMISSION_DENIED",
+                    }
+                }
             ).encode()
             self.send_response(403)
             self.send_header("Content-Type", "application/json")

@@ -39,7 +39,12 @@ def test_two_colors_two_months_exact_counts_and_idempotent_rerun(mirror, local_e
         assert result.success, step_failure_messages(result)
 
     expected = {(month(k).color, month(k).ym): len(lines) - 1 for k, lines in SOURCES.items()}
-    assert expected == {("yellow", "2021-01"): 3000, ("yellow", "2020-07"): 266, ("fhv", "2019-01"): 18, ("fhv", "2019-02"): 16}
+    assert expected == {
+        ("yellow", "2021-01"): 3000,
+        ("yellow", "2020-07"): 266,
+        ("fhv", "2019-01"): 18,
+        ("fhv", "2019-02"): 16,
+    }
     assert _slices(local_env) == expected
     for key, lines in SOURCES.items():
         assert _lake_rows(local_env, key) == len(lines) - 1
@@ -63,9 +68,7 @@ def test_materialization_metadata(mirror, local_env, local_defs, instance):
     _publish_all(mirror)
     result = run_partition(local_defs, "yellow|2020-07-01", instance)
     assert result.success
-    by_asset = {
-        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("clean_trips")
-    }
+    by_asset = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("clean_trips")}
     clean = by_asset["clean_trips"]
     assert clean["dagster/row_count"].value == 266
     assert clean["pickups_outside_month"].value == 5

@@ -43,8 +43,12 @@ def test_5xx_and_a_cut_transfer_are_retried(mirror, tmp_path):
 def test_persistent_5xx_gives_up_with_the_url_and_status(mirror, tmp_path):
     mirror.publish("green", "2020-10", real_rows("green_tripdata_2020-10_head3000.csv"))
     mirror.fail_next("green", "2020-10", "503", "503", "503")
-    with pytest.raises(TransientUpstreamError, match=r"green_tripdata_2020-10.csv.gz: HTTP 503 .*gave up after 3 attempts"):
-        download(release_url(mirror.base_url, "green", "2020-10"), tmp_path / "f.csv.gz", attempts=3, backoff_seconds=0.01)
+    with pytest.raises(
+        TransientUpstreamError, match=r"green_tripdata_2020-10.csv.gz: HTTP 503 .*gave up after 3 attempts"
+    ):
+        download(
+            release_url(mirror.base_url, "green", "2020-10"), tmp_path / "f.csv.gz", attempts=3, backoff_seconds=0.01
+        )
     assert not (tmp_path / "f.csv.gz").exists()
 
 
@@ -52,7 +56,9 @@ def test_truncated_gzip_is_refused(mirror, tmp_path):
     whole = gzip.compress("".join(real_rows("yellow_tripdata_2021-01_head3000.csv")).encode())
     mirror.publish("yellow", "2021-01", whole[: len(whole) - 5000])
     with pytest.raises(TransientUpstreamError, match="truncated gzip: the stream ended after"):
-        download(release_url(mirror.base_url, "yellow", "2021-01"), tmp_path / "f.csv.gz", attempts=2, backoff_seconds=0.01)
+        download(
+            release_url(mirror.base_url, "yellow", "2021-01"), tmp_path / "f.csv.gz", attempts=2, backoff_seconds=0.01
+        )
     assert not (tmp_path / "f.csv.gz").exists()
 
 

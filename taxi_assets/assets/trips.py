@@ -1,6 +1,5 @@
 """The lake side of the graph: upstream file -> raw lake file -> typed Parquet -> published Parquet."""
 
-
 import dagster as dg
 import pyarrow.parquet as pq
 
@@ -16,12 +15,8 @@ from taxi_assets.upstream import NotPublished, UpstreamError
 GROUP = "nyc_tlc"
 
 # Download attempts inside one run cover short blips; these cover an upstream outage.
-UPSTREAM_RETRY = dg.RetryPolicy(
-    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-STORAGE_RETRY = dg.RetryPolicy(
-    max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+UPSTREAM_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 @dg.asset(
@@ -81,9 +76,7 @@ def _clean_metadata(result: CleanResult, color: str) -> dict[str, dg.MetadataVal
     preview = result.preview.to_pandas().to_markdown(index=False) if result.preview is not None else ""
     return {
         "dagster/row_count": result.rows,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
-        ),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]),
         "preview": dg.MetadataValue.md(preview),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,
@@ -125,9 +118,7 @@ def clean_trips(context: dg.AssetExecutionContext, lake: Lake):
         yield dg.Output(ParquetFile(out), metadata=_clean_metadata(result, month.color))
 
     pinned = TRIP_SCHEMAS[month.color]
-    yield dg.AssetCheckResult(
-        check_name="has_rows", passed=result.rows > 0, metadata={"rows": result.rows}
-    )
+    yield dg.AssetCheckResult(check_name="has_rows", passed=result.rows > 0, metadata={"rows": result.rows})
     yield dg.AssetCheckResult(
         check_name="matches_pinned_schema",
         passed=written_schema.equals(pinned, check_metadata=False),

@@ -1,6 +1,5 @@
 """The warehouse side of the graph: the published lake file -> its slice of the `rides` table."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -34,9 +33,7 @@ class RidesLoadConfig(dg.Config):
         )
     ],
 )
-def bq_rides_table(
-    context: dg.AssetExecutionContext, config: RidesLoadConfig, lake: Lake, warehouse: Warehouse
-):
+def bq_rides_table(context: dg.AssetExecutionContext, config: RidesLoadConfig, lake: Lake, warehouse: Warehouse):
     """The month x color slice of `rides`, the one warehouse table for all colors (unified
     `pickup_datetime` / `dropoff_datetime` names, NULL where a color lacks a column, `month` taken
     from the partition key, not from pickup times). Loaded by the warehouse itself from the

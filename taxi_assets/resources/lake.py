@@ -1,4 +1,5 @@
-"""The lake: where raw files, staged Parquet and published Parquet live. A folder or a GCS bucket.
+"""The lake: where raw files, staged Parquet and published Parquet live. A folder here; a GCS
+bucket in resources/gcp.py.
 
 Every write is a publish: the object appears whole under its key or not at all. Keys are
 slash-separated paths relative to the lake's root ("data/yellow/yellow_tripdata_2021-01.parquet").
@@ -6,7 +7,6 @@ slash-separated paths relative to the lake's root ("data/yellow/yellow_tripdata_
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import shutil
@@ -18,8 +18,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
-from dagster_gcp import GCSResource
-from pydantic import PrivateAttr
 
 
 @dataclass(frozen=True)
@@ -152,68 +150,3 @@ class LocalLake(Lake):
 
     def parquet_metadata(self, key: str) -> pq.FileMetaData:
         return pq.read_metadata(self._path(key))
-
-
-class GCSLake(Lake):
-    """A GCS bucket: `gs://{bucket}/{key}`. Clients come from dagster-gcp's GCSResource
-    (Application Default Credentials; STORAGE_EMULATOR_HOST points it at an emulator)."""
-
-    gcs: GCSResource
-    bucket: str
-    _client = PrivateAttr(default=None)
-
-    def _bucket(self):
-        if self._client is None:
-            self._client = self.gcs.get_client()
-        return self._client.bucket(self.bucket)
-
-    def uri(self, key: str) -> str:
-        return f"gs://{self.bucket}/{key}"
-
-    @contextlib.contextmanager
-    def scratch_dir(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="taxi-lake-") as tmp:
-            yield Path(tmp)
-
-    def _describe(self, blob) -> LakeObject:
-        crc32c = blob.crc32c and base64.b64decode(blob.crc32c).hex()
-        md5 = blob.md5_hash and base64.b64decode(blob.md5_hash).hex()
-        return LakeObject(
-            key=blob.name,
-            uri=self.uri(blob.name),
-            size=int(blob.size),
-            generation=blob.generation,
-            md5=md5 or None,
-            crc32c=crc32c or None,
-        )
-
-    def publish_file(self, local_path: Path, key: str) -> LakeObject:
-        # A GCS object becomes visible only once its upload completes: readers see the old
-        # generation or the new one, never a part.
-        blob = self._bucket().blob(key)
-        blob.upload_from_filename(str(local_path), checksum="crc32c")
-        blob.reload()
-        local_path.unlink(missing_ok=True)
-        return self._describe(blob)
-
-    def copy(self, src_key: str, dst_key: str) -> LakeObject:
-        bucket = self._bucket()
-        # Server-side: the bytes do not pass through the worker.
-        copied = bucket.copy_blob(bucket.blob(src_key), bucket, dst_key)
-        copied.reload()
-        return self._describe(copied)
-
-    def stat(self, key: str) -> LakeObject | None:
-        blob = self._bucket().get_blob(key)
-        return self._describe(blob) if blob is not None else None
-
-    @contextlib.contextmanager
-    def local_file(self, key: str) -> Iterator[Path]:
-        with self.scratch_dir() as tmp:
-            path = tmp / Path(key).name
-            self._bucket().blob(key).download_to_filename(str(path))
-            yield path
-
-    def parquet_metadata(self, key: str) -> pq.FileMetaData:
-        with self._bucket().blob(key).open("rb") as reader:
-            return pq.read_metadata(reader)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from taxi_assets.io_managers import LakeParquetIOManager
-from taxi_assets.resources.lake import GCSLake, Lake, LocalLake
+from taxi_assets.resources.lake import Lake, LocalLake
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from taxi_assets.upstream import DEFAULT_SOURCE_URL
@@ -39,5 +38,3 @@ def resources_for(target: str) -> dict[str, object]:
         "warehouse": warehouse,
         "lake_io_manager": LakeParquetIOManager(lake=lake),
     }
-
-
