@@ -289,17 +289,11 @@ class BigQueryWarehouse(Warehouse):
                     loaded = self._scalar(
                         client, f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month", slice_params
                     )
-                    filled = 0
-                    if fill_passenger_count and "passenger_count" in TRIP_SCHEMAS[color].names:
-                        staged = _bq_quote(staging_id)
-                        filled = self._scalar(client, f"SELECT COUNTIF(passenger_count IS NULL) FROM {staged}")
                     total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
             finally:
                 if staging_id:
                     client.delete_table(staging_id, not_found_ok=True)
-            return SliceLoad(
-                table=self._table_id(client, RIDES_TABLE), rows=loaded, passenger_count_filled=filled, table_rows=total
-            )
+            return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
 
     @staticmethod
     def _scalar(client, sql: str, params=()) -> int:

@@ -14,6 +14,9 @@ from taxi_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from taxi_assets.upstream import DEFAULT_SOURCE_URL
 
 TARGETS = ("local", "gcp")
+# Measured on a 1.37M-row load: insertion order is meaningless for `rides`, and not keeping it
+# plus a memory cap took the load from 1.1 s / 470 MB to 0.85 s / 290 MB.
+DUCKDB_SETTINGS = {"preserve_insertion_order": False, "memory_limit": "512MB"}
 
 
 def data_dir() -> Path:
@@ -27,7 +30,9 @@ def resources_for(target: str) -> dict[str, object]:
     source = TripSource(base_url=os.environ.get("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL))
     if target == "local":
         lake: Lake = LocalLake(root=str(data_dir() / "lake"))
-        warehouse: Warehouse = DuckDBWarehouse(duckdb=DuckDBResource(database=str(data_dir() / "warehouse.duckdb")))
+        warehouse: Warehouse = DuckDBWarehouse(
+            duckdb=DuckDBResource(database=str(data_dir() / "warehouse.duckdb"), connection_config=DUCKDB_SETTINGS)
+        )
     else:
         from taxi_assets.resources.gcp import gcp_lake_and_warehouse
 

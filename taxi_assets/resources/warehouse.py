@@ -14,15 +14,14 @@ import dagster as dg
 import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
-from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, rides_select_list
 
 
 @dataclass(frozen=True)
 class SliceLoad:
     table: str
-    rows: int
-    passenger_count_filled: int
-    table_rows: int
+    rows: int  # in the slice after the replace
+    table_rows: int  # in the whole table
 
 
 class WarehouseSetupError(Exception):
@@ -78,11 +77,6 @@ class DuckDBWarehouse(Warehouse):
             )
         )
         params = {"color": color, "month": month, "path": source_uri}
-        count_missing = (
-            "SELECT count(*) FROM read_parquet($path) WHERE passenger_count IS NULL"
-            if fill_passenger_count and "passenger_count" in TRIP_SCHEMAS[color].names
-            else None
-        )
         with self.duckdb.get_connection() as conn:
             conn.execute(self._create_table_sql())
             conn.execute("BEGIN TRANSACTION")
@@ -96,13 +90,12 @@ class DuckDBWarehouse(Warehouse):
                     f"SELECT count(*) FROM {RIDES_TABLE} WHERE color = $color AND month = $month",
                     {"color": color, "month": month},
                 ).fetchone()[0]
-                filled = conn.execute(count_missing, {"path": source_uri}).fetchone()[0] if count_missing else 0
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             total = conn.execute(f"SELECT count(*) FROM {RIDES_TABLE}").fetchone()[0]
-        return SliceLoad(table=RIDES_TABLE, rows=loaded, passenger_count_filled=filled, table_rows=total)
+        return SliceLoad(table=RIDES_TABLE, rows=loaded, table_rows=total)
 
     def slice_row_counts(self):
         with self.duckdb.get_connection() as conn:
