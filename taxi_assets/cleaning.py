@@ -1,8 +1,9 @@
 """Raw release CSV (gzip) -> typed Parquet with the color's pinned schema, streamed batch by batch.
 
-Memory stays bounded by one row group whatever the month's size: the CSV is parsed in blocks,
-each block is cast to the pinned schema and buffered until a row group is full, then written.
-Statistics for the asset's metadata and checks are gathered on the way.
+Memory stays bounded whatever the month's size: the CSV is parsed in blocks on one thread, a few
+blocks ahead of the main thread, which casts each block to the pinned schema, buffers blocks until
+a row group is full and writes it. Statistics for the asset's metadata and checks are gathered on
+the way.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import pyarrow.parquet as pq
 
 from taxi_assets.schema import DROPOFF_COLUMN, INT, OPTIONAL_COLUMNS, PICKUP_COLUMN, TRIP_SCHEMAS, canonical_column
 
-CSV_BLOCK_BYTES = 8 << 20
-ROW_GROUP_ROWS = 512 * 1024
+# Figures measured on generated yellow months, 2 cores (benchmarks/run.py):
+CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; 8 MB blocks held 2.3x the Arrow memory (7.7M rows: 461 vs 204 MB)
+ROW_GROUP_ROWS = 512 * 1024  # 1M-row groups were 2% smaller and held twice the memory
 PARQUET_COMPRESSION = "zstd"
-PARQUET_COMPRESSION_LEVEL = 3  # measured: 9% smaller than level 1, no slower; higher levels gain nothing
-PREFETCH_BATCHES = 8
-CSV_PARSE_THREADS = False
+PARQUET_COMPRESSION_LEVEL = 3  # 9% smaller than level 1 at the same speed; levels 6 and 9 gained nothing
+PREFETCH_BATCHES = 16  # ~32 MB of CSV: keeps the parser busy while a row group is encoded
+CSV_PARSE_THREADS = False  # Arrow's CSV thread pool competed with the Parquet encoder for the 2 cores
 PREVIEW_ROWS = 5
 
 
@@ -82,11 +84,13 @@ def header_to_pinned(color: str, header: list[str], file_label: str) -> list[str
     return names
 
 
-def _read_types(color: str, names: list[str]) -> dict[str, pa.DataType]:
-    # Integer columns are read as float64 and cast back with a truncation check: some exports
-    # write integers as "1.0".
+def _read_types(color: str, names: list[str], integers_as_floats: bool) -> dict[str, pa.DataType]:
+    """Types to parse with: the pinned ones, or, for files that write integers as "1.0", float64
+    for the integer columns (cast back to int64 with a check that nothing is truncated)."""
     pinned = TRIP_SCHEMAS[color]
-    return {n: (pa.float64() if pinned.field(n).type == INT else pinned.field(n).type) for n in names}
+    return {
+        n: (pa.float64() if integers_as_floats and pinned.field(n).type == INT else pinned.field(n).type) for n in names
+    }
 
 
 def _open_reader(raw_path: Path, names: list[str], types: dict[str, pa.DataType], include=None):
@@ -194,6 +198,13 @@ def _first_misshapen_line(raw_path: Path, expected_fields: int) -> tuple[int, st
     return None
 
 
+class _IntegersWrittenAsFloats(Exception):
+    """An integer column holds values like "264.0": parse the file again with float integers."""
+
+
+_INTEGRAL_FLOAT = re.compile(r"-?\d+\.0*")
+
+
 def _describe_arrow_error(exc: Exception, raw_path: Path, names: list[str], types, file_label: str) -> str:
     message = str(exc)
     converting = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", message)
@@ -202,6 +213,8 @@ def _describe_arrow_error(exc: Exception, raw_path: Path, names: list[str], type
         found = _first_bad_value(raw_path, names, column, types[column])
         if found:
             line, value = found
+            if types[column] == INT and _INTEGRAL_FLOAT.fullmatch(value):
+                raise _IntegersWrittenAsFloats(column)
             return f"{file_label}: column {column!r}, line {line}: cannot read {value!r} as {types[column]}"
         return f"{file_label}: column {column!r}: {message}"
     if "Expected" in message and "columns" in message:
@@ -232,7 +245,28 @@ def clean_trip_file(
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise BadTripFile(f"{file_label}: not a readable gzip file: {exc}") from exc
     names = header_to_pinned(color, header, file_label)
-    types = _read_types(color, names)
+    try:
+        result = _write_parquet(
+            raw_path, out_path, color, names, _read_types(color, names, False), month_start, month_end, file_label
+        )
+    except _IntegersWrittenAsFloats:
+        result = _write_parquet(
+            raw_path, out_path, color, names, _read_types(color, names, True), month_start, month_end, file_label
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _write_parquet(
+    raw_path: Path,
+    out_path: Path,
+    color: str,
+    names: list[str],
+    types: dict[str, pa.DataType],
+    month_start: dt.date,
+    month_end: dt.date,
+    file_label: str,
+) -> CleanResult:
     pinned = TRIP_SCHEMAS[color]
     pickup_col, dropoff_col = PICKUP_COLUMN[color], DROPOFF_COLUMN[color]
     start = pa.scalar(dt.datetime.combine(month_start, dt.time()), type=pinned.field(pickup_col).type)
@@ -254,6 +288,9 @@ def clean_trip_file(
                     if pending_rows >= ROW_GROUP_ROWS:
                         writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
                         pending, pending_rows = [], 0
+                        # Hand freed blocks back to the OS: the allocator would keep them cached,
+                        # and the warehouse load that follows in the same process needs room.
+                        pa.default_memory_pool().release_unused()
             except pa.ArrowInvalid as exc:
                 raise BadTripFile(_describe_arrow_error(exc, raw_path, names, types, file_label)) from exc
             except OSError as exc:
@@ -263,8 +300,10 @@ def clean_trip_file(
     except BaseException:
         out_path.unlink(missing_ok=True)
         raise
+    finally:
+        pending.clear()
+        pa.default_memory_pool().release_unused()
     result.parquet_bytes = out_path.stat().st_size
-    result.seconds = time.perf_counter() - started
     return result
 
 

@@ -141,6 +141,16 @@ def test_fractional_integer_names_column_and_line(tmp_path):
     fields = lines[20].split(",")
     fields[3] = "1.5"  # passenger_count
     lines[20] = ",".join(fields)
+    with pytest.raises(BadTripFile, match=r"'passenger_count', line 21: cannot read '1.5' as int64"):
+        _clean(tmp_path, lines, "yellow", "2021-01")
+
+
+def test_fractional_integer_in_a_file_of_float_written_integers(tmp_path):
+    lines = real_rows("yellow_tripdata_2021-01_head3000.csv")[:50]
+    lines[5] = "2.0" + lines[5][1:]  # VendorID "2.0": integers written as floats
+    fields = lines[20].split(",")
+    fields[3] = "1.5"  # passenger_count
+    lines[20] = ",".join(fields)
     with pytest.raises(BadTripFile, match=r"'passenger_count', line 21: value 1.5 is not a whole number"):
         _clean(tmp_path, lines, "yellow", "2021-01")
 

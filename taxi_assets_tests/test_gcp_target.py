@@ -189,7 +189,7 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
 
     from taxi_assets.mirror import serve_folder
     from taxi_assets.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
-    from taxi_assets.resources.warehouse import WarehouseAccessDenied
+    from taxi_assets.resources.errors import AccessDenied
 
     class Forbidden(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -219,7 +219,7 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
         warehouse = BigQueryWarehouse(
             bigquery=TaxiBigQueryResource(project="p", location="US"), gcs=TaxiGCSResource(project="p"), dataset="d"
         )
-        with pytest.raises(WarehouseAccessDenied) as err:
+        with pytest.raises(AccessDenied) as err:
             warehouse.replace_slice(
                 source_uri="gs://b/data/yellow/yellow_tripdata_2021-01.parquet",
                 color="yellow",
@@ -230,3 +230,15 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
     assert "HTTP 403" in message and "bigquery.datasets.get" in message
     assert "Application Default Credentials identity" in message
     assert "roles/bigquery.dataEditor" in message and "roles/bigquery.jobUser" in message
+
+
+def test_missing_bucket_fails_at_once_with_the_fix(gcp_emulators, gcp_env, mirror, instance, monkeypatch):
+    monkeypatch.setenv("GCS_BUCKET", "no-such-bucket")
+    defs = build_test_defs("gcp", mirror)
+    _publish(mirror, ["yellow|2020-07-01"])
+    result = run_partition(defs, "yellow|2020-07-01", instance)
+    assert not result.success
+    message = "\n".join(step_failure_messages(result))
+    assert "partition yellow|2020-07-01" in message
+    assert "GCS bucket gs://no-such-bucket does not exist (GCS_BUCKET)" in message
+    assert "Exceeded max_retries" not in message  # failed at once, not after the outage retries

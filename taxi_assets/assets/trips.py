@@ -1,8 +1,10 @@
 """The lake side of the graph: upstream file -> raw lake file -> typed Parquet -> published Parquet."""
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from taxi_assets.assets.common import GROUP, STORAGE_RETRY, UPSTREAM_RETRY, fail_fast_on_setup_errors
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_managers import LakeParquet, ParquetFile
 from taxi_assets.layout import published_key, raw_key
@@ -11,12 +13,6 @@ from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.source import TripSource
 from taxi_assets.schema import TRIP_SCHEMAS
 from taxi_assets.upstream import NotPublished, UpstreamError
-
-GROUP = "nyc_tlc"
-
-# Download attempts inside one run cover short blips; these cover an upstream outage.
-UPSTREAM_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 @dg.asset(
@@ -39,7 +35,8 @@ def raw_trips(context: dg.AssetExecutionContext, source: TripSource, lake: Lake)
             raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
         except UpstreamError as exc:
             raise dg.Failure(description=f"partition {month}: {exc}") from exc
-        stored = lake.publish_file(got.path, raw_key(month))
+        with fail_fast_on_setup_errors(month):
+            stored = lake.publish_file(got.path, raw_key(month))
     return dg.MaterializeResult(
         metadata={
             "source_url": dg.MetadataValue.url(url),
@@ -71,9 +68,20 @@ CLEAN_CHECKS = [
 ]
 
 
+def _markdown_table(table: pa.Table) -> str:
+    """A few rows as a Markdown table for the UI (without pulling in pandas for it)."""
+
+    def cell(value) -> str:
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(table.column_names) + " |", "|" + "---|" * table.num_columns]
+    lines += ["| " + " | ".join(cell(v) for v in row.values()) + " |" for row in table.to_pylist()]
+    return "\n".join(lines)
+
+
 def _clean_metadata(result: CleanResult, color: str) -> dict[str, dg.MetadataValue | int | float | str]:
     schema = TRIP_SCHEMAS[color]
-    preview = result.preview.to_pandas().to_markdown(index=False) if result.preview is not None else ""
+    preview = _markdown_table(result.preview) if result.preview is not None else ""
     return {
         "dagster/row_count": result.rows,
         "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]),
@@ -104,18 +112,24 @@ def clean_trips(context: dg.AssetExecutionContext, lake: Lake):
     month = TripMonth.from_context(context)
     source_key = raw_key(month)
     label = f"partition {month}, file {lake.uri(source_key)}"
-    if lake.stat(source_key) is None:
-        raise dg.Failure(description=f"{label}: raw file missing; materialize raw_trips first", allow_retries=False)
-    with lake.local_file(source_key) as raw_path, lake.scratch_dir() as tmp:
-        out = tmp / f"{month.file_stem}.parquet"
-        try:
-            result = clean_trip_file(
-                raw_path, out, color=month.color, month_start=month.month, month_end=month.next_month, file_label=label
-            )
-        except BadTripFile as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        written_schema = pq.read_schema(out)
-        yield dg.Output(ParquetFile(out), metadata=_clean_metadata(result, month.color))
+    with fail_fast_on_setup_errors(month):
+        if lake.stat(source_key) is None:
+            raise dg.Failure(description=f"{label}: raw file missing; materialize raw_trips first", allow_retries=False)
+        with lake.local_file(source_key) as raw_path, lake.scratch_dir() as tmp:
+            out = tmp / f"{month.file_stem}.parquet"
+            try:
+                result = clean_trip_file(
+                    raw_path,
+                    out,
+                    color=month.color,
+                    month_start=month.month,
+                    month_end=month.next_month,
+                    file_label=label,
+                )
+            except BadTripFile as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            written_schema = pq.read_schema(out)
+            yield dg.Output(ParquetFile(out), metadata=_clean_metadata(result, month.color))
 
     pinned = TRIP_SCHEMAS[month.color]
     yield dg.AssetCheckResult(check_name="has_rows", passed=result.rows > 0, metadata={"rows": result.rows})
@@ -154,5 +168,6 @@ def gcs_parquet(context: dg.AssetExecutionContext, clean_trips: LakeParquet, lak
     atomically (a rename locally, a server-side copy on GCS): readers see the old file or the
     new one, never a part."""
     month = TripMonth.from_context(context)
-    stored = lake.copy(clean_trips.key, published_key(month))
+    with fail_fast_on_setup_errors(month):
+        stored = lake.copy(clean_trips.key, published_key(month))
     return dg.MaterializeResult(metadata={"dagster/row_count": clean_trips.num_rows, **stored.metadata()})

@@ -4,11 +4,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from taxi_assets.assets.trips import GROUP, STORAGE_RETRY, gcs_parquet
+from taxi_assets.assets.common import GROUP, STORAGE_RETRY, fail_fast_on_setup_errors
+from taxi_assets.assets.trips import gcs_parquet
 from taxi_assets.layout import published_key
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.warehouse import Warehouse, WarehouseSetupError
+from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.schema import RIDES_SCHEMA
 
 
@@ -47,27 +48,24 @@ def bq_rides_table(context: dg.AssetExecutionContext, config: RidesLoadConfig, l
     published lake file; a rerun replaces exactly this slice in one transaction."""
     month = TripMonth.from_context(context)
     key = published_key(month)
-    published = lake.stat(key)
-    if published is None:
-        raise dg.Failure(
-            description=f"partition {month}: published file {lake.uri(key)} missing; materialize gcs_parquet first",
-            allow_retries=False,
-        )
-    footer = lake.parquet_metadata(key)
-    filled = (
-        _null_count(footer, "passenger_count")
-        if config.fill_passenger_count and "passenger_count" in footer.schema.names
-        else 0
-    )
-    try:
+    with fail_fast_on_setup_errors(month):
+        if lake.stat(key) is None:
+            raise dg.Failure(
+                description=f"partition {month}: published file {lake.uri(key)} missing; materialize gcs_parquet first",
+                allow_retries=False,
+            )
+        footer = lake.parquet_metadata(key)
         load = warehouse.replace_slice(
             source_uri=lake.uri(key),
             color=month.color,
             month=month.month,
             fill_passenger_count=config.fill_passenger_count,
         )
-    except WarehouseSetupError as exc:
-        raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
+    filled = (
+        _null_count(footer, "passenger_count")
+        if config.fill_passenger_count and "passenger_count" in footer.schema.names
+        else 0
+    )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": load.rows,

@@ -25,7 +25,8 @@ from pydantic import Field, PrivateAttr
 
 from taxi_assets.partitions import COLORS
 from taxi_assets.resources.lake import Lake, LakeObject
-from taxi_assets.resources.warehouse import SliceLoad, Warehouse, WarehouseAccessDenied, WarehouseSetupError
+from taxi_assets.resources.errors import AccessDenied, SetupError
+from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
 
 CREDENTIALS_ENV = "GCP_CREDENTIALS"
@@ -66,6 +67,12 @@ class TaxiBigQueryResource(BigQueryResource):
         )
 
 
+def _identity(client) -> str:
+    """Who the client acts as, for 403 messages (an email, never a key)."""
+    credentials = getattr(client, "_credentials", None)
+    return getattr(credentials, "service_account_email", None) or "the Application Default Credentials identity"
+
+
 class GCSLake(Lake):
     """A GCS bucket: `gs://{bucket}/{key}`. Clients come from dagster-gcp's GCSResource
     (Application Default Credentials; STORAGE_EMULATOR_HOST points it at an emulator)."""
@@ -78,6 +85,23 @@ class GCSLake(Lake):
         if self._client is None:
             self._client = self.gcs.get_client()
         return self._client.bucket(self.bucket)
+
+    @contextlib.contextmanager
+    def _explained(self, doing: str, needs: str) -> Iterator[None]:
+        try:
+            yield
+        except google_exceptions.Forbidden as exc:
+            raise AccessDenied(
+                f"GCS refused to {doing} for {_identity(self._client)} (HTTP 403): it needs {needs} on "
+                f"gs://{self.bucket} (roles/storage.objectAdmin). Server said: {exc.message}"
+            ) from None
+        except google_exceptions.NotFound as exc:
+            if "bucket" in str(exc.message).lower():
+                raise SetupError(
+                    f"GCS bucket gs://{self.bucket} does not exist (GCS_BUCKET); create it in the dataset's "
+                    f"location, e.g. `gcloud storage buckets create gs://{self.bucket} --location=US`"
+                ) from None
+            raise
 
     def uri(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"
@@ -103,31 +127,44 @@ class GCSLake(Lake):
         # A GCS object becomes visible only once its upload completes: readers see the old
         # generation or the new one, never a part.
         blob = self._bucket().blob(key)
-        blob.upload_from_filename(str(local_path), checksum="crc32c")
-        blob.reload()
+        with self._explained(f"write {self.uri(key)}", "storage.objects.create and storage.objects.delete"):
+            blob.upload_from_filename(str(local_path), checksum="crc32c")
+            blob.reload()
         local_path.unlink(missing_ok=True)
         return self._describe(blob)
 
     def copy(self, src_key: str, dst_key: str) -> LakeObject:
         bucket = self._bucket()
-        # Server-side: the bytes do not pass through the worker.
-        copied = bucket.copy_blob(bucket.blob(src_key), bucket, dst_key)
-        copied.reload()
+        source, copied = bucket.blob(src_key), bucket.blob(dst_key)
+        with self._explained(
+            f"copy {self.uri(src_key)} to {self.uri(dst_key)}", "storage.objects.get and storage.objects.create"
+        ):
+            # Server-side: the bytes do not pass through the worker. Large objects take several
+            # rewrite calls; the destination appears only when the last one completes.
+            token, _, _ = copied.rewrite(source)
+            while token is not None:
+                token, _, _ = copied.rewrite(source, token=token)
+            copied.reload()
         return self._describe(copied)
 
     def stat(self, key: str) -> LakeObject | None:
-        blob = self._bucket().get_blob(key)
+        with self._explained(f"read {self.uri(key)}", "storage.objects.get"):
+            blob = self._bucket().get_blob(key)
         return self._describe(blob) if blob is not None else None
 
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         with self.scratch_dir() as tmp:
             path = tmp / Path(key).name
-            self._bucket().blob(key).download_to_filename(str(path))
+            with self._explained(f"read {self.uri(key)}", "storage.objects.get"):
+                self._bucket().blob(key).download_to_filename(str(path))
             yield path
 
     def parquet_metadata(self, key: str) -> pq.FileMetaData:
-        with self._bucket().blob(key).open("rb") as reader:
+        with (
+            self._explained(f"read {self.uri(key)}", "storage.objects.get"),
+            self._bucket().blob(key).open("rb") as reader,
+        ):
             return pq.read_metadata(reader)
 
 
@@ -178,18 +215,13 @@ class BigQueryWarehouse(Warehouse):
     def _table_id(self, client: bigquery.Client, name: str) -> str:
         return f"{client.project}.{self.dataset}.{name}"
 
-    @staticmethod
-    def _identity(client) -> str:
-        credentials = getattr(client, "_credentials", None)
-        return getattr(credentials, "service_account_email", None) or "the Application Default Credentials identity"
-
     @contextlib.contextmanager
     def _explain_denied(self, client, doing: str, needs: str):
         try:
             yield
         except google_exceptions.Forbidden as exc:
-            raise WarehouseAccessDenied(
-                f"BigQuery refused to {doing} for {self._identity(client)} (HTTP 403): it needs {needs}. "
+            raise AccessDenied(
+                f"BigQuery refused to {doing} for {_identity(client)} (HTTP 403): it needs {needs}. "
                 f"Grant roles/bigquery.dataEditor on dataset {self.dataset} and roles/bigquery.jobUser on the "
                 f"project, and roles/storage.objectAdmin on the bucket. Server said: {exc.message}"
             ) from None
@@ -209,9 +241,12 @@ class BigQueryWarehouse(Warehouse):
     def _preflight(self, client: bigquery.Client, dataset: bigquery.Dataset, bucket_name: str) -> None:
         if bucket_name in self._checked_buckets:
             return
-        bucket = self.gcs.get_client().get_bucket(bucket_name)
+        try:
+            bucket = self.gcs.get_client().get_bucket(bucket_name)
+        except google_exceptions.NotFound:
+            raise SetupError(f"GCS bucket gs://{bucket_name} does not exist (GCS_BUCKET)") from None
         if not bucket_loadable_into(bucket.location, dataset.location):
-            raise WarehouseSetupError(
+            raise SetupError(
                 f"BigQuery cannot load from bucket gs://{bucket_name} (location {bucket.location}) into dataset "
                 f"{dataset.dataset_id} (location {dataset.location}): Cannot read and write in different locations. "
                 f"Use a dataset in {bucket.location} (set BQ_LOCATION={bucket.location} and a new BQ_DATASET), "

@@ -24,14 +24,6 @@ class SliceLoad:
     table_rows: int  # in the whole table
 
 
-class WarehouseSetupError(Exception):
-    """A problem of configuration or permissions: retrying will not help."""
-
-
-class WarehouseAccessDenied(WarehouseSetupError):
-    pass
-
-
 class Warehouse(dg.ConfigurableResource):
     """Interface of both warehouses."""
 
