@@ -79,7 +79,9 @@ def _chunk(rng: np.random.Generator, n: int, month: dt.date) -> pa.Table:
         "passenger_count": ints(rng.choice([0, 1, 1, 1, 1, 2, 2, 3, 5, 6], n)),
         "trip_distance": _decimal_without_leading_zero(distance),
         "RatecodeID": ints(rng.choice([1, 1, 1, 1, 2, 5], n)),
-        "store_and_fwd_flag": pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), pa.array(rng.choice(["N", "N", "Y"], n))),
+        "store_and_fwd_flag": pc.if_else(
+            pa.array(empty), pa.scalar(None, pa.string()), pa.array(rng.choice(["N", "N", "Y"], n))
+        ),
         "PULocationID": pa.array(rng.integers(1, 266, n).astype(str)),
         "DOLocationID": pa.array(rng.integers(1, 266, n).astype(str)),
         "payment_type": ints(rng.choice([1, 1, 2, 3, 4], n)),

@@ -11,6 +11,7 @@ Generated files are cached in --workdir (default ./bench, ignored by git).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
@@ -62,7 +63,9 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float,
 def seed(url: str, work: Path) -> Measured:
     out = work / "seed_out"
     wall, rss, text = run_measured(
-        [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py"), url, str(out)], dict(os.environ), work / "seed.log"
+        [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py"), url, str(out)],
+        dict(os.environ),
+        work / "seed.log",
     )
     result = json.loads(text.strip().splitlines()[-1])
     return Measured(wall, rss, result["seconds"], Path(result["path"]).stat().st_size)
@@ -72,8 +75,24 @@ def ours(base_url: str, work: Path) -> Measured:
     data = work / "ours_data"
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TAXI_TARGET": "local", "TAXI_DATA_DIR": str(data), "TAXI_SOURCE_URL": base_url, "DAGSTER_HOME": str(home)}
-    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "taxi_assets.definitions", "--select", "*", "--partition", PARTITION]
+    env = {
+        **os.environ,
+        "TAXI_TARGET": "local",
+        "TAXI_DATA_DIR": str(data),
+        "TAXI_SOURCE_URL": base_url,
+        "DAGSTER_HOME": str(home),
+    }
+    cmd = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "taxi_assets.definitions",
+        "--select",
+        "*",
+        "--partition",
+        PARTITION,
+    ]
     wall, rss, text = run_measured(cmd, env, work / "ours.log")
     unit = {"ms": 0.001, "s": 1.0, "m": 60.0}
     steps = {name: float(value) * unit[u] for name, value, u in STEP_DONE.findall(text)}
@@ -96,7 +115,9 @@ def compare(rows: int, workdir: Path) -> None:
     print(f"{'data work (sum of steps), s':34}{s.work:16.2f}{o.work:12.2f}{s.work / o.work:9.1f}x")
     print(f"{'whole process wall time, s':34}{s.wall:16.2f}{o.wall:12.2f}{o.wall / s.wall:9.2f} of seed")
     print(f"{'peak RSS, MB':34}{s.peak_rss_mb:16.0f}{o.peak_rss_mb:12.0f}{o.peak_rss_mb / s.peak_rss_mb:9.2f} of seed")
-    print(f"{'Parquet file, MB':34}{s.parquet_bytes / 1e6:16.1f}{o.parquet_bytes / 1e6:12.1f}{o.parquet_bytes / s.parquet_bytes:9.2f} of seed")
+    print(
+        f"{'Parquet file, MB':34}{s.parquet_bytes / 1e6:16.1f}{o.parquet_bytes / 1e6:12.1f}{o.parquet_bytes / s.parquet_bytes:9.2f} of seed"
+    )
     print("  seed steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.steps.items()))
     print("  our steps:  " + ", ".join(f"{k} {v:.2f} s" for k, v in o.steps.items()))
     print(f"  our process outside the steps (imports, instance, run bookkeeping): {o.wall - o.work:.2f} s")
@@ -114,14 +135,18 @@ def backfill(partitions: int, workdir: Path) -> None:
         color, month = key.split("|")
         path = mirror / color / f"{color}_tripdata_{month[:7]}.csv.gz"
         if not path.exists():
-            generate(path, 200, __import__("datetime").date.fromisoformat(month))
+            generate(path, 200, dt.date.fromisoformat(month))
     # Every color gets the yellow layout's twin from the package's real samples for its schema.
     sample = ROOT / "taxi_assets" / "sample_mirror"
     for key in keys:
         color, month = key.split("|")
         if color != "yellow":
             target = mirror / color / f"{color}_tripdata_{month[:7]}.csv.gz"
-            source = sample / color / ("green_tripdata_2020-10.csv.gz" if color == "green" else "fhv_tripdata_2019-01.csv.gz")
+            source = (
+                sample
+                / color
+                / ("green_tripdata_2020-10.csv.gz" if color == "green" else "fhv_tripdata_2019-01.csv.gz")
+            )
             target.write_bytes(source.read_bytes())
     with serve_folder(mirror) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
         os.environ.update({"TAXI_TARGET": "local", "TAXI_DATA_DIR": f"{tmp}/data", "TAXI_SOURCE_URL": base_url})
@@ -130,6 +155,7 @@ def backfill(partitions: int, workdir: Path) -> None:
         job = build_defs("local").resolve_job_def("trips_job")
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         run_walls, step_sums = [], []
+        Path(f"{tmp}/home").mkdir()
         with dg.DagsterInstance.local_temp(tempdir=f"{tmp}/home") as instance:
             for key in keys:
                 started = time.perf_counter()
@@ -139,9 +165,11 @@ def backfill(partitions: int, workdir: Path) -> None:
                 step_sums.append(sum(s.end_time - s.start_time for s in stats))
     overhead = [w - s for w, s in zip(run_walls, step_sums)]
     print(f"\n== backfill: {len(keys)} partitions, one run each, in process, sqlite instance ==")
-    print(f"total {sum(run_walls):.1f} s; per run: wall {sum(run_walls) / len(keys):.3f} s, "
-          f"steps {sum(step_sums) / len(keys):.3f} s, Dagster overhead {sum(overhead) / len(keys):.3f} s "
-          f"(median {sorted(overhead)[len(overhead) // 2]:.3f} s)")
+    print(
+        f"total {sum(run_walls):.1f} s; per run: wall {sum(run_walls) / len(keys):.3f} s, "
+        f"steps {sum(step_sums) / len(keys):.3f} s, Dagster overhead {sum(overhead) / len(keys):.3f} s "
+        f"(median {sorted(overhead)[len(overhead) // 2]:.3f} s)"
+    )
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import queue
 import re
 import threading
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from isal import igzip
 
 from taxi_assets.schema import DROPOFF_COLUMN, INT, OPTIONAL_COLUMNS, PICKUP_COLUMN, TRIP_SCHEMAS, canonical_column
 
@@ -54,7 +54,7 @@ class CleanResult:
 
 
 def read_header(raw_path: Path) -> list[str]:
-    with gzip.open(raw_path, "rt", newline="") as text:
+    with igzip.open(raw_path, "rt", newline="") as text:
         first = text.readline()
     return next(csv.reader([first]), [])
 
@@ -94,8 +94,10 @@ def _read_types(color: str, names: list[str], integers_as_floats: bool) -> dict[
 
 
 def _open_reader(raw_path: Path, names: list[str], types: dict[str, pa.DataType], include=None):
+    # ISA-L inflates 4x faster than zlib (Arrow's own gzip stream): the parse thread spends less
+    # than a second instead of two decompressing a 7.7M-row month.
     return pacsv.open_csv(
-        pa.input_stream(str(raw_path), compression="gzip"),
+        igzip.open(raw_path, "rb"),
         read_options=pacsv.ReadOptions(
             column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES, use_threads=CSV_PARSE_THREADS
         ),
@@ -191,7 +193,7 @@ def _first_bad_value(raw_path: Path, names: list[str], column: str, target: pa.D
 
 
 def _first_misshapen_line(raw_path: Path, expected_fields: int) -> tuple[int, str] | None:
-    with gzip.open(raw_path, "rt", newline="") as text:
+    with igzip.open(raw_path, "rt", newline="") as text:
         for line_number, row in enumerate(csv.reader(text), start=1):
             if len(row) != expected_fields:
                 return line_number, ",".join(row)
@@ -242,7 +244,7 @@ def clean_trip_file(
     started = time.perf_counter()
     try:
         header = read_header(raw_path)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError) as exc:
         raise BadTripFile(f"{file_label}: not a readable gzip file: {exc}") from exc
     names = header_to_pinned(color, header, file_label)
     try:
@@ -293,7 +295,7 @@ def _write_parquet(
                         pa.default_memory_pool().release_unused()
             except pa.ArrowInvalid as exc:
                 raise BadTripFile(_describe_arrow_error(exc, raw_path, names, types, file_label)) from exc
-            except OSError as exc:
+            except (OSError, EOFError) as exc:  # EOFError: a gzip stream cut short
                 raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
             if pending:
                 writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)

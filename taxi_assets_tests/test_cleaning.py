@@ -174,3 +174,15 @@ def test_not_gzip_fails_clearly(tmp_path):
             month_end=dt.date(2021, 2, 1),
             file_label="x",
         )
+
+
+def test_truncated_gzip_fails_clearly_and_leaves_no_parquet(tmp_path):
+    whole = gzip.compress("".join(real_rows("yellow_tripdata_2021-01_head3000.csv")).encode())
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "o.parquet"
+    with pytest.raises(BadTripFile, match="x: unreadable: .*end-of-stream marker"):
+        clean_trip_file(
+            path, out, color="yellow", month_start=dt.date(2021, 1, 1), month_end=dt.date(2021, 2, 1), file_label="x"
+        )
+    assert not out.exists()
