@@ -34,8 +34,10 @@ def _timestamps(seconds: np.ndarray) -> pa.Array:
     return pc.strftime(pa.array(seconds.astype("datetime64[s]")), format="%Y-%m-%d %H:%M:%S")
 
 
-def _money(rng, n, scale) -> np.ndarray:
-    return np.round(rng.gamma(2.0, scale, n), 2)
+def _number(values: np.ndarray) -> pa.Array:
+    """As the releases write money: "8", "0.5", "11.8" (no trailing zeros)."""
+    text = pa.array(values).cast(pa.string())
+    return pc.replace_substring_regex(text, r"\.0$", "")
 
 
 def _decimal_without_leading_zero(values: np.ndarray) -> pa.Array:
@@ -58,15 +60,25 @@ def _chunk(rng: np.random.Generator, n: int, month: dt.date) -> pa.Table:
     pickup[odd] = np.datetime64("2008-12-31T23:00:00", "s").astype(np.int64) + rng.integers(0, 3600, odd.sum())
     late = rng.random(n) < 0.00002
     pickup[late] = start + span + rng.integers(0, 3600, late.sum())
-    pickup.sort()  # the releases are roughly in pickup order; it matters for compressed sizes
+    # The releases are in pickup order only roughly (rows within ~40 minutes are shuffled); both
+    # extremes distort Parquet sizes and gzip times.
+    pickup.sort()
+    pickup += rng.integers(0, 2400, n)
     dropoff = pickup + rng.gamma(2.0, 400, n).astype(np.int64)
 
-    distance = rng.gamma(1.5, 1.8, n)
-    fare = np.round(2.5 + distance * 2.5, 2)
+    distance = np.round(rng.gamma(1.5, 1.8, n), 2)
+    minutes = (dropoff - pickup) / 60
+    # The meter: $2.50 flag drop, then $0.50 per fifth of a mile or per slow minute.
+    fare = 2.5 + 0.5 * np.round(distance * 5 + minutes * 0.2)
     refund = rng.random(n) < 0.01
     fare[refund] = -fare[refund]
-    tip = _money(rng, n, 1.2)
-    total = np.round(fare + 0.5 + 0.5 + tip + 0.3 + 2.5, 2)
+    extra = rng.choice([0.0, 0.5, 1.0, 2.5, 3.0], n)
+    tolls = np.where(rng.random(n) < 0.05, 6.12, 0.0)
+    congestion = np.where(rng.random(n) < 0.8, 2.5, 0.0)
+    base = fare + extra + 0.5 + 0.3 + tolls + congestion
+    # Card tips are a percentage chosen on the screen; cash tips are not recorded.
+    tip = np.where(rng.random(n) < 0.35, 0.0, np.round(base * rng.choice([0.2, 0.25, 0.3], n), 2))
+    total = np.round(base + tip, 2)
     empty = rng.random(n) < EMPTY_SHARE
 
     def ints(values):
@@ -85,14 +97,14 @@ def _chunk(rng: np.random.Generator, n: int, month: dt.date) -> pa.Table:
         "PULocationID": pa.array(rng.integers(1, 266, n).astype(str)),
         "DOLocationID": pa.array(rng.integers(1, 266, n).astype(str)),
         "payment_type": ints(rng.choice([1, 1, 2, 3, 4], n)),
-        "fare_amount": pa.array(fare).cast(pa.string()),
-        "extra": pa.array(rng.choice([0, 0.5, 1, 2.5, 3], n)).cast(pa.string()),
-        "mta_tax": pa.array(np.full(n, 0.5)).cast(pa.string()),
-        "tip_amount": pa.array(tip).cast(pa.string()),
-        "tolls_amount": pa.array(rng.choice([0.0, 0.0, 0.0, 6.12], n)).cast(pa.string()),
-        "improvement_surcharge": pa.array(np.full(n, 0.3)).cast(pa.string()),
-        "total_amount": pa.array(total).cast(pa.string()),
-        "congestion_surcharge": pa.array(rng.choice([0, 2.5, 2.5], n)).cast(pa.string()),
+        "fare_amount": _number(fare),
+        "extra": _number(extra),
+        "mta_tax": _number(np.full(n, 0.5)),
+        "tip_amount": _number(tip),
+        "tolls_amount": _number(tolls),
+        "improvement_surcharge": _number(np.full(n, 0.3)),
+        "total_amount": _number(total),
+        "congestion_surcharge": _number(congestion),
     }
     return pa.table(columns)
 

@@ -14,8 +14,8 @@ from taxi_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from taxi_assets.upstream import DEFAULT_SOURCE_URL
 
 TARGETS = ("local", "gcp")
-# Measured on a 1.37M-row load: insertion order is meaningless for `rides`, and not keeping it
-# plus a memory cap took the load from 1.1 s / 470 MB to 0.85 s / 290 MB.
+# Insertion order means nothing in `rides`; dropping it and capping DuckDB's buffers took a
+# 1.37M-row load from 1.1 s / 470 MB to 0.85 s / 290 MB (7.7M rows: 3.5 s / 410 MB).
 DUCKDB_SETTINGS = {"preserve_insertion_order": False, "memory_limit": "256MB"}
 
 
