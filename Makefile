@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export TAXI_DATA_DIR ?= $(CURDIR)/data
-export DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
+TAXI_DATA_DIR ?= $(CURDIR)/data
+DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
+LOCAL_ENV := TAXI_DATA_DIR=$(TAXI_DATA_DIR) DAGSTER_HOME=$(DAGSTER_HOME)
 
 .PHONY: install demo test dev bench clean
 
@@ -16,14 +17,16 @@ $(BIN)/.installed: pyproject.toml setup.py
 install: $(BIN)/.installed
 
 demo: install  ## the whole graph for a few partitions, offline, from the bundled sample mirror
-	$(BIN)/taxi-assets-demo
+	$(LOCAL_ENV) $(BIN)/taxi-assets-demo
 
-test: install  ## the test suite (starts its own HTTP mirror and GCS / BigQuery emulators)
+test: install  ## lint, then the test suite (it starts its own HTTP mirror and GCS / BigQuery emulators)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
-	$(BIN)/dagster dev -w workspace.yaml
+	$(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf $(TAXI_DATA_DIR)

@@ -115,9 +115,8 @@ def compare(rows: int, workdir: Path) -> None:
     print(f"{'data work (sum of steps), s':34}{s.work:16.2f}{o.work:12.2f}{s.work / o.work:9.1f}x")
     print(f"{'whole process wall time, s':34}{s.wall:16.2f}{o.wall:12.2f}{o.wall / s.wall:9.2f} of seed")
     print(f"{'peak RSS, MB':34}{s.peak_rss_mb:16.0f}{o.peak_rss_mb:12.0f}{o.peak_rss_mb / s.peak_rss_mb:9.2f} of seed")
-    print(
-        f"{'Parquet file, MB':34}{s.parquet_bytes / 1e6:16.1f}{o.parquet_bytes / 1e6:12.1f}{o.parquet_bytes / s.parquet_bytes:9.2f} of seed"
-    )
+    size_ratio = o.parquet_bytes / s.parquet_bytes
+    print(f"{'Parquet file, MB':34}{s.parquet_bytes / 1e6:16.1f}{o.parquet_bytes / 1e6:12.1f}{size_ratio:9.2f} of seed")
     print("  seed steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.steps.items()))
     print("  our steps:  " + ", ".join(f"{k} {v:.2f} s" for k, v in o.steps.items()))
     print(f"  our process outside the steps (imports, instance, run bookkeeping): {o.wall - o.work:.2f} s")
@@ -163,7 +162,7 @@ def backfill(partitions: int, workdir: Path) -> None:
                 run_walls.append(time.perf_counter() - started)
                 stats = instance.get_run_step_stats(result.run_id)
                 step_sums.append(sum(s.end_time - s.start_time for s in stats))
-    overhead = [w - s for w, s in zip(run_walls, step_sums)]
+    overhead = [w - s for w, s in zip(run_walls, step_sums, strict=True)]
     print(f"\n== backfill: {len(keys)} partitions, one run each, in process, sqlite instance ==")
     print(
         f"total {sum(run_walls):.1f} s; per run: wall {sum(run_walls) / len(keys):.3f} s, "

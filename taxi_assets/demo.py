@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nwarehouse: {warehouse_path} (DuckDB, table rides: {sum(counts.values())} rows in {len(counts)} slices)"
         )
-        print(
-            f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
-        )
+        home = os.environ["DAGSTER_HOME"]
+        print(f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={home}")
         print("browse it: make dev  (dagster dev, http://127.0.0.1:3000)")
     return 1 if failed else 0
 

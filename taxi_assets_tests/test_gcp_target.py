@@ -36,7 +36,8 @@ def _bq(gcp_emulators):
 
 
 def _slices(gcp_emulators, env):
-    sql = f"SELECT color, FORMAT_DATE('%Y-%m', month) AS ym, COUNT(*) AS n FROM `{env['project']}.{env['dataset']}.rides` GROUP BY color, ym"
+    rides = f"`{env['project']}.{env['dataset']}.rides`"
+    sql = f"SELECT color, FORMAT_DATE('%Y-%m', month) AS ym, COUNT(*) AS n FROM {rides} GROUP BY color, ym"
     return {(row["color"], row["ym"]): row["n"] for row in _bq(gcp_emulators).query(sql).result()}
 
 
@@ -188,8 +189,8 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
     import http.server
 
     from taxi_assets.mirror import serve_folder
-    from taxi_assets.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
     from taxi_assets.resources.errors import AccessDenied
+    from taxi_assets.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
 
     class Forbidden(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):

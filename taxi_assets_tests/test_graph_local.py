@@ -56,7 +56,8 @@ def test_two_colors_two_months_exact_counts_and_idempotent_rerun(mirror, local_e
 
     with duckdb.connect(str(local_env / "warehouse.duckdb"), read_only=True) as conn:
         months = conn.execute(
-            "SELECT DISTINCT strftime(month, '%Y-%m') FROM rides WHERE color = 'yellow' AND pickup_datetime < '2020-07-01'"
+            "SELECT DISTINCT strftime(month, '%Y-%m') FROM rides "
+            "WHERE color = 'yellow' AND pickup_datetime < '2020-07-01'"
         ).fetchall()
         # The month comes from the partition, not the pickup: June pickups stay in July's slice.
         assert months == [("2020-07",)]

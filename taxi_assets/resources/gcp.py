@@ -24,8 +24,8 @@ from google.cloud import bigquery, storage
 from pydantic import Field, PrivateAttr
 
 from taxi_assets.partitions import COLORS
-from taxi_assets.resources.lake import Lake, LakeObject
 from taxi_assets.resources.errors import AccessDenied, SetupError
+from taxi_assets.resources.lake import Lake, LakeObject
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
 
