@@ -4,7 +4,13 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taxi_assets.assets.common import GROUP, STORAGE_RETRY, UPSTREAM_RETRY, fail_fast_on_setup_errors
+from taxi_assets.assets.common import (
+    GROUP,
+    STORAGE_RETRY,
+    UPSTREAM_RETRY,
+    column_schema,
+    fail_fast_on_setup_errors,
+)
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_managers import LakeParquet, ParquetFile
 from taxi_assets.layout import published_key, raw_key
@@ -84,7 +90,7 @@ def _clean_metadata(result: CleanResult, color: str) -> dict[str, dg.MetadataVal
     preview = _markdown_table(result.preview) if result.preview is not None else ""
     return {
         "dagster/row_count": result.rows,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]),
+        "dagster/column_schema": column_schema(schema),
         "preview": dg.MetadataValue.md(preview),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,

@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from taxi_assets.assets.common import GROUP, STORAGE_RETRY, fail_fast_on_setup_errors
+from taxi_assets.assets.common import GROUP, STORAGE_RETRY, column_schema, fail_fast_on_setup_errors
 from taxi_assets.assets.trips import gcs_parquet
 from taxi_assets.layout import published_key
 from taxi_assets.partitions import TripMonth, trip_partitions
@@ -69,9 +69,7 @@ def bq_rides_table(context: dg.AssetExecutionContext, config: RidesLoadConfig, l
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": load.rows,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(f.name, str(f.type)) for f in RIDES_SCHEMA]
-            ),
+            "dagster/column_schema": column_schema(RIDES_SCHEMA),
             "table": load.table,
             "source_uri": lake.uri(key),
             "passenger_count_filled_with_0": filled,
