@@ -1,6 +1,8 @@
 """The whole graph on the local target: exact row counts from source to warehouse, reruns that
 replace, and bad input that fails clearly and publishes nothing."""
 
+import os
+
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -193,3 +195,31 @@ def test_transient_5xx_inside_a_run_is_retried(mirror, local_env, local_defs, in
     [raw] = result.asset_materializations_for_node("raw_trips")
     assert raw.metadata["download_attempts"].value == 3
     assert _slices(local_env) == {("yellow", "2021-01"): 3000}
+
+
+def test_unchanged_upstream_file_is_not_downloaded_again(mirror, local_env, local_defs, instance):
+    key = "yellow|2020-07-01"
+    mirror.publish("yellow", "2020-07", SOURCES[key])
+    assert run_partition(local_defs, key, instance).success
+    mirror.requests.clear()
+
+    rerun = run_partition(local_defs, key, instance)
+    assert rerun.success
+    [raw] = rerun.asset_materializations_for_node("raw_trips")
+    assert raw.metadata["download_skipped"].value is True
+    assert mirror.requests == ["HEAD /yellow/yellow_tripdata_2020-07.csv.gz"]
+    assert _slices(local_env) == {("yellow", "2020-07"): 266}
+
+    forced = run_partition(
+        local_defs, key, instance, run_config={"ops": {"raw_trips": {"config": {"force_download": True}}}}
+    )
+    [raw] = forced.asset_materializations_for_node("raw_trips")
+    assert raw.metadata["download_skipped"].value is False
+
+    # A new upstream version (another size and time) is downloaded.
+    mirror.publish("yellow", "2020-07", SOURCES[key][:101])
+    os.utime(mirror.path("yellow", "2020-07"), (10**9, 10**9))
+    changed = run_partition(local_defs, key, instance)
+    [raw] = changed.asset_materializations_for_node("raw_trips")
+    assert raw.metadata["download_skipped"].value is False
+    assert _slices(local_env) == {("yellow", "2020-07"): 100}

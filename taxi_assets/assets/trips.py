@@ -3,6 +3,8 @@
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import requests
+from pydantic import Field
 
 from taxi_assets.assets.common import (
     GROUP,
@@ -21,19 +23,61 @@ from taxi_assets.schema import TRIP_SCHEMAS
 from taxi_assets.upstream import NotPublished, UpstreamError
 
 
+class RawTripsConfig(dg.Config):
+    force_download: bool = Field(
+        default=False, description="Download even when the lake's raw copy matches the upstream file"
+    )
+
+
+def _unchanged_upstream(
+    context: dg.AssetExecutionContext, month: TripMonth, source: TripSource, lake: Lake
+) -> dict[str, dg.MetadataValue] | None:
+    """The previous materialization's metadata if the lake's raw copy is still the upstream file
+    (same ETag / Last-Modified and size as when it was downloaded), else None."""
+    stored = lake.stat(raw_key(month))
+    if stored is None:
+        return None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        return None
+    previous = records[0].asset_materialization.metadata
+    try:
+        current = source.fingerprint(month)
+    except requests.RequestException:
+        return None  # let the download report what is wrong
+    if current is None or not (current.etag or current.last_modified):
+        return None
+    downloaded = previous.get("source_fingerprint")
+    if downloaded is None or downloaded.value != current.token() or stored.size != current.content_length:
+        return None
+    return previous
+
+
 @dg.asset(
     partitions_def=trip_partitions,
     group_name=GROUP,
     kinds={"python", "csv"},
     retry_policy=UPSTREAM_RETRY,
 )
-def raw_trips(context: dg.AssetExecutionContext, source: TripSource, lake: Lake) -> dg.MaterializeResult:
+def raw_trips(
+    context: dg.AssetExecutionContext, config: RawTripsConfig, source: TripSource, lake: Lake
+) -> dg.MaterializeResult:
     """The month's upstream release file (`{color}_tripdata_{YYYY-MM}.csv.gz`), byte for byte, in
     the lake's raw area. Streamed to disk, verified complete (Content-Length and the gzip
     end-of-stream marker), retried on transient failures; a month that is not published fails at
-    once without retries."""
+    once without retries. When the upstream file is unchanged since the lake's copy was
+    downloaded (ETag / Last-Modified and size), the copy is kept and nothing is downloaded."""
     month = TripMonth.from_context(context)
     url = source.url_for(month)
+    if not config.force_download:
+        with fail_fast_on_setup_errors(month):
+            previous = _unchanged_upstream(context, month, source, lake)
+        if previous is not None:
+            context.log.info(f"{url} unchanged since it was downloaded; keeping the lake's raw copy")
+            kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
+            return dg.MaterializeResult(metadata={**kept, "download_skipped": True, "download_attempts": 0})
     with lake.scratch_dir() as tmp:
         try:
             got = source.fetch(month, tmp / f"{month.file_stem}.csv.gz", log=context.log)
@@ -49,6 +93,8 @@ def raw_trips(context: dg.AssetExecutionContext, source: TripSource, lake: Lake)
             "sha256": got.sha256,
             "source_etag": str(got.fingerprint.etag),
             "source_last_modified": str(got.fingerprint.last_modified),
+            "source_fingerprint": got.fingerprint.token(),
+            "download_skipped": False,
             "download_attempts": got.attempts,
             "download_seconds": round(got.seconds, 3),
             "download_mb_per_s": round(got.size / 1e6 / max(got.seconds, 1e-6), 1),
