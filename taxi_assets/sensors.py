@@ -7,6 +7,7 @@ fingerprint, so one version of a file is loaded once.
 """
 
 import json
+import time
 
 import dagster as dg
 import requests
@@ -16,6 +17,9 @@ from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
 
 KEYS_PER_TICK = 30
+# A sensor tick must finish within Dagster's evaluation timeout (60 s by default): stop early and
+# resume from there next tick when upstream is slow.
+TICK_BUDGET_SECONDS = 40
 
 
 def _keys_newest_first(context: dg.SensorEvaluationContext) -> list[str]:
@@ -37,10 +41,16 @@ def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSourc
     batch = (keys[start:] + keys[:start])[:KEYS_PER_TICK]
 
     requests_out = []
+    checked = 0
+    started = time.monotonic()
+    session = requests.Session()
     for key in batch:
+        if time.monotonic() - started > TICK_BUDGET_SECONDS:
+            break
+        checked += 1
         month = TripMonth.from_key(key)
         try:
-            fingerprint = source.fingerprint(month)
+            fingerprint = source.fingerprint(month, session=session)
         except requests.RequestException as exc:
             context.log.warning(f"{key}: could not check {source.url_for(month)}: {exc}")
             continue
@@ -50,7 +60,7 @@ def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSourc
         if seen.get(key) != token:
             seen[key] = token
             requests_out.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=month.as_multi_partition_key()))
-    context.update_cursor(json.dumps({"fingerprints": seen, "next": start + len(batch)}))
+    context.update_cursor(json.dumps({"fingerprints": seen, "next": start + checked}))
     if not requests_out:
-        return dg.SkipReason(f"checked {len(batch)} partition files; none new or changed")
+        return dg.SkipReason(f"checked {checked} partition files; none new or changed")
     return requests_out

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import dagster as dg
+import requests
 from pydantic import Field
 
 from taxi_assets.partitions import TripMonth
@@ -34,5 +35,6 @@ class TripSource(dg.ConfigurableResource):
             log=log,
         )
 
-    def fingerprint(self, month: TripMonth) -> Fingerprint | None:
-        return probe(self.url_for(month), timeout_seconds=self.timeout_seconds)
+    def fingerprint(self, month: TripMonth, session: requests.Session | None = None) -> Fingerprint | None:
+        """The upstream file's ETag / Last-Modified / size (one HEAD request), or None if not published."""
+        return probe(self.url_for(month), session=session, timeout_seconds=min(self.timeout_seconds, 15.0))
