@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     with serve_folder(SAMPLE_MIRROR) as base_url:
         os.environ["TAXI_SOURCE_URL"] = base_url
         import dagster as dg
-        import pyarrow.parquet as pq
 
         from taxi_assets.definitions import defs
         from taxi_assets.layout import published_key
@@ -70,25 +69,17 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"      {event.step_key}: {event.event_specific_data.error.message.strip()}")
         elapsed = time.perf_counter() - started
 
-        import duckdb
-
-        counts = {}
-        if warehouse_path.exists():
-            with duckdb.connect(str(warehouse_path), read_only=True) as conn:
-                counts = {
-                    (c, str(m)): n
-                    for c, m, n in conn.execute("SELECT color, month, count(*) FROM rides GROUP BY ALL").fetchall()
-                }
+        lake, warehouse = defs.resources["lake"], defs.resources["warehouse"]
+        counts = warehouse.slice_row_counts()
         print(f"\n{'partition':<20} {'lake rows':>10} {'warehouse rows':>15}  lake file")
         for key in args.partitions:
             month = TripMonth.from_key(key)
-            path = data_dir / "lake" / published_key(month)
-            lake_rows = pq.read_metadata(path).num_rows if path.exists() else "-"
-            wh_rows = counts.get((month.color, month.month.isoformat()), "-")
-            print(f"{key:<20} {lake_rows:>10} {wh_rows:>15}  {path}")
-        print(
-            f"\nwarehouse: {warehouse_path} (DuckDB, table rides: {sum(counts.values())} rows in {len(counts)} slices)"
-        )
+            published = lake.stat(published_key(month))
+            lake_rows = lake.parquet_metadata(published.key).num_rows if published else "-"
+            warehouse_rows = counts.get((month.color, month.month), "-")
+            print(f"{key:<20} {lake_rows:>10} {warehouse_rows:>15}  {lake.uri(published_key(month))}")
+        total = sum(counts.values())
+        print(f"\nwarehouse: {warehouse_path} (DuckDB, table rides: {total} rows in {len(counts)} slices)")
         home = os.environ["DAGSTER_HOME"]
         print(f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={home}")
         print("browse it: make dev  (dagster dev, http://127.0.0.1:3000)")

@@ -7,6 +7,7 @@ slash-separated paths relative to the lake's root ("data/yellow/yellow_tripdata_
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -51,32 +52,37 @@ class LakeObject:
 class Lake(dg.ConfigurableResource):
     """Interface of both lakes. Asset code talks to this; targets pick the implementation."""
 
+    @abc.abstractmethod
     def uri(self, key: str) -> str:
         raise NotImplementedError
 
     @contextlib.contextmanager
+    @abc.abstractmethod
     def scratch_dir(self) -> Iterator[Path]:
         """A private local folder for building a file before `publish_file`; removed afterwards."""
         raise NotImplementedError
-        yield
 
+    @abc.abstractmethod
     def publish_file(self, local_path: Path, key: str) -> LakeObject:
         """Move a finished local file into the lake under `key`, atomically replacing any old one."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def copy(self, src_key: str, dst_key: str) -> LakeObject:
         """Publish a copy of an object under another key, atomically."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def stat(self, key: str) -> LakeObject | None:
         raise NotImplementedError
 
     @contextlib.contextmanager
+    @abc.abstractmethod
     def local_file(self, key: str) -> Iterator[Path]:
         """A local path holding the object's bytes for the duration of the block."""
         raise NotImplementedError
-        yield
 
+    @abc.abstractmethod
     def parquet_metadata(self, key: str) -> pq.FileMetaData:
         """The footer of a Parquet object, read without fetching the whole object where possible."""
         raise NotImplementedError

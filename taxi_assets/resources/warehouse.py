@@ -7,6 +7,7 @@ comes in, read by the warehouse itself straight from the published lake file.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 from dataclasses import dataclass
 
@@ -27,9 +28,11 @@ class SliceLoad:
 class Warehouse(dg.ConfigurableResource):
     """Interface of both warehouses."""
 
+    @abc.abstractmethod
     def replace_slice(self, *, source_uri: str, color: str, month: dt.date, fill_passenger_count: bool) -> SliceLoad:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def slice_row_counts(self) -> dict[tuple[str, dt.date], int]:
         """Rows per (color, month) slice, for reports and tests."""
         raise NotImplementedError
