@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -31,7 +31,6 @@ class LakeObject:
     generation: int | None = None
     md5: str | None = None
     crc32c: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         entries: dict[str, dg.MetadataValue] = {
