@@ -24,7 +24,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from isal import igzip
 
-from taxi_assets.schema import DROPOFF_COLUMN, INT, OPTIONAL_COLUMNS, PICKUP_COLUMN, TRIP_SCHEMAS, canonical_column
+from taxi_assets.schema import (
+    DROPOFF_COLUMN,
+    INT,
+    OPTIONAL_COLUMNS,
+    PICKUP_COLUMN,
+    TIMESTAMP,
+    TRIP_SCHEMAS,
+    canonical_column,
+)
 
 # Figures measured on generated yellow months, 2 cores (benchmarks/run.py):
 CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; 8 MB blocks held 2.3x the Arrow memory (7.7M rows: 461 vs 204 MB)
@@ -279,7 +287,13 @@ def _write_parquet(
     pending_rows = 0
     try:
         with pq.ParquetWriter(
-            out_path, pinned, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL
+            out_path,
+            pinned,
+            compression=PARQUET_COMPRESSION,
+            compression_level=PARQUET_COMPRESSION_LEVEL,
+            # Timestamps are nearly unique: a dictionary is built, overflows and is thrown away.
+            # Without it, 1.37M rows write 10% faster into a 6% smaller file.
+            use_dictionary=[f.name for f in pinned if f.type != TIMESTAMP],
         ) as writer:
             try:
                 for raw_batch in _prefetched(_open_reader(raw_path, names, types)):
