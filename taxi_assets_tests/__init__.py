@@ -1,0 +1,1 @@
+"""Tests for taxi_assets; `make test` runs them."""
