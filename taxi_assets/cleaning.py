@@ -124,20 +124,24 @@ def _prefetched(reader: pacsv.CSVStreamingReader, depth: int = PREFETCH_BATCHES)
     stop = threading.Event()
     done = object()
 
+    def offer(item) -> bool:
+        """Queue an item unless the consumer has stopped; never blocks past a stop."""
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def parse() -> None:
         try:
             for batch in reader:
-                while not stop.is_set():
-                    try:
-                        handoff.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
-            handoff.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the consumer, which raises it
-            handoff.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=parse, name="csv-parse", daemon=True)
     thread.start()
