@@ -28,5 +28,8 @@ dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
 	$(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml
 
+bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row months (~6 minutes; files cached in bench/)
+	$(BIN)/python benchmarks/run.py --backfill 93
+
 clean:
 	rm -rf $(TAXI_DATA_DIR)
