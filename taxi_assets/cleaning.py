@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import queue
 import re
 import threading
@@ -219,24 +220,32 @@ class _IntegersWrittenAsFloats(Exception):
 _INTEGRAL_FLOAT = re.compile(r"-?\d+\.0*")
 
 
-def _describe_arrow_error(exc: Exception, raw_path: Path, names: list[str], types, file_label: str) -> str:
+@dataclass(frozen=True)
+class _Diagnosis:
+    message: str
+    integers_written_as_floats: bool = False
+
+
+def _diagnose(exc: Exception, raw_path: Path, names: list[str], types: dict[str, pa.DataType]) -> _Diagnosis:
+    """What an Arrow parse error means, located by column and line (re-reads the file: error path only)."""
     message = str(exc)
     converting = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", message)
     if converting:
         column = names[int(converting.group(1))]
         found = _first_bad_value(raw_path, names, column, types[column])
-        if found:
-            line, value = found
-            if types[column] == INT and _INTEGRAL_FLOAT.fullmatch(value):
-                raise _IntegersWrittenAsFloats(column)
-            return f"{file_label}: column {column!r}, line {line}: cannot read {value!r} as {types[column]}"
-        return f"{file_label}: column {column!r}: {message}"
+        if not found:
+            return _Diagnosis(f"column {column!r}: {message}")
+        line, value = found
+        return _Diagnosis(
+            f"column {column!r}, line {line}: cannot read {value!r} as {types[column]}",
+            integers_written_as_floats=types[column] == INT and bool(_INTEGRAL_FLOAT.fullmatch(value)),
+        )
     if "Expected" in message and "columns" in message:
         found = _first_misshapen_line(raw_path, len(names))
         if found:
             line, text = found
-            return f"{file_label}: line {line}: expected {len(names)} fields: {text[:200]!r} ({message[:120]})"
-    return f"{file_label}: unreadable: {message}"
+            return _Diagnosis(f"line {line}: expected {len(names)} fields: {text[:200]!r} ({message[:120]})")
+    return _Diagnosis(f"unreadable: {message}")
 
 
 def clean_trip_file(
@@ -259,14 +268,11 @@ def clean_trip_file(
     except (OSError, EOFError) as exc:
         raise BadTripFile(f"{file_label}: not a readable gzip file: {exc}") from exc
     names = header_to_pinned(color, header, file_label)
+    write = functools.partial(_write_parquet, raw_path, out_path, color, names, month_start, month_end, file_label)
     try:
-        result = _write_parquet(
-            raw_path, out_path, color, names, _read_types(color, names, False), month_start, month_end, file_label
-        )
+        result = write(_read_types(color, names, integers_as_floats=False))
     except _IntegersWrittenAsFloats:
-        result = _write_parquet(
-            raw_path, out_path, color, names, _read_types(color, names, True), month_start, month_end, file_label
-        )
+        result = write(_read_types(color, names, integers_as_floats=True))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -276,10 +282,10 @@ def _write_parquet(
     out_path: Path,
     color: str,
     names: list[str],
-    types: dict[str, pa.DataType],
     month_start: dt.date,
     month_end: dt.date,
     file_label: str,
+    types: dict[str, pa.DataType],
 ) -> CleanResult:
     pinned = TRIP_SCHEMAS[color]
     pickup_col, dropoff_col = PICKUP_COLUMN[color], DROPOFF_COLUMN[color]
@@ -312,7 +318,10 @@ def _write_parquet(
                         # and the warehouse load that follows in the same process needs room.
                         pa.default_memory_pool().release_unused()
             except pa.ArrowInvalid as exc:
-                raise BadTripFile(_describe_arrow_error(exc, raw_path, names, types, file_label)) from exc
+                diagnosis = _diagnose(exc, raw_path, names, types)
+                if diagnosis.integers_written_as_floats:
+                    raise _IntegersWrittenAsFloats from exc
+                raise BadTripFile(f"{file_label}: {diagnosis.message}") from exc
             except (OSError, EOFError) as exc:  # EOFError: a gzip stream cut short
                 raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
             if pending:

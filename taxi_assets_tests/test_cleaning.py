@@ -17,6 +17,13 @@ def _gz(tmp_path, lines, name="in.csv.gz"):
     return path
 
 
+def _set_field(lines, index, field, value):
+    """Replace one value of one CSV line, the rest of the line as it was."""
+    fields = lines[index].split(",")
+    fields[field] = value
+    lines[index] = ",".join(fields)
+
+
 def _clean(tmp_path, lines, color, ym):
     start = dt.date.fromisoformat(f"{ym}-01")
     end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
@@ -117,9 +124,7 @@ def test_wrong_header_names_file_and_columns(tmp_path):
 
 def test_unparseable_value_names_column_and_line(tmp_path):
     lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
-    fields = lines[1500].split(",")
-    fields[4] = "1.2.3"  # trip_distance
-    lines[1500] = ",".join(fields)
+    _set_field(lines, 1500, 4, "1.2.3")  # trip_distance
     with pytest.raises(BadTripFile) as err:
         _clean(tmp_path, lines, "yellow", "2021-01")
     message = str(err.value)
@@ -138,9 +143,7 @@ def test_unparseable_timestamp_names_column_and_line(tmp_path):
 
 def test_fractional_integer_names_column_and_line(tmp_path):
     lines = real_rows("yellow_tripdata_2021-01_head3000.csv")[:50]
-    fields = lines[20].split(",")
-    fields[3] = "1.5"  # passenger_count
-    lines[20] = ",".join(fields)
+    _set_field(lines, 20, 3, "1.5")  # passenger_count
     with pytest.raises(BadTripFile, match=r"'passenger_count', line 21: cannot read '1.5' as int64"):
         _clean(tmp_path, lines, "yellow", "2021-01")
 
@@ -148,9 +151,7 @@ def test_fractional_integer_names_column_and_line(tmp_path):
 def test_fractional_integer_in_a_file_of_float_written_integers(tmp_path):
     lines = real_rows("yellow_tripdata_2021-01_head3000.csv")[:50]
     lines[5] = "2.0" + lines[5][1:]  # VendorID "2.0": integers written as floats
-    fields = lines[20].split(",")
-    fields[3] = "1.5"  # passenger_count
-    lines[20] = ",".join(fields)
+    _set_field(lines, 20, 3, "1.5")  # passenger_count
     with pytest.raises(BadTripFile, match=r"'passenger_count', line 21: value 1.5 is not a whole number"):
         _clean(tmp_path, lines, "yellow", "2021-01")
 
@@ -198,9 +199,7 @@ def test_a_bad_value_late_in_a_big_file_stops_the_parse_thread(tmp_path, monkeyp
     monkeypatch.setattr(cleaning, "PREFETCH_BATCHES", 2)
     lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
     lines = lines + lines[1:] * 3
-    fields = lines[200].split(",")
-    fields[3] = "1.5"  # fails in the consumer's cast, with the rest still to parse
-    lines[200] = ",".join(fields)
+    _set_field(lines, 200, 3, "1.5")  # fails in the consumer's cast, with the rest still to parse
     lines[150] = "2.0" + lines[150][1:]  # integers written as floats: the float path with its cast
     with pytest.raises(BadTripFile, match="line 201"):
         _clean(tmp_path, lines, "yellow", "2021-01")

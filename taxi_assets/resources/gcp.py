@@ -129,7 +129,6 @@ class GCSLake(Lake):
         blob = self._bucket().blob(key)
         with self._explained(f"write {self.uri(key)}", "storage.objects.create and storage.objects.delete"):
             blob.upload_from_filename(str(local_path), checksum="crc32c")
-            blob.reload()
         local_path.unlink(missing_ok=True)
         return self._describe(blob)
 
@@ -144,7 +143,6 @@ class GCSLake(Lake):
             token, _, _ = copied.rewrite(source)
             while token is not None:
                 token, _, _ = copied.rewrite(source, token=token)
-            copied.reload()
         return self._describe(copied)
 
     def stat(self, key: str) -> LakeObject | None:
