@@ -1,9 +1,17 @@
 """Our partition vs the seed pipeline, side by side, on the same generated months served from the
 same loopback mirror. Prints time, peak RSS and file size for each, and the ratios.
 
-    python benchmarks/run.py                     # both sizes: 1,369,765 and 7,667,792 rows
+    python benchmarks/run.py                     # both yellow sizes: 1,369,765 and 7,667,792 rows
     python benchmarks/run.py --rows 1369765      # one size
+    python benchmarks/run.py --rows --fhv-rows 23143222 --repeat 3   # only fhv 2019-01, the biggest month
+    python benchmarks/run.py --repeat 3 --skip-seed                  # medians of 3 runs of ours, no seed
     python benchmarks/run.py --backfill 93       # also: per-run overhead over 93 small partitions
+
+Ours is measured only through the public CLI (`dagster asset materialize`) and the published file
+`$TAXI_DATA_DIR/lake/data/{color}/{color}_tripdata_{YYYY-MM}.parquet`, each repetition with a fresh
+TAXI_DATA_DIR and DAGSTER_HOME. The package measured is the `taxi_assets` this script imports, so an
+older checkout is measured with `PYTHONPATH=/path/to/checkout python benchmarks/run.py ...`.
+The seed pipeline knows only yellow and green: fhv months are ours only.
 
 Generated files are cached in --workdir (default ./bench, ignored by git).
 """
@@ -15,6 +23,7 @@ import datetime as dt
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,11 +34,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import generate  # noqa: E402
 
+import taxi_assets  # noqa: E402
 from taxi_assets.mirror import serve_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# The checkout whose package is measured: `dagster -m` puts its working directory first on sys.path,
+# so the CLI runs there (with PYTHONPATH=/work/before, that is /work/before, not this repository).
+PACKAGE_ROOT = Path(taxi_assets.__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PARTITION = "yellow|2021-01-01"
+YELLOW_MONTH = "2021-01"
+FHV_MONTH = "2019-01"
 STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)')
 
 
@@ -46,11 +60,11 @@ class Measured:
         return sum(self.steps.values())
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, str]:
+def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> tuple[float, float, str]:
     """Run a command; its wall time, peak RSS (MB, of the process and its waited children) and output."""
     with open(log, "w") as out:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -71,7 +85,8 @@ def seed(url: str, work: Path) -> Measured:
     return Measured(wall, rss, result["seconds"], Path(result["path"]).stat().st_size)
 
 
-def ours(base_url: str, work: Path) -> Measured:
+def ours(base_url: str, work: Path, color: str, month: str, log: Path) -> Measured:
+    """One run of our partition `{color}|{month}-01`, in a fresh data dir and Dagster instance under `work`."""
     data = work / "ours_data"
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -82,6 +97,7 @@ def ours(base_url: str, work: Path) -> Measured:
         "TAXI_SOURCE_URL": base_url,
         "DAGSTER_HOME": str(home),
     }
+    env.pop("TAXI_WORK_DIR", None)  # default: under TAXI_DATA_DIR, fresh for each run
     cmd = [
         str(BIN / "dagster"),
         "asset",
@@ -91,35 +107,110 @@ def ours(base_url: str, work: Path) -> Measured:
         "--select",
         "*",
         "--partition",
-        PARTITION,
+        f"{color}|{month}-01",
     ]
-    wall, rss, text = run_measured(cmd, env, work / "ours.log")
+    wall, rss, text = run_measured(cmd, env, log, cwd=PACKAGE_ROOT)
     unit = {"ms": 0.001, "s": 1.0, "m": 60.0}
     steps = {name: float(value) * unit[u] for name, value, u in STEP_DONE.findall(text)}
-    parquet = data / "lake" / "data" / "yellow" / "yellow_tripdata_2021-01.parquet"
+    parquet = data / "lake" / "data" / color / f"{color}_tripdata_{month}.parquet"
     return Measured(wall, rss, steps, parquet.stat().st_size, text)
 
 
-def compare(rows: int, workdir: Path) -> None:
-    mirror = workdir / f"mirror_{rows}"
-    source = mirror / "yellow" / "yellow_tripdata_2021-01.csv.gz"
+@dataclass
+class Repeated:
+    """Medians over repeated runs of ours (each figure on its own), and the spread of the wall time."""
+
+    runs: list[Measured]
+
+    @property
+    def median(self) -> Measured:
+        names = list(dict.fromkeys(name for run in self.runs for name in run.steps))
+        steps = {name: statistics.median(run.steps[name] for run in self.runs if name in run.steps) for name in names}
+        return Measured(
+            wall=statistics.median(run.wall for run in self.runs),
+            peak_rss_mb=statistics.median(run.peak_rss_mb for run in self.runs),
+            steps=steps,
+            parquet_bytes=int(statistics.median(run.parquet_bytes for run in self.runs)),
+        )
+
+    @property
+    def work(self) -> float:
+        """Median of each run's sum of steps (not the sum of the step medians)."""
+        return statistics.median(run.work for run in self.runs)
+
+    def line(self) -> str:
+        m = self.median
+        walls = [run.wall for run in self.runs]
+        steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in m.steps.items())
+        return (
+            f"ours median of {len(self.runs)}: {steps}; "
+            f"wall {m.wall:.1f} s (min {min(walls):.1f}, max {max(walls):.1f}); "
+            f"peak RSS {m.peak_rss_mb:.0f} MB; Parquet {m.parquet_bytes / 1e6:.1f} MB"
+        )
+
+
+def ours_repeated(base_url: str, workdir: Path, color: str, month: str, rows: int, repeat: int) -> Repeated:
+    """`repeat` runs of ours; each one's Dagster output is kept in {workdir}/logs."""
+    runs = []
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    for i in range(repeat):
+        # A fresh TAXI_DATA_DIR and DAGSTER_HOME each time: no cached raw download, no run history.
+        with tempfile.TemporaryDirectory(dir=workdir, prefix=f"ours_{color}_") as tmp:
+            runs.append(ours(base_url, Path(tmp), color, month, logs / f"ours_{color}_{month}_{rows}_{i + 1}.log"))
+        print(f"  run {i + 1}/{repeat}: wall {runs[-1].wall:.1f} s, peak RSS {runs[-1].peak_rss_mb:.0f} MB", flush=True)
+    return Repeated(runs)
+
+
+def source_file(workdir: Path, color: str, month: str, rows: int) -> Path:
+    """The generated month, cached: mirror_{rows} for yellow (as before), mirror_fhv_{rows} for fhv."""
+    mirror = workdir / (f"mirror_{rows}" if color == "yellow" else f"mirror_{color}_{rows}")
+    source = mirror / color / f"{color}_tripdata_{month}.csv.gz"
     if not source.exists():
-        print(f"generating {rows:,} rows -> {source} ...", flush=True)
-        generate(source, rows)
-    with serve_folder(mirror) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        url = f"{base_url}/yellow/yellow_tripdata_2021-01.csv.gz"
-        s = seed(url, Path(tmp))
-        o = ours(base_url, Path(tmp))
-    print(f"\n== {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==")
-    print(f"{'':34}{'seed (pandas)':>16}{'ours':>12}{'ratio':>10}")
-    print(f"{'data work (sum of steps), s':34}{s.work:16.2f}{o.work:12.2f}{s.work / o.work:9.1f}x")
-    print(f"{'whole process wall time, s':34}{s.wall:16.2f}{o.wall:12.2f}{o.wall / s.wall:9.2f} of seed")
-    print(f"{'peak RSS, MB':34}{s.peak_rss_mb:16.0f}{o.peak_rss_mb:12.0f}{o.peak_rss_mb / s.peak_rss_mb:9.2f} of seed")
-    size_ratio = o.parquet_bytes / s.parquet_bytes
-    print(f"{'Parquet file, MB':34}{s.parquet_bytes / 1e6:16.1f}{o.parquet_bytes / 1e6:12.1f}{size_ratio:9.2f} of seed")
-    print("  seed steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.steps.items()))
-    print("  our steps:  " + ", ".join(f"{k} {v:.2f} s" for k, v in o.steps.items()))
-    print(f"  our process outside the steps (imports, instance, run bookkeeping): {o.wall - o.work:.2f} s")
+        print(f"generating {rows:,} {color} rows -> {source} ...", flush=True)
+        started = time.perf_counter()
+        generate(source, rows, dt.date.fromisoformat(f"{month}-01"), color=color)
+        print(f"  generated in {time.perf_counter() - started:.1f} s", flush=True)
+    return source
+
+
+def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) -> None:
+    source = source_file(workdir, "yellow", YELLOW_MONTH, rows)
+    mirror = source.parents[1]
+    print(f"\n== yellow {YELLOW_MONTH}, {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==", flush=True)
+    with serve_folder(mirror) as base_url:
+        s = None
+        if not skip_seed:
+            with tempfile.TemporaryDirectory(dir=workdir, prefix="seed_") as tmp:
+                s = seed(f"{base_url}/yellow/{source.name}", Path(tmp))
+        r = ours_repeated(base_url, workdir, "yellow", YELLOW_MONTH, rows, repeat)
+    if s is not None:
+        o = r.median
+        print(f"{'':34}{'seed (pandas)':>16}{'ours':>12}{'ratio':>10}")
+        print(f"{'data work (sum of steps), s':34}{s.work:16.2f}{r.work:12.2f}{s.work / r.work:9.1f}x")
+        print(f"{'whole process wall time, s':34}{s.wall:16.2f}{o.wall:12.2f}{o.wall / s.wall:9.2f} of seed")
+        rss_ratio = o.peak_rss_mb / s.peak_rss_mb
+        print(f"{'peak RSS, MB':34}{s.peak_rss_mb:16.0f}{o.peak_rss_mb:12.0f}{rss_ratio:9.2f} of seed")
+        size_ratio = o.parquet_bytes / s.parquet_bytes
+        s_mb, o_mb = s.parquet_bytes / 1e6, o.parquet_bytes / 1e6
+        print(f"{'Parquet file, MB':34}{s_mb:16.1f}{o_mb:12.1f}{size_ratio:9.2f} of seed")
+        print("  seed steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.steps.items()))
+        print("  our steps:  " + ", ".join(f"{k} {v:.2f} s" for k, v in o.steps.items()))
+        print(f"  our process outside the steps (imports, instance, run bookkeeping): {o.wall - r.work:.2f} s")
+        if repeat > 1:
+            print(f"  (ours: medians of {repeat} runs; the seed ran once)")
+    else:
+        print("seed: skipped (--skip-seed)")
+    print(r.line(), flush=True)
+
+
+def fhv(rows: int, workdir: Path, repeat: int = 1) -> None:
+    source = source_file(workdir, "fhv", FHV_MONTH, rows)
+    print(f"\n== fhv {FHV_MONTH}, {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==", flush=True)
+    with serve_folder(source.parents[1]) as base_url:
+        r = ours_repeated(base_url, workdir, "fhv", FHV_MONTH, rows, repeat)
+    print("seed: skipped (the seed pipeline knows only yellow and green)")
+    print(r.line(), flush=True)
 
 
 def backfill(partitions: int, workdir: Path) -> None:
@@ -173,13 +264,24 @@ def backfill(partitions: int, workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, nargs="*", default=[1_369_765, 7_667_792])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_369_765, 7_667_792], help="yellow 2021-01 sizes")
+    parser.add_argument(
+        "--fhv-rows", type=int, nargs="*", default=[], metavar="N", help="fhv 2019-01 sizes (real: 23143222); ours only"
+    )
+    parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run ours N times per size; print medians")
+    parser.add_argument("--skip-seed", action="store_true", help="do not run the seed pipeline")
     parser.add_argument("--backfill", type=int, default=0, metavar="N", help="also run N small partitions")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"measuring the taxi_assets package in {PACKAGE_ROOT}", flush=True)
     for rows in args.rows:
-        compare(rows, args.workdir)
+        compare(rows, args.workdir, args.repeat, args.skip_seed)
+    for rows in args.fhv_rows:
+        fhv(rows, args.workdir, args.repeat)
     if args.backfill:
         backfill(args.backfill, args.workdir)
 

@@ -1,9 +1,8 @@
 """The code location: assets, checks, jobs and sensors, with resources picked by TAXI_TARGET."""
 
-import os
-
 import dagster as dg
 
+from taxi_assets import settings
 from taxi_assets.assets import ALL_ASSETS
 from taxi_assets.jobs import trips_job
 from taxi_assets.resources.targets import resources_for
@@ -22,4 +21,4 @@ def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
     )
 
 
-defs = build_defs(os.environ.get("TAXI_TARGET", "local"))
+defs = build_defs(settings.target())

@@ -1,13 +1,40 @@
-"""Where each stage of a partition lives in the lake (keys relative to the lake root)."""
+"""The lake's one key scheme: where each stored stage of a partition lives, relative to the lake root.
+
+    raw/{color}/{color}_tripdata_{YYYY-MM}.csv.gz                 raw_trips: the upstream file, byte for byte
+    staging/clean_trips/{color}/{color}_tripdata_{YYYY-MM}.parquet  clean_trips: typed Parquet, not yet checked
+    data/{color}/{color}_tripdata_{YYYY-MM}.parquet                 gcs_parquet: the published file (the seed's layout)
+
+Only the lake IO manager asks for keys; keys are built from a validated `TripMonth` (a color of
+COLORS and the first day of a month), so nothing a user types can reach outside these folders.
+"""
+
+from __future__ import annotations
 
 from taxi_assets.partitions import TripMonth
 
+# Local files in the making, and leftovers of a killed process, are never under these prefixes.
+RAW, STAGING, PUBLISHED = "raw", "staging", "data"
+
 
 def raw_key(month: TripMonth) -> str:
-    """The upstream file as downloaded, byte for byte."""
-    return f"raw/{month.color}/{month.file_stem}.csv.gz"
+    return f"{RAW}/{month.color}/{month.file_stem}.csv.gz"
+
+
+def staging_key(month: TripMonth) -> str:
+    return f"{STAGING}/clean_trips/{month.color}/{month.file_stem}.parquet"
 
 
 def published_key(month: TripMonth) -> str:
-    """The published Parquet file, in the seed pipeline's layout."""
-    return f"data/{month.color}/{month.file_stem}.parquet"
+    return f"{PUBLISHED}/{month.color}/{month.file_stem}.parquet"
+
+
+KEY_OF_ASSET = {"raw_trips": raw_key, "clean_trips": staging_key, "gcs_parquet": published_key}
+
+
+def key_for(asset_name: str, month: TripMonth) -> str:
+    """The key where `asset_name` stores `month`; an asset the lake does not store is an error."""
+    try:
+        key_of = KEY_OF_ASSET[asset_name]
+    except KeyError:
+        raise ValueError(f"the lake stores {sorted(KEY_OF_ASSET)}, not {asset_name!r}") from None
+    return key_of(month)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -26,22 +27,37 @@ class TripMonth:
 
     @classmethod
     def from_key(cls, key: str | dg.MultiPartitionKey) -> TripMonth:
-        if not isinstance(key, dg.MultiPartitionKey):
-            key = trip_partitions.get_partition_key_from_str(key)
-        parts = key.keys_by_dimension
-        month = dt.date.fromisoformat(parts["month"])
-        if parts["color"] not in COLORS or month.day != 1:
-            raise ValueError(f"not a month x color partition key: {key!r}")
-        return cls(color=parts["color"], month=month)
+        """Read and validate a partition key ("yellow|2021-01-01"); anything else is a ValueError
+        naming the key, before it can become a URL or a lake path."""
+        if isinstance(key, dg.MultiPartitionKey):
+            parts = key.keys_by_dimension
+            color, month = parts.get("color"), parts.get("month")
+        else:
+            color, _, month = str(key).partition("|")
+        try:
+            day = dt.date.fromisoformat(month or "")
+        except ValueError:
+            day = None
+        if color not in COLORS or day is None or day.day != 1 or len(month) != 10:
+            raise ValueError(f"not a month x color partition key (like 'yellow|2021-01-01'): {str(key)!r}")
+        return cls(color=color, month=day)
+
+    @classmethod
+    def only(cls, partition_keys: Sequence[str]) -> TripMonth:
+        """The one partition of a run; a run over a range of partitions is refused."""
+        if len(partition_keys) != 1:
+            raise dg.Failure(
+                description=f"taxi assets materialize one month x color partition per run, got {len(partition_keys)}; "
+                "launch a backfill with one run per partition instead of a single-run range",
+                allow_retries=False,
+            )
+        return cls.from_key(partition_keys[0])
 
     @classmethod
     def from_context(cls, context: dg.AssetExecutionContext) -> TripMonth:
-        if not context.has_partition_key:
-            raise dg.Failure(
-                "taxi assets materialize one month x color partition per run; "
-                "launch a backfill (one run per partition) instead of a single-run range"
-            )
-        return cls.from_key(context.partition_key)
+        if context.has_partition_key:
+            return cls.from_key(context.partition_key)
+        return cls.only(context.partition_keys if context.has_partition_key_range else [])
 
     @property
     def ym(self) -> str:

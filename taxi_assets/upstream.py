@@ -15,7 +15,6 @@ import requests
 import urllib3
 from isal import isal_zlib
 
-DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
 CHUNK_BYTES = 1 << 20
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -166,13 +165,15 @@ def download(
     attempts: int = 4,
     backoff_seconds: float = 1.0,
     timeout_seconds: float = 60.0,
+    give_up_after_seconds: float | None = None,
     session: requests.Session | None = None,
     log: logging.Logger | None = None,
 ) -> Downloaded:
     """Stream `url` to `dest`, verifying length and gzip completeness, retrying transient failures.
 
-    Retries use exponential backoff with full jitter. A 404 is final at once (`NotPublished`). On
-    failure `dest` is removed, so a partial file is never left behind.
+    Retries use exponential backoff with full jitter, up to `attempts` tries and, if given, no new
+    try after `give_up_after_seconds`. A 404 is final at once (`NotPublished`). On failure `dest`
+    is removed, so a partial file is never left behind.
     """
     log = log or logging.getLogger(__name__)
     session = session or requests.Session()
@@ -183,9 +184,13 @@ def download(
             return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
         except TransientUpstreamError as exc:
             dest.unlink(missing_ok=True)
-            if attempt == attempts:
-                raise TransientUpstreamError(f"{exc} (gave up after {attempts} attempts)") from exc
             pause = random.uniform(0, backoff_seconds * 2 ** (attempt - 1))
+            elapsed = time.perf_counter() - started
+            out_of_time = give_up_after_seconds is not None and elapsed + pause > give_up_after_seconds
+            if attempt == attempts or out_of_time:
+                raise TransientUpstreamError(
+                    f"{exc} (gave up after {attempt} attempt{'s' * (attempt > 1)} in {elapsed:.0f} s)"
+                ) from exc
             log.warning("attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause)
             time.sleep(pause)
         except BaseException:

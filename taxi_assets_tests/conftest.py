@@ -184,3 +184,20 @@ def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
 
     # Short pauses between download attempts; the backoff itself is tested in test_upstream.
     return build_defs(target, source=TripSource(base_url=mirror.base_url, backoff_seconds=0.01))
+
+
+def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
+    """The local target's resources in a folder, reading from the test mirror: for materializing
+    single assets with `dg.materialize`."""
+    from taxi_assets.io_manager import LakeIOManager
+    from taxi_assets.resources.local.lake import LocalLake
+    from taxi_assets.resources.local.warehouse import DuckDBWarehouse
+    from taxi_assets.resources.source import TripSource
+    from taxi_assets.resources.workdir import WorkDir
+
+    return {
+        "source": TripSource(base_url=mirror.base_url, backoff_seconds=0.01),
+        "workdir": WorkDir(root=str(root / "work")),
+        "lake_io_manager": LakeIOManager(lake=LocalLake(root=str(root / "lake"))),
+        "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
+    }

@@ -125,3 +125,66 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
         _running(bq_cmd, bq_env, f"{bq_url}/bigquery/v2/projects/{project}/datasets", workdir / "bq.log"),
     ):
         yield Emulators(storage_host=gcs_url, bigquery_host=bq_url, gcs_root=gcs_dir / ".cloudstorage", project=project)
+
+
+class RewritingProxy:
+    """A loopback HTTP proxy in front of an emulator that rewrites request bodies on cue: the way
+    to make the real BigQuery client meet a server-side failure in the middle of a script.
+
+    `rewrite(body) -> body` sees every request body; `rewritten` counts the bodies it changed.
+    """
+
+    def __init__(self, target: str, rewrite):
+        self.target = target.rstrip("/")
+        self.rewrite = rewrite
+        self.rewritten = 0
+        self.url = ""
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[str]:
+        import http.server
+        import threading
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if body is not None:
+                    changed = proxy.rewrite(body)
+                    proxy.rewritten += changed != body
+                    body = changed
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(
+                    proxy.target + self.path, data=body, headers=headers, method=self.command
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        status, reply_headers, payload = response.status, response.headers, response.read()
+                except urllib.error.HTTPError as error:
+                    status, reply_headers, payload = error.code, error.headers, error.read()
+                self.send_response(status)
+                for key, value in reply_headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            self.url = f"http://127.0.0.1:{server.server_address[1]}"
+            yield self.url
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -135,20 +135,15 @@ def test_month_not_published_upstream_fails_at_once(mirror, local_env, local_def
     _assert_nothing_published(local_env, "green|2026-10-01")
 
 
-def test_truncated_gzip_fails_and_stores_nothing(mirror, local_env, local_defs, instance, monkeypatch):
-    import dagster as dg
-
-    from taxi_assets.assets import trips
-
-    # One run attempt is enough to see the message; don't wait out the outage retry policy.
-    monkeypatch.setattr(trips.raw_trips.op, "_retry_policy", dg.RetryPolicy(max_retries=0))
+def test_truncated_gzip_fails_and_stores_nothing(mirror, local_env, local_defs, instance):
     whole = gzip_bytes(real_rows("yellow_tripdata_2021-01_head3000.csv"))
     mirror.publish("yellow", "2021-01", whole[:-3000])
     result = run_partition(local_defs, "yellow|2021-01-01", instance)
     assert not result.success
     [message] = step_failure_messages(result)
     assert "partition yellow|2021-01-01" in message and "yellow_tripdata_2021-01.csv.gz" in message
-    assert "truncated gzip" in message
+    assert "truncated gzip" in message and "gave up after 6 attempts" in message
+    assert mirror.requests.count("GET /yellow/yellow_tripdata_2021-01.csv.gz") == 6  # in-run retries, no run retry
     assert not (local_env / "lake" / raw_key(month("yellow|2021-01-01"))).exists()
     _assert_nothing_published(local_env, "yellow|2021-01-01")
 

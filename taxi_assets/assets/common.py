@@ -1,18 +1,20 @@
-"""What the assets share: their group, retry policies, and how resource errors become failures."""
-
-import contextlib
-from collections.abc import Iterator
+"""What the assets share: their group, IO manager, kinds, retry policy and metadata helpers."""
 
 import dagster as dg
 import pyarrow as pa
 
-from taxi_assets.partitions import TripMonth
-from taxi_assets.resources.errors import SetupError
+from taxi_assets import settings
 
 GROUP = "nyc_tlc"
+LAKE_IO = "lake_io_manager"
 
-# Download attempts inside one run cover short blips; these cover an upstream outage.
-UPSTREAM_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# Kinds follow the target the code location was loaded for, instead of naming both.
+_TARGET = settings.target()
+LAKE_KIND = {"local": "file", "gcp": "gcs"}[_TARGET]
+WAREHOUSE_KIND = {"local": "duckdb", "gcp": "bigquery"}[_TARGET]
+
+# A blip of the lake or the warehouse (a 5xx, a lock held a moment too long). Setup errors
+# (403, a missing bucket) skip it: see resources/errors.py.
 STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -24,13 +26,3 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
             for f in schema
         ]
     )
-
-
-@contextlib.contextmanager
-def fail_fast_on_setup_errors(month: TripMonth) -> Iterator[None]:
-    """A missing bucket, a 403 or incompatible locations: fail now, naming the partition; retries
-    would only repeat the same refusal."""
-    try:
-        yield
-    except SetupError as exc:
-        raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc

@@ -9,21 +9,32 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.upstream import DEFAULT_SOURCE_URL, Downloaded, Fingerprint, download, probe, release_url
+from taxi_assets.upstream import Downloaded, Fingerprint, download, probe, release_url
 
 
 class TripSource(dg.ConfigurableResource):
     """NYC TLC trip files as published by the DataTalksClub `nyc-tlc-data` releases (or a mirror
-    with the same layout)."""
+    with the same layout).
 
-    base_url: str = Field(default=DEFAULT_SOURCE_URL, description="Release base URL (TAXI_SOURCE_URL)")
-    attempts: int = Field(default=4, description="Download attempts per run for transient failures")
+    A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
+    with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
+    that is the whole bound on how long a partition keeps trying a broken upstream file.
+    """
+
+    base_url: str | None = Field(default=None, description="Release base URL; default TAXI_SOURCE_URL at launch")
+    attempts: int = Field(default=6, description="Download attempts per run for transient failures")
     backoff_seconds: float = Field(default=2.0, description="First retry pause; doubles, with full jitter")
     timeout_seconds: float = Field(default=60.0, description="Connect and per-read timeout")
+    give_up_after_seconds: float = Field(default=300.0, description="No new attempt after this long")
+
+    @property
+    def base(self) -> str:
+        return self.base_url or settings.source_url()
 
     def url_for(self, month: TripMonth) -> str:
-        return release_url(self.base_url, month.color, month.ym)
+        return release_url(self.base, month.color, month.ym)
 
     def fetch(self, month: TripMonth, dest: Path, log: logging.Logger | None = None) -> Downloaded:
         return download(
@@ -32,6 +43,7 @@ class TripSource(dg.ConfigurableResource):
             attempts=self.attempts,
             backoff_seconds=self.backoff_seconds,
             timeout_seconds=self.timeout_seconds,
+            give_up_after_seconds=self.give_up_after_seconds,
             log=log,
         )
 

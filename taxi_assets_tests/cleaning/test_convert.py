@@ -189,18 +189,14 @@ def test_truncated_gzip_fails_clearly_and_leaves_no_parquet(tmp_path):
     assert not out.exists()
 
 
-def test_a_bad_value_late_in_a_big_file_stops_the_parse_thread(tmp_path, monkeypatch):
+def test_a_bad_value_late_in_a_big_file_stops_the_parse_thread(tmp_path):
     """The consumer fails while the parser is blocks ahead: the parse thread must not hang."""
     import threading
 
-    import taxi_assets.cleaning as cleaning
-
-    monkeypatch.setattr(cleaning, "CSV_BLOCK_BYTES", 16 << 10)  # many small blocks
-    monkeypatch.setattr(cleaning, "PREFETCH_BATCHES", 2)
     lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
-    lines = lines + lines[1:] * 3
-    _set_field(lines, 200, 3, "1.5")  # fails in the consumer's cast, with the rest still to parse
+    lines = lines + lines[1:] * 40  # 123k rows, ~11 MB: several 2 MB blocks, parsed ahead
     lines[150] = "2.0" + lines[150][1:]  # integers written as floats: the float path with its cast
-    with pytest.raises(BadTripFile, match="line 201"):
+    _set_field(lines, 60_000, 3, "1.5")  # fails in the consumer's cast, with the rest still to parse
+    with pytest.raises(BadTripFile, match="line 60001"):
         _clean(tmp_path, lines, "yellow", "2021-01")
     assert not [t for t in threading.enumerate() if t.name == "csv-parse"]

@@ -1,0 +1,100 @@
+"""upstream release file -> `raw_trips`: the month's file in the lake, byte for byte."""
+
+from collections.abc import Mapping
+
+import dagster as dg
+import requests
+from pydantic import Field
+
+from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
+from taxi_assets.io_manager import LakeFile, LakeIOManager, NewFile
+from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.resources.errors import failing_fast
+from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.workdir import WorkDir
+from taxi_assets.upstream import UpstreamError
+
+FINGERPRINT = "source_fingerprint"
+
+
+class RawTripsConfig(dg.Config):
+    force_download: bool = Field(
+        default=False, description="Download even when the lake's raw copy matches the upstream file"
+    )
+
+
+def _unchanged_upstream(
+    context: dg.AssetExecutionContext, month: TripMonth, source: TripSource, stored: LakeFile | None
+) -> Mapping[str, dg.MetadataValue] | None:
+    """The previous materialization's metadata if the lake's raw copy is still the upstream file
+    (same ETag / Last-Modified and size as when it was downloaded), else None."""
+    if stored is None:
+        return None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        return None
+    previous = records[0].asset_materialization.metadata
+    try:
+        current = source.fingerprint(month)
+    except requests.RequestException:
+        return None  # let the download report what is wrong
+    if current is None or not (current.etag or current.last_modified):
+        return None
+    downloaded = previous.get(FINGERPRINT)
+    if downloaded is None or downloaded.value != current.token() or stored.size != current.content_length:
+        return None
+    return previous
+
+
+@dg.asset(
+    partitions_def=trip_partitions,
+    group_name=GROUP,
+    kinds={"python", "csv", LAKE_KIND},
+    io_manager_key=LAKE_IO,
+)
+def raw_trips(
+    context: dg.AssetExecutionContext,
+    config: RawTripsConfig,
+    source: TripSource,
+    workdir: WorkDir,
+    lake_io_manager: dg.ResourceParam[LakeIOManager],
+):
+    """The month's upstream release file (`{color}_tripdata_{YYYY-MM}.csv.gz`), byte for byte, in
+    the lake's raw area. Streamed to disk, verified complete (Content-Length and the gzip
+    end-of-stream marker), retried with backoff inside the run on transient failures up to a stated
+    bound; a month that is not published fails at once without retries. When the upstream file is
+    unchanged since the lake's copy was downloaded (ETag / Last-Modified and size), the copy is kept
+    and nothing is downloaded."""
+    month = TripMonth.from_context(context)
+    url = source.url_for(month)
+    with failing_fast(month):
+        stored = lake_io_manager.stored(context)
+    if not config.force_download:
+        previous = _unchanged_upstream(context, month, source, stored)
+        if previous is not None:
+            context.log.info(f"{url} unchanged since it was downloaded; keeping the lake's raw copy")
+            kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
+            return dg.MaterializeResult(
+                value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
+            )
+    try:
+        got = source.fetch(month, workdir.path(f"{month.file_stem}.csv.gz"), log=context.log)
+    except UpstreamError as exc:
+        # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
+        raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
+    return dg.MaterializeResult(
+        value=NewFile(got.path),
+        metadata={
+            "source_url": dg.MetadataValue.url(url),
+            "sha256": got.sha256,
+            "source_etag": str(got.fingerprint.etag),
+            "source_last_modified": str(got.fingerprint.last_modified),
+            FINGERPRINT: got.fingerprint.token(),
+            "download_skipped": False,
+            "download_attempts": got.attempts,
+            "download_seconds": round(got.seconds, 3),
+            "download_mb_per_s": round(got.size / 1e6 / max(got.seconds, 1e-6), 1),
+        },
+    )

@@ -1,0 +1,104 @@
+"""Raw release CSV (gzip) -> typed Parquet with the color's pinned schema, streamed batch by batch.
+
+Memory stays bounded whatever the month's size: the CSV is parsed in blocks on one thread, a few
+blocks ahead of this one (`parse.py`), which casts each block to the pinned schema (`cast.py`),
+counts what the checks need (`stats.py`), and buffers blocks until a row group is full.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from taxi_assets.cleaning.cast import to_pinned
+from taxi_assets.cleaning.errors import IntegersWrittenAsFloats
+from taxi_assets.cleaning.parse import CsvSource, header_to_pinned, read_header
+from taxi_assets.cleaning.stats import CleanResult, MonthStats
+from taxi_assets.schema import TIMESTAMP, TRIP_SCHEMAS
+
+ROW_GROUP_ROWS = 512 * 1024  # 1M-row groups were 2% smaller and held twice the memory
+PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION_LEVEL = 3  # 9% smaller than level 1 at the same speed; levels 6 and 9 gained nothing
+
+
+class RowGroups:
+    """Collects batches and writes a Parquet row group each time ROW_GROUP_ROWS are buffered."""
+
+    def __init__(self, out_path: Path, schema: pa.Schema):
+        self.writer = pq.ParquetWriter(
+            out_path,
+            schema,
+            compression=PARQUET_COMPRESSION,
+            compression_level=PARQUET_COMPRESSION_LEVEL,
+            # Timestamps are nearly unique: a dictionary is built, overflows and is thrown away.
+            # Without it, 1.37M rows write 10% faster into a 6% smaller file.
+            use_dictionary=[f.name for f in schema if f.type != TIMESTAMP],
+        )
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=self.pending_rows)
+        self.pending, self.pending_rows = [], 0
+        # Hand freed blocks back to the OS: the allocator would keep them cached, and the
+        # warehouse load that follows in the same process needs room.
+        pa.default_memory_pool().release_unused()
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+def _convert(source: CsvSource, out_path: Path, color: str, stats: MonthStats) -> None:
+    row_groups = RowGroups(out_path, TRIP_SCHEMAS[color])
+    try:
+        for raw_batch in source.batches():
+            batch = to_pinned(raw_batch, color, stats.result.rows, source.file_label)
+            stats.add(batch)
+            row_groups.add(batch)
+    finally:
+        row_groups.close()
+
+
+def clean_trip_file(
+    raw_path: Path,
+    out_path: Path,
+    *,
+    color: str,
+    month_start: dt.date,
+    month_end: dt.date,
+    file_label: str,
+) -> CleanResult:
+    """Parse a raw release file into Parquet at `out_path` with the color's pinned schema.
+
+    Raises BadTripFile naming the file, the column and the line for a wrong header or a value
+    that does not parse. On failure `out_path` is removed.
+    """
+    started = time.perf_counter()
+    names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
+    stats = MonthStats(color, month_start, month_end)
+    try:
+        try:
+            _convert(CsvSource.for_color(raw_path, color, names, file_label), out_path, color, stats)
+        except IntegersWrittenAsFloats:
+            stats = MonthStats(color, month_start, month_end)
+            source = CsvSource.for_color(raw_path, color, names, file_label, integers_as_floats=True)
+            _convert(source, out_path, color, stats)
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    finally:
+        pa.default_memory_pool().release_unused()
+    stats.result.seconds = time.perf_counter() - started
+    return stats.result

@@ -1,0 +1,190 @@
+"""`{dataset}.rides` in BigQuery, loaded by BigQuery itself from the published `gs://` object."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+
+import pyarrow as pa
+from dagster_gcp import BigQueryResource, GCSResource
+from google.api_core import exceptions as google_exceptions
+from google.cloud import bigquery
+from pydantic import PrivateAttr
+
+from taxi_assets.partitions import COLORS
+from taxi_assets.resources.errors import SetupError
+from taxi_assets.resources.gcp.clients import explained, missing_bucket
+from taxi_assets.resources.warehouse import SliceLoad, Warehouse
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
+
+_BIGQUERY_TYPES = {
+    pa.int64(): "INT64",
+    pa.float64(): "FLOAT64",
+    pa.string(): "STRING",
+    pa.timestamp("us"): "TIMESTAMP",
+    pa.date32(): "DATE",
+}
+_MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "\\`") + "`"
+
+
+def _bq_schema(schema: pa.Schema) -> list[bigquery.SchemaField]:
+    return [
+        bigquery.SchemaField(f.name, _BIGQUERY_TYPES[f.type], mode="NULLABLE" if f.nullable else "REQUIRED")
+        for f in schema
+    ]
+
+
+def bucket_loadable_into(bucket_location: str, dataset_location: str) -> bool:
+    """Whether BigQuery loads from a bucket in `bucket_location` into a dataset in
+    `dataset_location`: a US multi-region dataset loads from anywhere; otherwise the bucket must
+    be in the dataset's region, or inside the dataset's multi-region."""
+    bucket, dataset = bucket_location.lower(), dataset_location.lower()
+    if dataset == "us" or bucket == dataset:
+        return True
+    return bucket.startswith(_MULTI_REGION_PREFIXES.get(dataset, ()))
+
+
+class BigQueryWarehouse(Warehouse):
+    """`rides` is created on first use (partitioned by month, clustered by color). A slice is replaced
+    by a load job from the published `gs://` object into a staging table, then one multi-statement
+    transaction that deletes the old slice and inserts the new one. A failure anywhere leaves the
+    old slice as it was; readers never see it missing or doubled."""
+
+    bigquery: BigQueryResource
+    gcs: GCSResource
+    dataset: str
+    staging_expiry_hours: int = 24
+    _checked_buckets: set = PrivateAttr(default_factory=set)
+
+    def _table_id(self, client: bigquery.Client, name: str) -> str:
+        return f"{client.project}.{self.dataset}.{name}"
+
+    def _explained(self, client, doing: str, needs: str) -> contextlib.AbstractContextManager:
+        grant = (
+            f"roles/bigquery.dataEditor on dataset {self.dataset} and roles/bigquery.jobUser on the project, "
+            "and roles/storage.objectAdmin on the bucket"
+        )
+        return explained(client, service="BigQuery", doing=doing, needs=needs, grant=grant)
+
+    def _ensure_dataset(self, client: bigquery.Client) -> bigquery.Dataset:
+        dataset_id = f"{client.project}.{self.dataset}"
+        with self._explained(
+            client, f"read or create dataset {dataset_id}", "bigquery.datasets.get / bigquery.datasets.create"
+        ):
+            try:
+                return client.get_dataset(dataset_id)
+            except google_exceptions.NotFound:
+                dataset = bigquery.Dataset(dataset_id)
+                dataset.location = client.location
+                return client.create_dataset(dataset, exists_ok=True)
+
+    def _preflight(self, dataset: bigquery.Dataset, bucket_name: str) -> None:
+        """Fail at once, naming both locations, instead of a load job's "Cannot read and write in
+        different locations"."""
+        if bucket_name in self._checked_buckets:
+            return
+        try:
+            bucket = self.gcs.get_client().get_bucket(bucket_name)
+        except google_exceptions.NotFound:
+            raise missing_bucket(bucket_name) from None
+        if not bucket_loadable_into(bucket.location, dataset.location):
+            raise SetupError(
+                f"BigQuery cannot load from bucket gs://{bucket_name} (location {bucket.location}) into dataset "
+                f"{dataset.dataset_id} (location {dataset.location}): Cannot read and write in different locations. "
+                f"Use a dataset in {bucket.location} (set BQ_LOCATION={bucket.location} and a new BQ_DATASET), "
+                f"or a bucket in {dataset.location}."
+            )
+        self._checked_buckets.add(bucket_name)
+
+    def _ensure_rides(self, client: bigquery.Client) -> None:
+        table = bigquery.Table(self._table_id(client, RIDES_TABLE), schema=_bq_schema(RIDES_SCHEMA))
+        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field="month")
+        table.clustering_fields = ["color"]
+        with self._explained(client, f"create table {table.table_id}", "bigquery.tables.create"):
+            client.create_table(table, exists_ok=True)
+
+    def swap_script(self, client, staging_id: str, color: str, month: dt.date, fill_passenger_count: bool) -> str:
+        """The transaction that replaces the slice with the staging table's rows."""
+        # Literals, not parameters: some engines (the emulator) take no parameters in scripts.
+        # Both values are validated partition parts: a color of COLORS and a date.
+        if color not in COLORS:
+            raise ValueError(f"unknown color {color!r}")
+        slice_filter = f"color = '{color}' AND month = DATE '{month.isoformat()}'"
+        rides = _quote(self._table_id(client, RIDES_TABLE))
+        columns = ", ".join(_quote(f.name) for f in RIDES_SCHEMA)
+        select = ", ".join(
+            [f"'{color}'", f"DATE '{month.isoformat()}'"]
+            + rides_select_list(
+                color, quote=_quote, sql_type=lambda t: _BIGQUERY_TYPES[t], fill_passenger_count=fill_passenger_count
+            )
+        )
+        return (
+            "BEGIN TRANSACTION;\n"
+            f"DELETE FROM {rides} WHERE {slice_filter};\n"
+            f"INSERT INTO {rides} ({columns}) SELECT {select} FROM {_quote(staging_id)};\n"
+            "COMMIT TRANSACTION;"
+        )
+
+    def _load_staging(self, client: bigquery.Client, source_uri: str, color: str, month: dt.date) -> str:
+        """A fresh staging table holding the published file, loaded by BigQuery from GCS."""
+        staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
+        staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color]))
+        # Dropped after the swap; the expiry only collects what a killed worker left behind.
+        staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.staging_expiry_hours)
+        client.create_table(staging)
+        client.load_table_from_uri(
+            source_uri,
+            staging_id,
+            job_config=bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            ),
+        ).result()
+        return staging_id
+
+    def replace_slice(self, *, source_uri, color, month, fill_passenger_count) -> SliceLoad:
+        if not source_uri.startswith("gs://"):
+            raise ValueError(f"BigQuery loads from gs:// objects only, got {source_uri}")
+        bucket_name = source_uri.removeprefix("gs://").split("/", 1)[0]
+        with self.bigquery.get_client() as client:
+            dataset = self._ensure_dataset(client)
+            self._preflight(dataset, bucket_name)
+            self._ensure_rides(client)
+            rides = _quote(self._table_id(client, RIDES_TABLE))
+            needs = "bigquery.jobs.create, bigquery.tables.updateData and storage.objects.get"
+            staging_id = None
+            try:
+                with self._explained(client, f"load {source_uri} into {rides}", needs):
+                    staging_id = self._load_staging(client, source_uri, color, month)
+                    client.query(self.swap_script(client, staging_id, color, month, fill_passenger_count)).result()
+                    slice_params = [
+                        bigquery.ScalarQueryParameter("color", "STRING", color),
+                        bigquery.ScalarQueryParameter("month", "DATE", month),
+                    ]
+                    loaded = self._scalar(
+                        client, f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month", slice_params
+                    )
+                    total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
+            finally:
+                if staging_id:
+                    client.delete_table(staging_id, not_found_ok=True)
+            return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
+
+    @staticmethod
+    def _scalar(client, sql: str, params=()) -> int:
+        job_config = bigquery.QueryJobConfig(query_parameters=list(params))
+        return next(iter(client.query(sql, job_config=job_config).result()))[0]
+
+    def slice_row_counts(self):
+        with self.bigquery.get_client() as client:
+            rides = _quote(self._table_id(client, RIDES_TABLE))
+            try:
+                result = client.query(f"SELECT color, month, COUNT(*) FROM {rides} GROUP BY color, month").result()
+            except google_exceptions.NotFound:
+                return {}
+            return {(row[0], row[1]): row[2] for row in result}

@@ -1,0 +1,86 @@
+"""The lake in a folder: `{root}/{key}`, standing in for the bucket."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from taxi_assets import settings
+from taxi_assets.resources.lake import Lake, LakeObject
+
+
+class LocalLake(Lake):
+    """A folder; a replace is a rename, so readers see the old file or the new one, never a part."""
+
+    root: str | None = Field(default=None, description="Lake folder; default $TAXI_DATA_DIR/lake, read at launch")
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve() if self.root else settings.lake_root()
+
+    def _path(self, key: str) -> Path:
+        root = self.root_path
+        path = (root / key).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ValueError(f"lake key {key!r} is outside the lake root {root}")
+        return path
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def _replace(self, key: str, fill: Callable[[Path], None]) -> LakeObject:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            fill(tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._describe(key, dest)
+
+    def store(self, local_path: Path, key: str) -> LakeObject:
+        def fill(tmp: Path) -> None:
+            try:
+                os.replace(local_path, tmp)  # the work folder is on the lake's filesystem by default
+            except OSError:  # another filesystem (TAXI_WORK_DIR elsewhere): copy
+                shutil.copyfile(local_path, tmp)
+
+        return self._replace(key, fill)
+
+    def copy(self, src_key: str, dst_key: str) -> LakeObject:
+        src = self._path(src_key)
+
+        def fill(tmp: Path) -> None:
+            # Objects are never modified in place (every write is a replace), so a hard link is a
+            # safe copy that costs no space.
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+
+        return self._replace(dst_key, fill)
+
+    def _describe(self, key: str, path: Path) -> LakeObject:
+        return LakeObject(key=key, uri=str(path), size=path.stat().st_size)
+
+    def stat(self, key: str) -> LakeObject | None:
+        path = self._path(key)
+        return self._describe(key, path) if path.is_file() else None
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+    def download(self, key: str, dest: Path) -> Path:
+        shutil.copyfile(self._path(key), dest)
+        return dest
+
+    def parquet_footer(self, key: str) -> pq.FileMetaData:
+        return pq.read_metadata(self._path(key))

@@ -1,0 +1,69 @@
+"""Every environment variable the project reads, with its default, and when it is read.
+
+Two moments, on purpose:
+- when the code location loads: `TAXI_TARGET` picks the resource classes (local or gcp), because
+  the asset graph shows them (kinds, descriptions). Changing it means reloading the code location.
+- when a run or a sensor tick starts: everything else (paths, URLs, credentials). Resources hold
+  `None` for "from the environment" and call these functions when they are used, never at import,
+  so `import taxi_assets.definitions` reads nothing else and a changed value needs no reload.
+GCP's required settings (`GCP_PROJECT`, `GCS_BUCKET`, `BQ_DATASET`) are Dagster `EnvVar`s in
+`resources/targets.py`: they resolve at launch too, and the UI shows their names, never values.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TARGETS = ("local", "gcp")
+DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+
+
+def target() -> str:
+    """TAXI_TARGET: `local` (a folder and DuckDB, the default) or `gcp` (GCS and BigQuery)."""
+    value = os.environ.get("TAXI_TARGET", "local")
+    if value not in TARGETS:
+        raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {value!r}")
+    return value
+
+
+def data_dir() -> Path:
+    """TAXI_DATA_DIR (default ./data): the local target's lake and warehouse live here."""
+    return Path(os.environ.get("TAXI_DATA_DIR") or "data").resolve()
+
+
+def lake_root() -> Path:
+    return data_dir() / "lake"
+
+
+def duckdb_path() -> Path:
+    return data_dir() / "warehouse.duckdb"
+
+
+def work_dir() -> Path:
+    """TAXI_WORK_DIR: local disk for files in the making (downloads, Parquet being written).
+
+    Default: `$TAXI_DATA_DIR/work` on the local target, so that storing a finished file in the lake
+    is a rename on the same filesystem, never a copy; the system's temp folder on gcp.
+    """
+    if os.environ.get("TAXI_WORK_DIR"):
+        return Path(os.environ["TAXI_WORK_DIR"]).resolve()
+    if os.environ.get("TAXI_TARGET", "local") == "local":
+        return data_dir() / "work"
+    return Path(tempfile.gettempdir()) / "taxi_assets_work"
+
+
+def source_url() -> str:
+    """TAXI_SOURCE_URL: the release base URL, `{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`."""
+    return os.environ.get("TAXI_SOURCE_URL") or DEFAULT_SOURCE_URL
+
+
+def bq_location() -> str:
+    """BQ_LOCATION (default US): where the BigQuery dataset is created when missing."""
+    return os.environ.get("BQ_LOCATION") or "US"
+
+
+def gcp_credentials() -> str | None:
+    """GCP_CREDENTIALS: an optional base64 service-account key (else Application Default Credentials)."""
+    return os.environ.get("GCP_CREDENTIALS") or None

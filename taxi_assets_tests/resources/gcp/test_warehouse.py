@@ -1,0 +1,127 @@
+"""BigQueryWarehouse through the real client against bqemulator: the slice swap, its atomicity
+under a server-side failure, the location rules and what a 403 says."""
+
+import datetime as dt
+import gzip
+import http.server
+import json
+
+import pytest
+from google.cloud import storage
+
+from taxi_assets.cleaning import clean_trip_file
+from taxi_assets.mirror import serve_folder
+from taxi_assets.resources.errors import AccessDenied
+from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
+from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse, bucket_loadable_into
+from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.emulators import RewritingProxy
+
+JANUARY = dt.date(2021, 1, 1)
+KEY = "data/yellow/yellow_tripdata_2021-01.parquet"
+
+
+@pytest.mark.parametrize(
+    "bucket, dataset, ok",
+    [
+        ("ASIA", "asia-northeast3", False),
+        ("asia-northeast3", "asia-northeast3", True),
+        ("EU", "EU", True),
+        ("europe-west1", "EU", True),
+        ("us-central1", "US", True),
+        ("ASIA", "US", True),
+        ("US", "EU", False),
+        ("us-east1", "us-central1", False),
+    ],
+)
+def test_bucket_location_rules(bucket, dataset, ok):
+    assert bucket_loadable_into(bucket, dataset) is ok
+
+
+def _publish(tmp_path, env, lines) -> str:
+    """A published yellow month in the GCS emulator, as gcs_parquet leaves it."""
+    raw, out = tmp_path / "raw.csv.gz", tmp_path / "clean.parquet"
+    raw.write_bytes(gzip.compress("".join(lines).encode()))
+    clean_trip_file(raw, out, color="yellow", month_start=JANUARY, month_end=dt.date(2021, 2, 1), file_label="t")
+    storage.Client(project=env["project"]).bucket(env["bucket"]).blob(KEY).upload_from_filename(str(out))
+    return f"gs://{env['bucket']}/{KEY}"
+
+
+def _warehouse(env) -> BigQueryWarehouse:
+    return BigQueryWarehouse(
+        bigquery=TaxiBigQueryResource(project=env["project"]),
+        gcs=TaxiGCSResource(project=env["project"]),
+        dataset=env["dataset"],
+    )
+
+
+def _inject_error_after_delete(body: bytes) -> bytes:
+    marker = b"INSERT INTO"
+    if b"BEGIN TRANSACTION" not in body or marker not in body:
+        return body
+    return body.replace(marker, b"SELECT ERROR('injected failure between delete and insert');\\n" + marker, 1)
+
+
+def test_a_failure_inside_the_swap_leaves_the_old_slice(gcp_emulators, gcp_env, tmp_path, monkeypatch):
+    rows = real_rows("yellow_tripdata_2021-01_head3000.csv")
+    warehouse = _warehouse(gcp_env)
+    uri = _publish(tmp_path, gcp_env, rows)
+
+    def replace():
+        return warehouse.replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+
+    assert replace().rows == 3000
+
+    _publish(tmp_path, gcp_env, rows[:101])  # upstream changed; this time the transaction fails after its DELETE
+    proxy = RewritingProxy(gcp_emulators.bigquery_host, _inject_error_after_delete)
+    with proxy.running() as url:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
+        with pytest.raises(Exception, match="injected failure between delete and insert"):
+            replace()
+    assert proxy.rewritten == 1
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", gcp_emulators.bigquery_host)
+    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
+
+    assert replace().rows == 100
+    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 100}
+
+
+def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
+    """A BigQuery endpoint that refuses everything, as a project without the roles would."""
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _refuse(self):
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Access Denied: Dataset p:d: Permission bigquery.datasets.get denied",
+                        "errors": [{"reason": "accessDenied", "message": "denied"}],
+                        "status": "PERMISSION_DENIED",
+                    }
+                }
+            ).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+    with serve_folder(tmp_path, handler=lambda *a, **k: Forbidden(*a)) as url:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
+        warehouse = BigQueryWarehouse(
+            bigquery=TaxiBigQueryResource(project="p", location="US"), gcs=TaxiGCSResource(project="p"), dataset="d"
+        )
+        with pytest.raises(AccessDenied) as err:
+            warehouse.replace_slice(
+                source_uri=f"gs://b/{KEY}", color="yellow", month=JANUARY, fill_passenger_count=True
+            )
+    message = str(err.value)
+    assert "HTTP 403" in message and "bigquery.datasets.get" in message
+    assert "Application Default Credentials identity" in message
+    assert "roles/bigquery.dataEditor" in message and "roles/bigquery.jobUser" in message

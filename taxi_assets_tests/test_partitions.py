@@ -1,0 +1,40 @@
+"""The month x color grid and how a key is read."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
+
+
+def test_partition_grid_is_month_by_color_with_color_first_keys():
+    keys = trip_partitions.get_partition_keys(current_time=dt.datetime(2021, 8, 1))
+    assert len(keys) == 31 * 3  # 2019-01 .. 2021-07 for each color
+    assert "yellow|2021-01-01" in keys
+    assert set(COLORS) == {"yellow", "green", "fhv"}
+
+
+def test_trip_month_reads_a_key():
+    month = TripMonth.from_key("fhv|2019-02-01")
+    assert (month.color, month.month, month.ym) == ("fhv", dt.date(2019, 2, 1), "2019-02")
+    assert month.file_stem == "fhv_tripdata_2019-02"
+    assert month.next_month == dt.date(2019, 3, 1)
+    assert TripMonth.from_key("yellow|2020-12-01").next_month == dt.date(2021, 1, 1)
+    assert TripMonth.from_key(month.as_multi_partition_key()) == month
+    assert str(month) == month.key == "fhv|2019-02-01"
+
+
+@pytest.mark.parametrize(
+    "key", ["purple|2019-01-01", "../../etc|2019-01-01", "yellow|2019-01-15", "yellow|2019-13-01", "yellow"]
+)
+def test_crafted_keys_are_refused(key):
+    with pytest.raises((ValueError, dg.DagsterInvalidInvocationError, dg.DagsterInvariantViolationError)):
+        TripMonth.from_key(key)
+
+
+def test_a_run_is_one_partition():
+    assert TripMonth.only(["green|2020-10-01"]) == TripMonth.from_key("green|2020-10-01")
+    for keys in ([], ["green|2020-10-01", "green|2020-11-01"]):
+        with pytest.raises(dg.Failure, match=f"one month x color partition per run, got {len(keys)}"):
+            TripMonth.only(keys)
