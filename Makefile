@@ -6,7 +6,7 @@ TAXI_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
 LOCAL_ENV := TAXI_DATA_DIR=$(TAXI_DATA_DIR) DAGSTER_HOME=$(DAGSTER_HOME)
 
-.PHONY: install demo test dev bench clean
+.PHONY: install demo test test-fast dev serve bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,20 @@ install: $(BIN)/.installed
 demo: install  ## the whole graph for a few partitions, offline, from the bundled sample mirror
 	$(LOCAL_ENV) $(BIN)/taxi-assets-demo
 
-test: install  ## lint, then the test suite (it starts its own HTTP mirror and GCS / BigQuery emulators)
+test: install  ## lint, then the test suite (it starts its own HTTP mirror, GCS / BigQuery emulators, PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
+test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
+	$(BIN)/pytest -m "not slow"
+
 dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
-	$(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml
+	$(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL)
+	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/serve.py
 
 bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row months (~6 minutes; files cached in bench/)
 	$(BIN)/python benchmarks/run.py --backfill 93

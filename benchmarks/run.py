@@ -216,27 +216,10 @@ def fhv(rows: int, workdir: Path, repeat: int = 1) -> None:
 def backfill(partitions: int, workdir: Path) -> None:
     """Per-run overhead: many small partitions, one run each, in one process on a persistent instance."""
     import dagster as dg
+    from backfill import build_mirror
 
-    from taxi_assets.partitions import trip_partitions
-
-    # The releases' range, 2019-01 .. 2021-07, for every color: 93 partitions.
-    keys = [k for k in trip_partitions.get_partition_keys() if k.split("|")[1] < "2021-08"][:partitions]
-    mirror = workdir / "mirror_backfill"
-    sample = ROOT / "taxi_assets" / "sample_mirror"
-    sample_for = {
-        "green": sample / "green" / "green_tripdata_2020-10.csv.gz",
-        "fhv": sample / "fhv" / "fhv_tripdata_2019-01.csv.gz",
-    }
-    for key in keys:
-        color, month = key.split("|")
-        path = mirror / color / f"{color}_tripdata_{month[:7]}.csv.gz"
-        if path.exists():
-            continue
-        if color == "yellow":
-            generate(path, 200, dt.date.fromisoformat(month))
-        else:  # real rows of the color's layout, from the package's sample mirror
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(sample_for[color].read_bytes())
+    mirror, keys = build_mirror(workdir)
+    keys = keys[:partitions]
     with serve_folder(mirror) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
         os.environ.update({"TAXI_TARGET": "local", "TAXI_DATA_DIR": f"{tmp}/data", "TAXI_SOURCE_URL": base_url})
         from taxi_assets.definitions import build_defs

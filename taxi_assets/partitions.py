@@ -1,4 +1,9 @@
-"""The month x color partition grid every asset shares, and how to read one key of it."""
+"""The month x color partition grid every asset shares, and how to read one key of it.
+
+The grid is what upstream publishes: the releases hold 2019-01 .. 2021-07 for each color (93 keys),
+so that is the default; `TAXI_LAST_MONTH` moves the end for a mirror that holds more. It is read
+when the code location loads, because the grid is part of what the code location defines.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,19 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from taxi_assets import settings
+
 COLORS = ("yellow", "green", "fhv")
 FIRST_MONTH = "2019-01-01"
 
-month_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
+
+def _month_after(month: dt.date) -> dt.date:
+    return (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+LAST_MONTH = settings.last_month()
+# end_date is exclusive: the first month after the last published one.
+month_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, end_date=_month_after(LAST_MONTH).isoformat())
 color_partitions = dg.StaticPartitionsDefinition(list(COLORS))
 
 # Dimensions sort by name, so keys read "yellow|2021-01-01" (color first).
@@ -71,7 +85,7 @@ class TripMonth:
 
     @property
     def next_month(self) -> dt.date:
-        return (self.month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        return _month_after(self.month)
 
     @property
     def file_stem(self) -> str:

@@ -1,30 +1,82 @@
 """Refresh partitions when their upstream file appears or changes.
 
-Each tick HEADs a slice of the partition grid (newest months first), compares the server's
-fingerprint (ETag, Last-Modified, Content-Length) with the one remembered in the cursor, and
-requests a run for each partition whose file is new or different. The run key includes the
-fingerprint, so one version of a file is loaded once.
+Each tick HEADs every partition's upstream file, concurrently on a small bounded pool, and compares
+the server's fingerprint (ETag, Last-Modified, Content-Length) with the one the partition's latest
+`raw_trips` materialization recorded (`source_fingerprint`). A partition with no materialization,
+or whose file changed, gets a run request; its run key includes the fingerprint, so one version of
+a file is requested once. The run history is the source of truth: turned on after a backfill, the
+first tick requests only what is missing or changed. The cursor only remembers the fingerprints
+already requested or loaded, so a quiet tick does not read the event log at all.
 """
 
+from __future__ import annotations
+
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import dagster as dg
 import requests
 
+from taxi_assets.assets.raw_trips import FINGERPRINT, raw_trips
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
+from taxi_assets.upstream import Fingerprint
 
-KEYS_PER_TICK = 30
-# A sensor tick must finish within Dagster's evaluation timeout (60 s by default): stop early and
-# resume from there next tick when upstream is slow.
+TRIGGER_TAG = "taxi/trigger"
+# A tick must finish within Dagster's sensor evaluation timeout (60 s by default); files not
+# checked in time are checked next tick.
 TICK_BUDGET_SECONDS = 40
 
 
-def _keys_newest_first(context: dg.SensorEvaluationContext) -> list[str]:
-    keys = trip_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
-    return sorted(keys, key=lambda k: (TripMonth.from_key(k).month, k), reverse=True)
+def loaded_fingerprints(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """Partition key -> the upstream fingerprint its latest raw_trips materialization recorded."""
+    found: dict[str, str | None] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=raw_trips.key), limit=1000, cursor=cursor, ascending=False
+        )
+        for record in page.records:
+            materialization = record.asset_materialization
+            if materialization.partition not in found:  # newest first: the first one seen is the latest
+                value = materialization.metadata.get(FINGERPRINT)
+                found[materialization.partition] = value.value if value is not None else None
+        if not page.has_more:
+            return found
+        cursor = page.cursor
+
+
+def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:
+    """Each key's upstream fingerprint (None: not published), and how many could not be checked."""
+    local = threading.local()
+
+    def probe(key: str) -> Fingerprint | None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return source.fingerprint(TripMonth.from_key(key), session=local.session)
+
+    found: dict[str, Fingerprint | None] = {}
+    failed = 0
+    pool = ThreadPoolExecutor(max_workers=source.max_concurrent_requests, thread_name_prefix="upstream-head")
+    try:
+        futures = {pool.submit(probe, key): key for key in keys}
+        done, not_done = wait(futures, timeout=TICK_BUDGET_SECONDS)
+        for future in done:
+            key = futures[future]
+            try:
+                found[key] = future.result()
+            except requests.RequestException as exc:
+                failed += 1
+                log.warning(f"{key}: could not check {source.url_for(TripMonth.from_key(key))}: {exc}")
+        if not_done:
+            failed += len(not_done)
+            log.warning(f"{len(not_done)} files not checked within {TICK_BUDGET_SECONDS} s; next tick checks them")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return found, failed
 
 
 @dg.sensor(
@@ -33,34 +85,32 @@ def _keys_newest_first(context: dg.SensorEvaluationContext) -> list[str]:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Materializes a partition when its upstream release file appears or changes.",
 )
-def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSource):
-    state = json.loads(context.cursor) if context.cursor else {}
-    seen: dict[str, str] = state.get("fingerprints", {})
-    keys = _keys_newest_first(context)
-    start = state.get("next", 0) % max(len(keys), 1)
-    batch = (keys[start:] + keys[:start])[:KEYS_PER_TICK]
-
-    requests_out = []
-    checked = 0
+def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSource) -> dg.SensorResult:
     started = time.monotonic()
-    session = requests.Session()
-    for key in batch:
-        if time.monotonic() - started > TICK_BUDGET_SECONDS:
-            break
-        checked += 1
-        month = TripMonth.from_key(key)
-        try:
-            fingerprint = source.fingerprint(month, session=session)
-        except requests.RequestException as exc:
-            context.log.warning(f"{key}: could not check {source.url_for(month)}: {exc}")
-            continue
-        if fingerprint is None:
-            continue  # not published (yet)
-        token = fingerprint.token()
-        if seen.get(key) != token:
-            seen[key] = token
-            requests_out.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=month.as_multi_partition_key()))
-    context.update_cursor(json.dumps({"fingerprints": seen, "next": start + checked}))
-    if not requests_out:
-        return dg.SkipReason(f"checked {checked} partition files; none new or changed")
-    return requests_out
+    known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    keys = trip_partitions.get_partition_keys()
+    upstream, failed = _probe_all(source, keys, context.log)
+    published = {key: fp.token() for key, fp in upstream.items() if fp is not None}
+
+    changed_since_cursor = [key for key, token in published.items() if known.get(key) != token]
+    loaded = loaded_fingerprints(context.instance) if changed_since_cursor else {}
+    run_requests = []
+    for key in sorted(changed_since_cursor):
+        token = published[key]
+        if key in loaded and loaded[key] == token:
+            continue  # already in the lake: only the cursor did not know
+        trigger = "new" if key not in loaded else "changed"
+        run_requests.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=key, tags={TRIGGER_TAG: trigger}))
+    known.update(published)
+
+    seconds = time.monotonic() - started
+    summary = (
+        f"checked {len(upstream)} of {len(keys)} upstream files in {seconds:.1f} s: {len(published)} published, "
+        f"{len(run_requests)} new or changed" + (f", {failed} not checked" if failed else "")
+    )
+    context.log.info(summary)
+    return dg.SensorResult(
+        run_requests=run_requests,
+        cursor=json.dumps(known, sort_keys=True),
+        skip_reason=None if run_requests else summary,
+    )

@@ -2,7 +2,8 @@
 
 Two moments, on purpose:
 - when the code location loads: `TAXI_TARGET` picks the resource classes (local or gcp), because
-  the asset graph shows them (kinds, descriptions). Changing it means reloading the code location.
+  the asset graph shows them (kinds, descriptions), and `TAXI_LAST_MONTH` ends the partition grid.
+  Changing them means reloading the code location.
 - when a run or a sensor tick starts: everything else (paths, URLs, credentials). Resources hold
   `None` for "from the environment" and call these functions when they are used, never at import,
   so `import taxi_assets.definitions` reads nothing else and a changed value needs no reload.
@@ -12,6 +13,7 @@ GCP's required settings (`GCP_PROJECT`, `GCS_BUCKET`, `BQ_DATASET`) are Dagster 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +28,15 @@ def target() -> str:
     if value not in TARGETS:
         raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {value!r}")
     return value
+
+
+def last_month() -> dt.date:
+    """TAXI_LAST_MONTH (YYYY-MM, default 2021-07, the releases' last month): the grid's last month."""
+    value = os.environ.get("TAXI_LAST_MONTH") or "2021-07"
+    try:
+        return dt.date.fromisoformat(f"{value}-01")
+    except ValueError:
+        raise ValueError(f"TAXI_LAST_MONTH must be a month like 2021-07, got {value!r}") from None
 
 
 def data_dir() -> Path:

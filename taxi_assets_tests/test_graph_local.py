@@ -125,14 +125,14 @@ def _assert_nothing_published(data_dir, key):
 
 
 def test_month_not_published_upstream_fails_at_once(mirror, local_env, local_defs, instance):
-    result = run_partition(local_defs, "green|2026-10-01", instance)
+    result = run_partition(local_defs, "green|2021-07-01", instance)
     assert not result.success
     [message] = step_failure_messages(result)
-    assert "partition green|2026-10-01" in message
-    assert "green_tripdata_2026-10.csv.gz: not published upstream (HTTP 404)" in message
+    assert "partition green|2021-07-01" in message
+    assert "green_tripdata_2021-07.csv.gz: not published upstream (HTTP 404)" in message
     assert len(mirror.requests) == 1  # no retries on 404
-    assert not (local_env / "lake" / raw_key(month("green|2026-10-01"))).exists()
-    _assert_nothing_published(local_env, "green|2026-10-01")
+    assert not (local_env / "lake" / raw_key(month("green|2021-07-01"))).exists()
+    _assert_nothing_published(local_env, "green|2021-07-01")
 
 
 def test_truncated_gzip_fails_and_stores_nothing(mirror, local_env, local_defs, instance):

@@ -9,8 +9,8 @@ from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
 
 
 def test_partition_grid_is_month_by_color_with_color_first_keys():
-    keys = trip_partitions.get_partition_keys(current_time=dt.datetime(2021, 8, 1))
-    assert len(keys) == 31 * 3  # 2019-01 .. 2021-07 for each color
+    keys = trip_partitions.get_partition_keys(current_time=dt.datetime(2026, 11, 26))
+    assert len(keys) == 31 * 3  # 2019-01 .. 2021-07 for each color, whatever today is
     assert "yellow|2021-01-01" in keys
     assert set(COLORS) == {"yellow", "green", "fhv"}
 
@@ -38,3 +38,23 @@ def test_a_run_is_one_partition():
     for keys in ([], ["green|2020-10-01", "green|2020-11-01"]):
         with pytest.raises(dg.Failure, match=f"one month x color partition per run, got {len(keys)}"):
             TripMonth.only(keys)
+
+
+def test_the_grid_ends_at_the_releases_last_month_or_taxi_last_month(tmp_path):
+    """Read when the code location loads: a fresh interpreter, as a code server would start."""
+    import os
+    import subprocess
+    import sys
+
+    count = "from taxi_assets.partitions import trip_partitions as p; k = p.get_partition_keys(); print(len(k), k[-1])"
+    env = {k: v for k, v in os.environ.items() if k != "TAXI_LAST_MONTH"}
+    default = subprocess.run([sys.executable, "-c", count], env=env, capture_output=True, text=True, check=True)
+    assert default.stdout.split() == ["93", "fhv|2021-07-01"]  # 2019-01 .. 2021-07, three colors
+    moved = subprocess.run(
+        [sys.executable, "-c", count], env={**env, "TAXI_LAST_MONTH": "2021-12"}, capture_output=True, text=True
+    )
+    assert moved.stdout.split() == ["108", "fhv|2021-12-01"]
+    bad = subprocess.run(
+        [sys.executable, "-c", count], env={**env, "TAXI_LAST_MONTH": "July"}, capture_output=True, text=True
+    )
+    assert "TAXI_LAST_MONTH must be a month like 2021-07, got 'July'" in bad.stderr

@@ -53,6 +53,7 @@ def _unchanged_upstream(
     group_name=GROUP,
     kinds={"python", "csv", LAKE_KIND},
     io_manager_key=LAKE_IO,
+    pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
 )
 def raw_trips(
     context: dg.AssetExecutionContext,

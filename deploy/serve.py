@@ -1,0 +1,137 @@
+"""`make serve`: the production instance's three processes on one machine, against PostgreSQL.
+
+    DAGSTER_PG_URL=postgresql://user:password@host:5432/dagster make serve
+
+Starts a code server (gRPC) for `taxi_assets.definitions`, the webserver (127.0.0.1 and
+DAGSTER_WEBSERVER_PORT, default 3000: it has no authentication, so bind it elsewhere only behind
+one, with DAGSTER_WEBSERVER_HOST) and the daemon (run queue, sensors, backfills, run monitoring and
+retries), each logging to `$DAGSTER_HOME/logs/`. Ctrl-C (or SIGTERM) stops all three; if one of
+them exits on its own, the others are stopped too and this exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODULE = "taxi_assets.definitions"
+LOCATION = "taxi_assets"
+UPSTREAM_POOL_LIMIT = 2  # concurrent downloads from GitHub, whatever the number of runs
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A libpq URL (postgres:// or postgresql://) with the driver dagster-postgres installs named:
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg2"):
+        raise SystemExit(f"DAGSTER_PG_URL must be a postgresql:// URL, got scheme {parts.scheme!r}")
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args[0]} exited with {process.returncode}; see {log}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"nothing answered on port {port} after {timeout:.0f} s; see {log}")
+
+
+def main() -> int:
+    if not os.environ.get("DAGSTER_PG_URL"):
+        print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
+        return 2
+    data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    if "postgres:" not in (home / "dagster.yaml").read_text():
+        print(
+            f"{home / 'dagster.yaml'} has no PostgreSQL storage; use a DAGSTER_HOME for the deployment", file=sys.stderr
+        )
+        return 2
+    grpc_port = int(os.environ.get("DAGSTER_CODE_SERVER_PORT") or 4266)
+    web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
+    web_port = int(os.environ.get("DAGSTER_WEBSERVER_PORT") or 3000)
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
+        f"      location_name: {LOCATION}\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TAXI_DATA_DIR": str(data_dir),
+        "DAGSTER_PG_SQLALCHEMY_URL": sqlalchemy_url(os.environ["DAGSTER_PG_URL"]),
+    }
+    subprocess.run(
+        [str(BIN / "dagster"), "instance", "concurrency", "set", "upstream", str(UPSTREAM_POOL_LIMIT)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+    commands = {
+        "code-server": [str(BIN / "dagster"), "code-server", "start", "-m", MODULE, "-h", "127.0.0.1"]
+        + ["-p", str(grpc_port), "--location-name", LOCATION],
+        "webserver": [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", web_host, "-p", str(web_port)],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+    }
+    processes: dict[str, subprocess.Popen] = {}
+
+    def stop(*_args) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 30
+        for process in processes.values():
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    stopping = False
+
+    def on_signal(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for name, command in commands.items():
+            with open(logs / f"{name}.log", "ab") as log:
+                processes[name] = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if name == "code-server":
+                _wait_for_port(grpc_port, processes[name], logs / f"{name}.log")
+        _wait_for_port(web_port, processes["webserver"], logs / "webserver.log")
+        print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL)")
+        print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
+        while not stopping:
+            exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+            if exited:
+                print(f"stopped on its own: {exited}; stopping the others (see {logs})", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

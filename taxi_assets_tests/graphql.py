@@ -1,0 +1,74 @@
+"""Talking to a running webserver as the UI does: its GraphQL endpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    if body.get("errors"):
+        raise AssertionError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def location_loaded(port: int, location: str = "taxi_assets") -> bool:
+    """The webserver answers and the code location has loaded (a code server starts after the
+    webserver can already answer)."""
+    try:
+        data = graphql(
+            port,
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename } } } } }",
+        )
+    except OSError:
+        return False
+    entries = {e["name"]: e for e in data["workspaceOrError"].get("locationEntries", [])}
+    entry = entries.get(location)
+    return bool(
+        entry and entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    )
+
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId status startTime endTime tags { key value } } }
+  }
+}
+"""
+
+
+def runs(port: int, run_filter: dict | None = None) -> list[dict]:
+    return graphql(port, RUNS, {"filter": run_filter or {}})["runsOrError"]["results"]
+
+
+def max_overlap(finished_runs: list[dict]) -> int:
+    """The most runs that were running at the same moment, from their start and end times."""
+    events = sorted(
+        [(r["startTime"], 1) for r in finished_runs] + [(r["endTime"], -1) for r in finished_runs],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak

@@ -1,0 +1,116 @@
+"""Running Dagster as users do, for the end-to-end tests and benchmarks/backfill.py: `dagster dev`
+on the local instance, and `make serve` (deploy/serve.py) on PostgreSQL. Each yields the
+webserver's port once the code location has loaded, and stops everything it started."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from taxi_assets_tests.emulators import free_port
+from taxi_assets_tests.graphql import graphql, location_loaded, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIP_ASSETS = ("raw_trips", "clean_trips", "gcs_parquet", "bq_rides_table")
+
+
+def _running(process: subprocess.Popen, log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+    return True
+
+
+@contextlib.contextmanager
+def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
+    """`dagster dev` (webserver and daemon, SQLite instance with taxi_assets/dagster.yaml)."""
+    home = workdir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "taxi_assets" / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_DATA_DIR": str(workdir / "data"), **env}
+    with open(workdir / "dev.log", "wb") as log:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _running(dev, workdir / "dev.log") and location_loaded(port), 180, "dagster dev")
+        yield port
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+
+
+@contextlib.contextmanager
+def make_serve(workdir: Path, pg_url: str, env: dict[str, str]) -> Iterator[int]:
+    """deploy/serve.py as `make serve` starts it; stopped with SIGINT, as Ctrl-C would. Raises if
+    it does not exit cleanly or leaves a process behind."""
+    port = free_port()
+    home = workdir / "home"
+    env = {
+        **os.environ,
+        "DAGSTER_PG_URL": pg_url,
+        "DAGSTER_HOME": str(home),
+        "TAXI_DATA_DIR": str(workdir / "data"),
+        "DAGSTER_WEBSERVER_PORT": str(port),
+        "DAGSTER_CODE_SERVER_PORT": str(free_port()),
+        **env,
+    }
+    with open(workdir / "serve.log", "wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, str(ROOT / "deploy" / "serve.py")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: _running(serve, workdir / "serve.log") and location_loaded(port), 180, "the deployment")
+        yield port
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            code = serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            raise
+        left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.strip()
+        if code != 0 or left:
+            raise AssertionError(
+                f"make serve exited with {code}, left running: {left or 'nothing'}\n"
+                + (workdir / "serve.log").read_text()[-3000:]
+            )
+
+
+def launch_backfill(port: int, partitions: list[str]) -> str:
+    """A partition backfill of the whole graph, as the UI's "Materialize" over a partition selection."""
+    assets = ", ".join(f'{{path: ["{name}"]}}' for name in TRIP_ASSETS)
+    launched = graphql(
+        port,
+        f"mutation {{ launchPartitionBackfill(backfillParams: {{ assetSelection: [{assets}], "
+        f"partitionNames: {json.dumps(partitions)} }}) {{ __typename ... on LaunchBackfillSuccess {{ backfillId }} "
+        f"... on PythonError {{ message }} }} }}",
+    )["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise AssertionError(launched)
+    return launched["backfillId"]
+
+
+def backfill_runs(port: int, backfill_id: str, limit: int = 1000) -> list[dict]:
+    return graphql(
+        port,
+        f'{{ partitionBackfillOrError(backfillId: "{backfill_id}") {{ ... on PartitionBackfill '
+        f"{{ runs(limit: {limit}) {{ runId status startTime endTime tags {{ key value }} "
+        f"stepStats {{ startTime endTime }} }} }} }} }}",
+    )["partitionBackfillOrError"]["runs"]
