@@ -5,7 +5,7 @@
 Starts a code server (gRPC) for `taxi_assets.definitions`, the webserver (127.0.0.1 and
 DAGSTER_WEBSERVER_PORT, default 3000: it has no authentication, so bind it elsewhere only behind
 one, with DAGSTER_WEBSERVER_HOST) and the daemon (run queue, sensors, backfills, run monitoring and
-retries), each logging to `$DAGSTER_HOME/logs/`. Ctrl-C (or SIGTERM) stops all three; if one of
+retries), each logging to `$DAGSTER_HOME/serve-logs/`. Ctrl-C (or SIGTERM) stops all three; if one of
 them exits on its own, the others are stopped too and this exits non-zero.
 """
 
@@ -55,7 +55,8 @@ def main() -> int:
         return 2
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
-    logs = home / "logs"
+    # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
+    logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")

@@ -41,7 +41,7 @@ def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
         postgres_cluster(tmp_path / "pg") as pg_url,
         make_serve(tmp_path, pg_url, {"TAXI_SOURCE_URL": mirror.base_url}) as port,
     ):
-        logs = tmp_path / "home" / "logs"
+        logs = tmp_path / "home" / "serve-logs"
         status = graphql(
             port,
             "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename "
