@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from generate import generate  # noqa: E402
 
 from taxi_assets.mirror import serve_folder  # noqa: E402
 from taxi_assets.partitions import trip_partitions  # noqa: E402
-from taxi_assets_tests.graphql import wait_until  # noqa: E402
+from taxi_assets_tests.graphql import graphql, wait_until  # noqa: E402
 from taxi_assets_tests.instances import backfill_runs, dagster_dev, launch_backfill, make_serve  # noqa: E402
 from taxi_assets_tests.postgres import postgres_cluster  # noqa: E402
 
@@ -62,7 +63,57 @@ def _seconds(stats: list[dict]) -> float:
     return sum(s["endTime"] - s["startTime"] for s in stats if s["startTime"] and s["endTime"])
 
 
+PHASES = {
+    "RunEnqueuedEvent": "enqueued",
+    "RunStartingEvent": "starting",
+    "RunStartEvent": "start",
+    "RunSuccessEvent": "end",
+    "RunFailureEvent": "end",
+}
+
+
+def _phases(port: int, run_id: str) -> dict[str, float]:
+    """When a run was queued, handed to the launcher, started in its process, and ended."""
+    events = graphql(
+        port,
+        f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ eventConnection {{ events {{ __typename '
+        f"... on MessageEvent {{ timestamp }} }} }} }} }} }}",
+    )["runOrError"]["eventConnection"]["events"]
+    return {PHASES[e["__typename"]]: float(e["timestamp"]) / 1000 for e in events if e["__typename"] in PHASES}
+
+
+ROLES = {
+    "dagster-daemon": "daemon",
+    "dagster-webserver": "webserver",
+    "dagster dev": "webserver",
+    "api grpc": "code server",
+    "code-server": "code server",
+    "postgres": "PostgreSQL",
+}
+
+
+def _cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the machine (busy, all cores) and by each long-lived process role."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    used = {"machine": (sum(fields) - fields[3] - fields[4]) / tick}  # all but idle and iowait
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            parts = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = next((r for key, r in ROLES.items() if key in cmdline), None)
+        if role:
+            used[role] = used.get(role, 0.0) + (int(parts[11]) + int(parts[12])) / tick
+    return used
+
+
 def measure(port: int, keys: list[str], instance: str) -> None:
+    cpu_before = _cpu_by_role()
     started = time.time()
     backfill = launch_backfill(port, keys)
 
@@ -90,15 +141,34 @@ def measure(port: int, keys: list[str], instance: str) -> None:
         f"of which {statistics.mean(steps):.2f} s data steps: overhead {per_partition - statistics.mean(steps):.2f} s",
         flush=True,
     )
+    cpu = {role: seconds - cpu_before.get(role, 0.0) for role, seconds in _cpu_by_role().items()}
+    runs_cpu = cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine")
+    print(
+        f"CPU seconds per partition: {cpu['machine'] / len(keys):.2f} on the machine, of which run processes "
+        f"{runs_cpu / len(keys):.2f}, "
+        + ", ".join(f"{k} {v / len(keys):.2f}" for k, v in sorted(cpu.items()) if k != "machine"),
+        flush=True,
+    )
+    phases = [_phases(port, r["runId"]) for r in runs]
+    queued = [p["starting"] - p["enqueued"] for p in phases if {"starting", "enqueued"} <= p.keys()]
+    launch = [p["start"] - p["starting"] for p in phases if {"start", "starting"} <= p.keys()]
+    print(
+        f"where a run's time goes (median): {statistics.median(queued):.2f} s queued, "
+        f"{statistics.median(launch):.2f} s from launch to its process running the job (a new Python "
+        f"process: imports, instance, code location), {statistics.median(run_seconds):.2f} s running",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instance", choices=["production", "dev", "both"], default="both")
+    parser.add_argument("--partitions", type=int, default=93, help="the first N partitions of the grid")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     mirror, keys = build_mirror(args.workdir)
+    keys = keys[: args.partitions]
     with serve_folder(mirror) as base_url:
         env = {"TAXI_SOURCE_URL": base_url}
         if args.instance in ("production", "both"):

@@ -21,13 +21,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_folder(folder: Path, handler=_QuietHandler) -> Iterator[str]:
-    """Serve `folder` over HTTP on a free loopback port; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+def serve_folder(folder: Path, handler=_QuietHandler, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `folder` over HTTP on a free port of a loopback address; yields the base URL."""
+    server = http.server.ThreadingHTTPServer((host, 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

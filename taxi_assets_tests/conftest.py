@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,12 +31,26 @@ def fhv_month(ym: str) -> list[str]:
 
 
 class Mirror:
-    """A folder laid out like the releases, served over HTTP, with scripted faults per file."""
+    """A folder laid out like the releases, served over HTTP, with scripted faults per file.
+
+    Faults, for the next responses of a file (`fail_next`) or all of them (`fail_always`):
+    - an HTTP status ("503", "401", ...);
+    - "cut": close the connection half way through a body that announced its full length;
+    - "stall": send the headers and half the body, then nothing for STALL_SECONDS;
+    - "html": answer 200 with a web page, as a release's HTML page would;
+    - "loop": redirect to itself, forever;
+    - "elsewhere": redirect (302) to the same file on another loopback host (`storage_url`), as
+      GitHub release downloads redirect to their storage host.
+    """
+
+    STALL_SECONDS = 5
 
     def __init__(self, root: Path):
         self.root = root
         self.base_url = ""
+        self.storage_url = ""
         self.faults: dict[str, list[str]] = defaultdict(list)
+        self.always: dict[str, str] = {}
         self.requests: list[str] = []
 
     def path(self, color: str, ym: str) -> Path:
@@ -49,10 +64,15 @@ class Mirror:
         path.write_bytes(data)
         return path
 
+    @staticmethod
+    def _url_path(color: str, ym: str) -> str:
+        return f"/{color}/{color}_tripdata_{ym}.csv.gz"
+
     def fail_next(self, color: str, ym: str, *faults: str) -> None:
-        """Script the next responses for a file: "503", "500", "cut" (close the connection half way
-        through a body that announced its full length)."""
-        self.faults[f"/{color}/{color}_tripdata_{ym}.csv.gz"].extend(faults)
+        self.faults[self._url_path(color, ym)].extend(faults)
+
+    def fail_always(self, color: str, ym: str, fault: str) -> None:
+        self.always[self._url_path(color, ym)] = fault
 
     def handler(self):
         mirror = self
@@ -66,28 +86,48 @@ class Mirror:
             def _fault(self) -> str | None:
                 mirror.requests.append(f"{self.command} {self.path}")
                 queue = mirror.faults.get(self.path)
-                return queue.pop(0) if queue else None
+                return queue.pop(0) if queue else mirror.always.get(self.path)
+
+            def _answer_fault(self, fault: str | None) -> bool:
+                if fault is None:
+                    return False
+                if fault.isdigit():
+                    self.send_error(int(fault))
+                elif fault in ("loop", "elsewhere"):
+                    target = self.path if fault == "loop" else mirror.storage_url + self.path
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif fault == "html":
+                    page = b"<!DOCTYPE html><html><head><title>Release 2021 - GitHub</title></head><body></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    if self.command == "GET":
+                        self.wfile.write(page)
+                else:
+                    return False
+                return True
 
             def do_HEAD(self):
-                fault = self._fault()
-                if fault and fault.isdigit():
-                    self.send_error(int(fault))
-                    return
-                super().do_HEAD()
+                if not self._answer_fault(self._fault()):
+                    super().do_HEAD()
 
             def do_GET(self):
                 fault = self._fault()
-                if fault and fault.isdigit():
-                    self.send_error(int(fault))
+                if self._answer_fault(fault):
                     return
-                if fault == "cut":
-                    body = self.translate_path(self.path)
-                    data = Path(body).read_bytes()
+                if fault in ("cut", "stall"):
+                    data = Path(self.translate_path(self.path)).read_bytes()
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
+                    if fault == "stall":
+                        time.sleep(mirror.STALL_SECONDS)
                     self.close_connection = True
                     return
                 super().do_GET()
@@ -99,8 +139,8 @@ class Mirror:
 def mirror(tmp_path):
     m = Mirror(tmp_path / "mirror")
     m.root.mkdir()
-    with serve_folder(m.root, handler=m.handler()) as url:
-        m.base_url = url
+    with serve_folder(m.root, handler=m.handler()) as url, serve_folder(m.root, host="127.0.0.2") as storage:
+        m.base_url, m.storage_url = url, storage
         yield m
 
 

@@ -5,7 +5,15 @@ import hashlib
 
 import pytest
 
-from taxi_assets.upstream import NotPublished, TransientUpstreamError, download, probe, release_url
+from taxi_assets.upstream import (
+    NotPublished,
+    TransientUpstreamError,
+    UpstreamError,
+    download,
+    probe,
+    redact,
+    release_url,
+)
 from taxi_assets_tests.conftest import real_rows
 
 
@@ -82,3 +90,103 @@ def test_probe_reports_fingerprint_or_none(mirror):
     fingerprint = probe(release_url(mirror.base_url, "fhv", "2019-01"))
     assert fingerprint.content_length == 2 and fingerprint.last_modified
     assert probe(release_url(mirror.base_url, "fhv", "2019-02")) is None
+
+
+# Upstream answering the wrong thing: each fails at once, saying what came back.
+
+
+def _download(mirror, tmp_path, color="yellow", ym="2021-01", **kwargs):
+    kwargs = {"backoff_seconds": 0.01, **kwargs}
+    return download(release_url(mirror.base_url, color, ym), tmp_path / "f.csv.gz", **kwargs)
+
+
+def test_a_web_page_instead_of_the_file_fails_at_once_saying_so(mirror, tmp_path):
+    mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    mirror.fail_always("yellow", "2021-01", "html")
+    with pytest.raises(UpstreamError) as err:
+        _download(mirror, tmp_path)
+    message = str(err.value)
+    assert (
+        "expected a gzip file, got text/html; charset=utf-8 starting '<!DOCTYPE html><html><head><title>Release"
+        in message
+    )
+    assert "TAXI_SOURCE_URL" in message and "download URL" in message
+    assert not isinstance(err.value, TransientUpstreamError)
+    assert len(mirror.requests) == 1 and not (tmp_path / "f.csv.gz").exists()
+
+
+@pytest.mark.parametrize("status, reason", [("401", "Unauthorized"), ("403", "Forbidden")])
+def test_refused_access_fails_at_once(mirror, tmp_path, status, reason):
+    mirror.publish("yellow", "2021-01", b"x")
+    mirror.fail_always("yellow", "2021-01", status)
+    with pytest.raises(UpstreamError, match=f"refused \\(HTTP {status} {reason}\\)") as err:
+        _download(mirror, tmp_path)
+    assert not isinstance(err.value, TransientUpstreamError) and len(mirror.requests) == 1
+
+
+def test_a_redirect_loop_fails_at_once(mirror, tmp_path):
+    mirror.publish("yellow", "2021-01", b"x")
+    mirror.fail_always("yellow", "2021-01", "loop")
+    with pytest.raises(UpstreamError, match="redirect loop: more than 30 redirects") as err:
+        _download(mirror, tmp_path)
+    assert not isinstance(err.value, TransientUpstreamError)
+    assert probe_error(mirror) == "TooManyRedirects"
+
+
+def probe_error(mirror) -> str:
+    try:
+        probe(release_url(mirror.base_url, "yellow", "2021-01"))
+    except Exception as exc:  # the sensor logs it and checks the file next tick
+        return type(exc).__name__
+    return "none"
+
+
+def test_a_redirect_to_another_host_is_followed_and_fingerprints_the_final_object(mirror, tmp_path):
+    """GitHub release downloads answer 302 to a storage host."""
+    source = mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    mirror.fail_always("yellow", "2021-01", "elsewhere")
+    got = _download(mirror, tmp_path)
+    assert got.path.read_bytes() == source.read_bytes()
+    assert got.fingerprint.content_length == source.stat().st_size  # the storage host's object, not the 302
+    fingerprint = probe(release_url(mirror.base_url, "yellow", "2021-01"))
+    assert fingerprint == got.fingerprint and fingerprint.last_modified
+    assert mirror.storage_url.startswith("http://127.0.0.2:")
+
+
+def test_a_stalled_body_times_out_and_is_retried(mirror, tmp_path):
+    source = mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    mirror.fail_next("yellow", "2021-01", "stall")
+    got = _download(mirror, tmp_path, timeout_seconds=0.5)
+    assert got.attempts == 2 and got.path.read_bytes() == source.read_bytes()
+
+
+def test_a_file_that_always_stalls_gives_up_within_the_bound(mirror, tmp_path):
+    import time
+
+    mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    mirror.fail_always("yellow", "2021-01", "stall")
+    started = time.monotonic()
+    with pytest.raises(TransientUpstreamError, match="gave up after 3 attempts"):
+        _download(mirror, tmp_path, timeout_seconds=0.5, attempts=3, backoff_seconds=0.2)
+    # The bound: attempts x timeout, plus the pauses (at most 0.2 + 0.4 s here).
+    assert time.monotonic() - started < 3 * 0.5 + 0.6 + 1.0
+
+
+def test_credentials_in_the_base_url_are_never_shown(mirror, tmp_path):
+    base = mirror.base_url.replace("http://", "http://taxi:s3cret-token@")
+    with pytest.raises(NotPublished) as err:
+        download(release_url(base, "yellow", "2030-01"), tmp_path / "f.csv.gz")
+    assert "s3cret-token" not in str(err.value) and "***@127.0.0.1" in str(err.value)
+    assert (
+        redact(release_url(base, "fhv", "2019-01"))
+        == f"{mirror.base_url.replace('http://', 'http://***@')}/fhv/fhv_tripdata_2019-01.csv.gz"
+    )
+
+
+@pytest.mark.parametrize("base", ["file:///etc", "ftp://example.org/x", "127.0.0.1:8000/releases"])
+def test_only_http_base_urls_are_accepted(base):
+    from taxi_assets.partitions import TripMonth
+    from taxi_assets.resources.source import TripSource
+
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
+        TripSource(base_url=base).url_for(TripMonth.from_key("fhv|2019-01-01"))
