@@ -31,7 +31,7 @@ from pydantic import PrivateAttr
 from taxi_assets import settings
 from taxi_assets.layout import key_for
 from taxi_assets.partitions import TripMonth
-from taxi_assets.resources.errors import failing_fast
+from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
 
 
@@ -145,8 +145,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile) -> None:
         month = _month(context)
-        with failing_fast(month):
-            self._store(context, key_for(context.asset_key.to_user_string(), month), obj)
+        key = key_for(context.asset_key.to_user_string(), month)
+        with failing_fast(month), writing(self.lake.uri(key)):
+            self._store(context, key, obj)
 
     def _store(self, context: dg.OutputContext, key: str, obj: NewFile | PublishCopy | LakeFile) -> None:
         if isinstance(obj, NewFile):

@@ -10,6 +10,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -19,9 +20,28 @@ CHUNK_BYTES = 1 << 20
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def release_url(base_url: str, color: str, ym: str) -> str:
     """`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`, the DataTalksClub release layout."""
     return f"{base_url.rstrip('/')}/{color}/{color}_tripdata_{ym}.csv.gz"
+
+
+def checked_base_url(url: str) -> str:
+    """A base URL the downloader may use: http or https only (no file://, no bare host)."""
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise ValueError(f"TAXI_SOURCE_URL must be an http:// or https:// URL, got {redact(url)!r}")
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL as messages and metadata show it: credentials in it (user:token@) become ***."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 class UpstreamError(Exception):
@@ -113,18 +133,37 @@ class _GzipEndCheck:
                 self._complete = False
 
 
+def _not_gzip(url: str, response: requests.Response, first: bytes) -> UpstreamError:
+    """What came back instead of a gzip file, said so that the fix is clear."""
+    content_type = response.headers.get("Content-Type") or "no Content-Type"
+    start = " ".join(first[:80].decode("utf-8", "replace").split())
+    message = f"{url}: expected a gzip file, got {content_type} starting {start!r}"
+    if "html" in content_type.lower() or start.lower().startswith(("<!doctype html", "<html")):
+        message += (
+            ". That is a web page: does TAXI_SOURCE_URL point at the release's page instead of its download URL "
+            "(`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`)?"
+        )
+    return UpstreamError(message)
+
+
 def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float) -> tuple[int, str, Fingerprint]:
+    shown = redact(url)
     try:
         response = session.get(url, stream=True, timeout=timeout)
+    except requests.TooManyRedirects:
+        raise UpstreamError(f"{shown}: redirect loop: more than {session.max_redirects} redirects") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientUpstreamError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        raise TransientUpstreamError(f"{shown}: {type(exc).__name__}: {exc}") from exc
     with response:
+        status = f"HTTP {response.status_code} {response.reason}"
         if response.status_code == 404:
-            raise NotPublished(f"{url}: not published upstream (HTTP 404)")
+            raise NotPublished(f"{shown}: not published upstream (HTTP 404)")
+        if response.status_code in (401, 403):
+            raise UpstreamError(f"{shown}: refused ({status}): private, or the URL is wrong (TAXI_SOURCE_URL)")
         if response.status_code in RETRYABLE_STATUS:
-            raise TransientUpstreamError(f"{url}: HTTP {response.status_code} {response.reason}")
+            raise TransientUpstreamError(f"{shown}: {status}")
         if response.status_code != 200:
-            raise UpstreamError(f"{url}: HTTP {response.status_code} {response.reason}")
+            raise UpstreamError(f"{shown}: {status}")
         fingerprint = Fingerprint.from_headers(response.headers)
         digest = hashlib.sha256()
         gzip_end = _GzipEndCheck()
@@ -134,26 +173,28 @@ def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float)
                 # decode_content=False: keep the file's own gzip bytes even if a server adds
                 # Content-Encoding: gzip.
                 for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
+                    if size == 0 and not chunk.startswith(GZIP_MAGIC):
+                        raise _not_gzip(shown, response, chunk)
                     gzip_end.feed(chunk)
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
             complete_gzip = gzip_end.finish()
         except isal_zlib.error as exc:
-            raise UpstreamError(f"{url}: not a valid gzip file ({exc})") from exc
+            raise UpstreamError(f"{shown}: not a valid gzip file ({exc})") from exc
         except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
             raise TransientUpstreamError(
-                f"{url}: transfer broken after {size:,} bytes: {type(exc).__name__}: {exc}"
+                f"{shown}: transfer broken after {size:,} bytes: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
             gzip_end.close()
     if fingerprint.content_length is not None and size != fingerprint.content_length:
         raise TransientUpstreamError(
-            f"{url}: transfer incomplete: got {size:,} of {fingerprint.content_length:,} bytes"
+            f"{shown}: transfer incomplete: got {size:,} of {fingerprint.content_length:,} bytes"
         )
     if not complete_gzip:
         raise TransientUpstreamError(
-            f"{url}: truncated gzip: the stream ended after {size:,} bytes without the gzip end-of-stream marker"
+            f"{shown}: truncated gzip: the stream ended after {size:,} bytes without the gzip end-of-stream marker"
         )
     return size, digest.hexdigest(), fingerprint
 

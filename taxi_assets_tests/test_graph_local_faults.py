@@ -172,12 +172,25 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_pat
     code, log = runs.run("yellow|2020-07-01")
     assert code == 0, log[-3000:]
     before = {p: p.read_bytes() for p in (runs.data / "lake").rglob("*") if p.is_file()}
+    mirror.publish("yellow", "2021-01", _month(40))  # 120k rows: 1.4 MB gzipped
 
-    mirror.publish("yellow", "2021-01", _month(40))  # 120k rows: ~2 MB gzipped, more as Parquet
+    # The lake's disk fills up during the download.
+    free = shutil.disk_usage(small_disk).free
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (free - 300_000))
     code, log = runs.run("yellow|2021-01-01")
     assert code != 0
-    assert "partition yellow|2021-01-01" in log and "No space left on device" in log
-    assert str(runs.data) in log  # the path it could not write
+    assert "partition yellow|2021-01-01: cannot write" in log and "No space left on device" in log
+    assert str(runs.data / "work") in log and "yellow_tripdata_2021-01.csv.gz" in log  # the path
     assert {p: p.read_bytes() for p in before} == before  # the previous good files, unchanged
-    assert runs.slice_rows("2020-07") == 266
+    assert not list((runs.data / "lake").rglob("*2021-01*"))  # nothing half-written in the lake
+    assert runs.leftovers() == []
+
+    # With room for the lake but not for the warehouse's growth, DuckDB fails at its checkpoint.
+    filler.unlink()
+    code, log = runs.run("yellow|2021-01-01")
+    assert code != 0
+    assert f"partition yellow|2021-01-01: cannot write {runs.data / 'warehouse.duckdb'}: No space left on device" in log
+    assert runs.slice_rows("2020-07") == 266  # the other slice is whole
+    assert runs.slice_rows("2021-01") in (0, 120_000)  # this one: old (none) or new, never a part
     assert runs.leftovers() == []

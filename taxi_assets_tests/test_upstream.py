@@ -80,9 +80,12 @@ def test_multi_member_gzip_is_complete(mirror, tmp_path):
 
 def test_not_gzip_is_refused_without_retry(mirror, tmp_path):
     mirror.publish("yellow", "2021-01", b"<html>rate limited</html>")
-    with pytest.raises(Exception, match="not a valid gzip file"):
+    with pytest.raises(UpstreamError, match="expected a gzip file, got .* starting '<html>rate limited</html>'"):
         download(release_url(mirror.base_url, "yellow", "2021-01"), tmp_path / "f.csv.gz", backoff_seconds=0.01)
-    assert len(mirror.requests) == 1
+    mirror.publish("yellow", "2021-02", b"\x1f\x8b but not deflate data at all")
+    with pytest.raises(UpstreamError, match="not a valid gzip file"):
+        download(release_url(mirror.base_url, "yellow", "2021-02"), tmp_path / "f.csv.gz", backoff_seconds=0.01)
+    assert len(mirror.requests) == 2
 
 
 def test_probe_reports_fingerprint_or_none(mirror):

@@ -8,7 +8,7 @@ from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
 from taxi_assets.partitions import TripMonth, trip_partitions
-from taxi_assets.resources.errors import failing_fast
+from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import TRIP_SCHEMAS
 
@@ -105,7 +105,7 @@ def clean_trips(context: dg.AssetExecutionContext, raw_trips: LakeFile, workdir:
     label = f"partition {month}, file {raw_trips.uri}"
     out = workdir.path(f"{month.file_stem}.parquet")
     raw_downloaded = raw_trips.downloads
-    with failing_fast(month), raw_trips.local_copy() as raw_path:
+    with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
         try:
             result = clean_trip_file(
                 raw_path, out, color=month.color, month_start=month.month, month_end=month.next_month, file_label=label

@@ -9,10 +9,10 @@ from pydantic import Field
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
 from taxi_assets.io_manager import LakeFile, LakeIOManager, NewFile
 from taxi_assets.partitions import TripMonth, trip_partitions
-from taxi_assets.resources.errors import failing_fast
+from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.workdir import WorkDir
-from taxi_assets.upstream import UpstreamError
+from taxi_assets.upstream import UpstreamError, redact
 
 FINGERPRINT = "source_fingerprint"
 
@@ -75,20 +75,22 @@ def raw_trips(
     if not config.force_download:
         previous = _unchanged_upstream(context, month, source, stored)
         if previous is not None:
-            context.log.info(f"{url} unchanged since it was downloaded; keeping the lake's raw copy")
+            context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")
             kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
             return dg.MaterializeResult(
                 value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
             )
+    dest = workdir.path(f"{month.file_stem}.csv.gz")
     try:
-        got = source.fetch(month, workdir.path(f"{month.file_stem}.csv.gz"), log=context.log)
+        with failing_fast(month), writing(dest):
+            got = source.fetch(month, dest, log=context.log)
     except UpstreamError as exc:
         # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
         raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
     return dg.MaterializeResult(
         value=NewFile(got.path),
         metadata={
-            "source_url": dg.MetadataValue.url(url),
+            "source_url": dg.MetadataValue.url(redact(url)),
             "sha256": got.sha256,
             "source_etag": str(got.fingerprint.etag),
             "source_last_modified": str(got.fingerprint.last_modified),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,6 +17,26 @@ class SetupError(Exception):
 
 class AccessDenied(SetupError):
     """The service refused the identity (HTTP 403); the message names the permission needed."""
+
+
+class CannotWrite(SetupError):
+    """The disk is full (or the file too large, the folder read-only): the message names the path."""
+
+
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+
+
+@contextlib.contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """A write to `path` that fails for lack of room or rights becomes CannotWrite naming it (an
+    OSError from a write call knows no file name, and Arrow's knows no errno)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _CANNOT_WRITE or "No space left on device" in str(exc):
+            reason = exc.strerror or str(exc)
+            raise CannotWrite(f"cannot write {path}: {reason}; the previous files are kept") from exc
+        raise
 
 
 @contextlib.contextmanager

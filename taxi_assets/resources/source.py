@@ -11,7 +11,7 @@ from pydantic import Field
 
 from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.upstream import Downloaded, Fingerprint, download, probe, release_url
+from taxi_assets.upstream import Downloaded, Fingerprint, checked_base_url, download, probe, release_url
 
 
 class TripSource(dg.ConfigurableResource):
@@ -34,7 +34,7 @@ class TripSource(dg.ConfigurableResource):
 
     @property
     def base(self) -> str:
-        return self.base_url or settings.source_url()
+        return checked_base_url(self.base_url or settings.source_url())
 
     def url_for(self, month: TripMonth) -> str:
         return release_url(self.base, month.color, month.ym)

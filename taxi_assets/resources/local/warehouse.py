@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import random
+import re
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
 import pyarrow as pa
-from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from taxi_assets import settings
+from taxi_assets.resources.errors import SetupError, writing
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, rides_select_list
 
@@ -27,16 +36,66 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """DuckDB's errors are not OSErrors: a full disk (an IOException, or a FatalException when a
+    checkpoint fails) becomes one, so `writing` can name the file."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if "no space left" in str(exc).lower():
+            raise OSError(errno.ENOSPC, f"No space left on device ({exc})") from exc
+        raise
+
+
+class WarehouseLocked(SetupError):
+    """Another process held the DuckDB file for longer than the bound: the step waited its retries
+    already, so it fails at once."""
+
+
 class DuckDBWarehouse(Warehouse):
-    """One DuckDB file; connections through dagster-duckdb's DuckDBResource."""
+    """One DuckDB file. DuckDB lets one process write it at a time: another run's load, or any other
+    program with the file open, holds a lock, and this waits for it (bounded, and logged)."""
 
     database: str | None = Field(
         default=None, description="DuckDB file; default $TAXI_DATA_DIR/warehouse.duckdb, read at launch"
     )
+    lock_timeout_seconds: float = Field(
+        default=600.0, description="How long to wait for another process's lock on the file before failing"
+    )
 
-    def _duckdb(self) -> DuckDBResource:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         database = self.database or str(settings.duckdb_path())
-        return DuckDBResource(database=database, connection_config=DUCKDB_SETTINGS)
+        started = time.monotonic()
+        pause, next_log = 0.1, 0.0
+        while True:
+            try:
+                conn = duckdb.connect(database, config=DUCKDB_SETTINGS)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                waited = time.monotonic() - started
+                holder = re.search(r"\(PID \d+\)", str(exc))
+                held_by = f"another process {holder.group(0)}" if holder else "another process"
+                if waited >= self.lock_timeout_seconds:
+                    raise WarehouseLocked(
+                        f"{database} is locked by {held_by}: gave up after {self.lock_timeout_seconds:.0f} s "
+                        "(lock_timeout_seconds). Is a long load still running, or a program holding the file open?"
+                    ) from None
+                if waited >= next_log:  # at the first wait, then every 30 s
+                    dg.get_dagster_logger().warning(
+                        f"waiting for the warehouse lock on {database}, held by {held_by} "
+                        f"({waited:.0f} s so far, giving up after {self.lock_timeout_seconds:.0f} s)"
+                    )
+                    next_log = waited + 30
+                time.sleep(min(pause, self.lock_timeout_seconds - waited) * random.uniform(0.5, 1.0))
+                pause = min(pause * 2, 2.0)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def _create_table_sql(self) -> str:
         columns = ", ".join(
@@ -54,7 +113,7 @@ class DuckDBWarehouse(Warehouse):
             )
         )
         slice_params = {"color": color, "month": month}
-        with self._duckdb().get_connection() as conn:
+        with writing(self.database or settings.duckdb_path()), _disk_errors(), self._connection() as conn:
             conn.execute(self._create_table_sql())
             conn.execute("BEGIN TRANSACTION")
             try:
@@ -68,13 +127,14 @@ class DuckDBWarehouse(Warehouse):
                 ).fetchone()[0]
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed rollback must not hide the error
+                    conn.execute("ROLLBACK")
                 raise
             total = conn.execute(f"SELECT count(*) FROM {RIDES_TABLE}").fetchone()[0]
         return SliceLoad(table=RIDES_TABLE, rows=loaded, table_rows=total)
 
     def slice_row_counts(self):
-        with self._duckdb().get_connection() as conn:
+        with self._connection() as conn:
             conn.execute(self._create_table_sql())
             rows = conn.execute(
                 f"SELECT color, month, count(*) FROM {RIDES_TABLE} GROUP BY ALL ORDER BY ALL"
