@@ -164,18 +164,18 @@ def rides_select_list(
     """SQL select expressions (excluding color and month) mapping a lake file onto `rides`.
 
     `quote` and `sql_type` spell identifiers and types in the warehouse's dialect; the rest is
-    standard SQL (CAST, COALESCE) that DuckDB and BigQuery share.
+    standard SQL (CAST, COALESCE) that DuckDB and BigQuery share. Every column is cast to the
+    `rides` type, so the load does not depend on how the engine typed the file's columns: real
+    BigQuery reads the lake's timezone-naive timestamps as DATETIME, and `rides` holds TIMESTAMP.
     """
     exprs = []
     for field in RIDES_SCHEMA:
         if field.name in ("color", "month"):
             continue
         source = rides_source_column(color, field.name)
-        if source is None:
-            expr = f"CAST(NULL AS {sql_type(field.type)})"
-        elif field.name == "passenger_count" and fill_passenger_count:
-            expr = f"COALESCE({quote(source)}, 0)"
-        else:
-            expr = quote(source)
+        value = "NULL" if source is None else quote(source)
+        expr = f"CAST({value} AS {sql_type(field.type)})"
+        if field.name == "passenger_count" and fill_passenger_count and source is not None:
+            expr = f"COALESCE({expr}, 0)"
         exprs.append(f"{expr} AS {quote(field.name)}")
     return exprs

@@ -30,8 +30,8 @@ def test_rides_unifies_pickup_names_and_nulls_what_a_color_lacks():
     assert rides_source_column("green", "pickup_datetime") == "lpep_pickup_datetime"
     assert rides_source_column("fhv", "passenger_count") is None
     select = rides_select_list("fhv", quote=lambda n: f'"{n}"', sql_type=str, fill_passenger_count=True)
-    assert '"pickup_datetime" AS "pickup_datetime"' in select
+    assert 'CAST("pickup_datetime" AS timestamp[us]) AS "pickup_datetime"' in select
     assert 'CAST(NULL AS int64) AS "passenger_count"' in select  # fhv has no count: NULL, never 0
     filled = rides_select_list("yellow", quote=lambda n: n, sql_type=str, fill_passenger_count=True)
-    assert "COALESCE(passenger_count, 0) AS passenger_count" in filled
+    assert "COALESCE(CAST(passenger_count AS int64), 0) AS passenger_count" in filled
     assert len(select) == len(RIDES_SCHEMA) - 2  # color and month come from the partition

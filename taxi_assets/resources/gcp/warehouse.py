@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import random
+import re
+import time
 import uuid
 
+import dagster as dg
 import pyarrow as pa
 from dagster_gcp import BigQueryResource, GCSResource
 from google.api_core import exceptions as google_exceptions
@@ -26,16 +30,20 @@ _BIGQUERY_TYPES = {
     pa.date32(): "DATE",
 }
 _MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
+# What BigQuery says when it aborts a transaction for another one on the same table.
+_CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
 
 
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "\\`") + "`"
 
 
-def _bq_schema(schema: pa.Schema) -> list[bigquery.SchemaField]:
+def _bq_schema(schema: pa.Schema, timestamps: str = "TIMESTAMP") -> list[bigquery.SchemaField]:
+    def bq_type(dtype: pa.DataType) -> str:
+        return timestamps if dtype == pa.timestamp("us") else _BIGQUERY_TYPES[dtype]
+
     return [
-        bigquery.SchemaField(f.name, _BIGQUERY_TYPES[f.type], mode="NULLABLE" if f.nullable else "REQUIRED")
-        for f in schema
+        bigquery.SchemaField(f.name, bq_type(f.type), mode="NULLABLE" if f.nullable else "REQUIRED") for f in schema
     ]
 
 
@@ -59,6 +67,11 @@ class BigQueryWarehouse(Warehouse):
     gcs: GCSResource
     dataset: str
     staging_expiry_hours: int = 24
+    # BigQuery aborts a transaction that mutates a table another transaction is mutating. The
+    # `warehouse` pool serializes swaps within one instance; two instances (or CLI runs) can still
+    # meet, and then the aborted swap is run again after a pause.
+    swap_attempts: int = 5
+    swap_backoff_seconds: float = 2.0
     _checked_buckets: set = PrivateAttr(default_factory=set)
 
     def _table_id(self, client: bigquery.Client, name: str) -> str:
@@ -133,7 +146,9 @@ class BigQueryWarehouse(Warehouse):
     def _load_staging(self, client: bigquery.Client, source_uri: str, color: str, month: dt.date) -> str:
         """A fresh staging table holding the published file, loaded by BigQuery from GCS."""
         staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
-        staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color]))
+        # DATETIME: the lake's timestamps are timezone-naive (New York wall-clock times), and that is
+        # what BigQuery reads them as; the swap casts them to rides' TIMESTAMP.
+        staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color], timestamps="DATETIME"))
         # Dropped after the swap; the expiry only collects what a killed worker left behind.
         staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.staging_expiry_hours)
         client.create_table(staging)
@@ -161,7 +176,7 @@ class BigQueryWarehouse(Warehouse):
             try:
                 with self._explained(client, f"load {source_uri} into {rides}", needs):
                     staging_id = self._load_staging(client, source_uri, color, month)
-                    client.query(self.swap_script(client, staging_id, color, month, fill_passenger_count)).result()
+                    self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
                     slice_params = [
                         bigquery.ScalarQueryParameter("color", "STRING", color),
                         bigquery.ScalarQueryParameter("month", "DATE", month),
@@ -174,6 +189,21 @@ class BigQueryWarehouse(Warehouse):
                 if staging_id:
                     client.delete_table(staging_id, not_found_ok=True)
             return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
+
+    def _swap(self, client: bigquery.Client, script: str) -> None:
+        for attempt in range(1, self.swap_attempts + 1):
+            try:
+                client.query(script).result()
+                return
+            except google_exceptions.GoogleAPICallError as exc:
+                if not _CONCURRENT_UPDATE.search(str(exc)) or attempt == self.swap_attempts:
+                    raise
+                pause = random.uniform(0.5, 1.0) * self.swap_backoff_seconds * 2 ** (attempt - 1)
+                dg.get_dagster_logger().warning(
+                    f"slice swap aborted by a concurrent transaction on rides (attempt {attempt} of "
+                    f"{self.swap_attempts}); retrying in {pause:.1f} s: {exc.message}"
+                )
+                time.sleep(pause)
 
     @staticmethod
     def _scalar(client, sql: str, params=()) -> int:

@@ -7,7 +7,8 @@ import http.server
 import json
 
 import pytest
-from google.cloud import storage
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery, storage
 
 from taxi_assets.cleaning import clean_trip_file
 from taxi_assets.mirror import serve_folder
@@ -84,6 +85,45 @@ def test_a_failure_inside_the_swap_leaves_the_old_slice(gcp_emulators, gcp_env, 
 
     assert replace().rows == 100
     assert warehouse.slice_row_counts() == {("yellow", JANUARY): 100}
+
+
+def test_a_swap_aborted_by_a_concurrent_transaction_is_retried(gcp_emulators, gcp_env, tmp_path, monkeypatch, caplog):
+    """Real BigQuery aborts a transaction on a table that another transaction is mutating; the
+    emulator does not, so a proxy makes the first swap fail with BigQuery's message."""
+    uri = _publish(tmp_path, gcp_env, real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    aborted = []
+
+    def abort_first_swap(body: bytes) -> bytes:
+        if b"BEGIN TRANSACTION" not in body or aborted:
+            return body
+        aborted.append(body)
+        message = b"Transaction is aborted due to concurrent update against table taxi-test.d.rides"
+        return body.replace(b"BEGIN TRANSACTION;", b"BEGIN TRANSACTION; SELECT ERROR('" + message + b"');", 1)
+
+    warehouse = _warehouse(gcp_env).model_copy(update={"swap_backoff_seconds": 0.05})
+    with RewritingProxy(gcp_emulators.bigquery_host, abort_first_swap).running() as url:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
+        load = warehouse.replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+    assert len(aborted) == 1 and load.rows == 3000
+    assert "aborted by a concurrent transaction on rides (attempt 1 of 5); retrying" in caplog.text
+
+
+def test_naive_lake_timestamps_land_as_the_same_wall_clock_times(gcp_emulators, gcp_env, tmp_path):
+    """The staging table reads the lake's naive timestamps as DATETIME, as real BigQuery does; the
+    swap casts them to rides' TIMESTAMP without shifting them."""
+    rows = real_rows("yellow_tripdata_2021-01_head3000.csv")
+    uri = _publish(tmp_path, gcp_env, rows)
+    _warehouse(gcp_env).replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+    client = bigquery.Client(
+        project=gcp_env["project"],
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcp_emulators.bigquery_host},
+    )
+    table = client.get_table(f"{gcp_env['project']}.{gcp_env['dataset']}.rides")
+    assert {f.name: f.field_type for f in table.schema}["pickup_datetime"] == "TIMESTAMP"
+    first = rows[1].split(",")[1]  # "2021-01-01 00:30:10", New York wall-clock time
+    sql = f"SELECT COUNT(*) FROM `{table.full_table_id.replace(':', '.')}` WHERE pickup_datetime = TIMESTAMP '{first}'"
+    assert next(iter(client.query(sql).result()))[0] >= 1
 
 
 def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
