@@ -5,8 +5,8 @@
 Starts a code server (gRPC) for `taxi_assets.definitions`, the webserver (127.0.0.1 and
 DAGSTER_WEBSERVER_PORT, default 3000: it has no authentication, so bind it elsewhere only behind
 one, with DAGSTER_WEBSERVER_HOST) and the daemon (run queue, sensors, backfills, run monitoring and
-retries), each logging to `$DAGSTER_HOME/serve-logs/`. Ctrl-C (or SIGTERM) stops all three; if one of
-them exits on its own, the others are stopped too and this exits non-zero.
+retries), each logging to `$DAGSTER_HOME/serve-logs/`. Ctrl-C (or SIGTERM) stops all three. One that
+exits on its own is started again; one that keeps exiting (5 times in 10 minutes) stops the service.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ BIN = Path(sys.executable).parent
 MODULE = "taxi_assets.definitions"
 LOCATION = "taxi_assets"
 UPSTREAM_POOL_LIMIT = 2  # concurrent downloads from GitHub, whatever the number of runs
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 600  # a process that keeps dying stops the service
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -114,20 +115,37 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+
+    def start(name: str) -> None:
+        with open(logs / f"{name}.log", "ab") as log:
+            processes[name] = subprocess.Popen(commands[name], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    restarts: dict[str, list[float]] = {name: [] for name in commands}
     try:
-        for name, command in commands.items():
-            with open(logs / f"{name}.log", "ab") as log:
-                processes[name] = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        for name in commands:
+            start(name)
             if name == "code-server":
                 _wait_for_port(grpc_port, processes[name], logs / f"{name}.log")
         _wait_for_port(web_port, processes["webserver"], logs / "webserver.log")
         print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL)")
         print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
         while not stopping:
-            exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
-            if exited:
-                print(f"stopped on its own: {exited}; stopping the others (see {logs})", file=sys.stderr)
-                return 1
+            for name, process in list(processes.items()):
+                if process.poll() is None or stopping:
+                    continue
+                # A process that died (killed, out of memory) is started again: the instance keeps
+                # all state, so the daemon picks up its queue, sensors and backfills where they were.
+                now = time.monotonic()
+                recent = [t for t in restarts[name] if now - t < RESTART_WINDOW_SECONDS] + [now]
+                restarts[name] = recent
+                if len(recent) > MAX_RESTARTS:
+                    print(
+                        f"{name} exited {len(recent)} times within {RESTART_WINDOW_SECONDS} s; stopping (see {logs})",
+                        file=sys.stderr,
+                    )
+                    return 1
+                print(f"{name} exited with {process.returncode}; starting it again", file=sys.stderr, flush=True)
+                start(name)
             time.sleep(0.5)
         return 0
     finally:

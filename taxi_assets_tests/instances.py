@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,11 +58,14 @@ def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def make_serve(workdir: Path, pg_url: str, env: dict[str, str]) -> Iterator[int]:
+def make_serve(workdir: Path, pg_url: str, env: dict[str, str], instance_yaml: str | None = None) -> Iterator[int]:
     """deploy/serve.py as `make serve` starts it; stopped with SIGINT, as Ctrl-C would. Raises if
-    it does not exit cleanly or leaves a process behind."""
+    it does not exit cleanly or leaves a process behind. `instance_yaml` replaces deploy/dagster.yaml."""
     port = free_port()
     home = workdir / "home"
+    if instance_yaml is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").write_text(instance_yaml)
     env = {
         **os.environ,
         "DAGSTER_PG_URL": pg_url,
@@ -105,6 +109,20 @@ def launch_backfill(port: int, partitions: list[str]) -> str:
     if launched["__typename"] != "LaunchBackfillSuccess":
         raise AssertionError(launched)
     return launched["backfillId"]
+
+
+def run_worker_pid(port: int, run_id: str) -> int | None:
+    """The pid of a run's process, from the launcher's engine event ("Started process for run (pid: N)")."""
+    events = graphql(
+        port,
+        f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ eventConnection {{ events {{ __typename '
+        f"... on MessageEvent {{ message }} }} }} }} }} }}",
+    )["runOrError"]["eventConnection"]["events"]
+    for event in events:
+        found = re.search(r"Started process for run \(pid: (\d+)\)", event.get("message") or "")
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def backfill_runs(port: int, backfill_id: str, limit: int = 1000) -> list[dict]:

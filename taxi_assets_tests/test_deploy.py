@@ -3,6 +3,9 @@ against a real PostgreSQL server; the sensor turned on over GraphQL finds the mi
 daemon runs them."""
 
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,10 +14,15 @@ import pytest
 
 from taxi_assets_tests.conftest import fhv_month, real_rows
 from taxi_assets_tests.graphql import graphql, max_overlap, runs, wait_until
-from taxi_assets_tests.instances import make_serve
+from taxi_assets_tests.instances import backfill_runs, launch_backfill, make_serve, run_worker_pid
 from taxi_assets_tests.postgres import postgres_cluster, server_binaries
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
+    ),
+]
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR = {
     "repositoryLocationName": "taxi_assets",
@@ -30,9 +38,9 @@ FILES = {
     ("fhv", "2019-02"): fhv_month("2019-02"),
 }
 MAX_CONCURRENT_RUNS = 4  # deploy/dagster.yaml
+YELLOW = real_rows("yellow_tripdata_2021-01_head3000.csv")
 
 
-@pytest.mark.skipif(server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)")
 def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
     for (color, ym), lines in FILES.items():
         mirror.publish(color, ym, lines)
@@ -93,3 +101,64 @@ def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
         slices = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
     assert {(c, ym): n for c, ym, n in slices} == {key: len(lines) - 1 for key, lines in FILES.items()}
     print(f"deployment test: {time.monotonic() - started:.0f} s, at most {overlap} runs at once")
+
+
+def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp_path):
+    """12 partitions in one backfill. Halfway, the daemon is SIGKILLed (make serve starts it again)
+    and one run's process is SIGKILLed mid-run (run monitoring marks it failed, run retries run it
+    again). The backfill completes and every partition is in the warehouse exactly once."""
+    months = [f"2020-{m:02d}" for m in range(1, 13)]
+    big = "2020-06"  # long enough to be killed mid-run
+    for ym in months:
+        lines = YELLOW[:1] + YELLOW[1:] * (150 if ym == big else 1)
+        mirror.publish("yellow", ym, lines)
+    keys = [f"yellow|{ym}-01" for ym in months]
+    # Run monitoring polls every 2 s here instead of 30 s, to keep the test short.
+    instance_yaml = (
+        (ROOT / "deploy" / "dagster.yaml").read_text().replace("poll_interval_seconds: 30", "poll_interval_seconds: 2")
+    )
+    assert "poll_interval_seconds: 2" in instance_yaml
+    with (
+        postgres_cluster(tmp_path / "pg") as pg_url,
+        make_serve(tmp_path, pg_url, {"TAXI_SOURCE_URL": mirror.base_url}, instance_yaml) as port,
+    ):
+        backfill = launch_backfill(port, keys)
+
+        def partition_of(run):
+            return next(t["value"] for t in run["tags"] if t["key"] == "dagster/partition")
+
+        wait_until(lambda: sum(r["status"] == "SUCCESS" for r in backfill_runs(port, backfill)) >= 3, 240, "3 runs")
+        daemon = _pids(f"dagster-daemon run -w {tmp_path / 'home'}")
+        assert len(daemon) == 1
+        os.kill(daemon[0], signal.SIGKILL)
+        wait_until(lambda: _pids(f"dagster-daemon run -w {tmp_path / 'home'}") not in ([], daemon), 30, "a new daemon")
+
+        def big_run_started():
+            for run in runs(port):
+                if partition_of(run) == f"yellow|{big}-01" and run["status"] == "STARTED":
+                    return run_worker_pid(port, run["runId"]) and run
+            return None
+
+        killed = wait_until(big_run_started, 240, "the big partition's run", interval=0.2)
+        os.kill(run_worker_pid(port, killed["runId"]), signal.SIGKILL)
+
+        def every_partition_succeeded():
+            found = runs(port)
+            done = {partition_of(r) for r in found if r["status"] == "SUCCESS"}
+            busy = [r for r in found if r["status"] not in ("SUCCESS", "FAILURE", "CANCELED")]
+            return found if done == set(keys) and not busy else None
+
+        final = wait_until(every_partition_succeeded, 300, "every partition", interval=2)
+        killed_now = next(r for r in final if r["runId"] == killed["runId"])
+        assert killed_now["status"] == "FAILURE"  # marked by run monitoring, not left STARTED
+        retries = [r for r in final if {"key": "dagster/parent_run_id", "value": killed["runId"]} in r["tags"]]
+        assert [r["status"] for r in retries] == ["SUCCESS"]
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
+        slices = dict(conn.execute("SELECT strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall())
+    assert slices == {ym: 3000 * (150 if ym == big else 1) for ym in months}
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
