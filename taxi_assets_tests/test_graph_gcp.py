@@ -3,8 +3,10 @@ against local emulators: same assets, same partitions, resources chosen by TAXI_
 
 import base64
 import json
+import os
+import subprocess
+import sys
 
-import dagster as dg
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
@@ -115,30 +117,51 @@ def test_location_preflight_fails_before_loading(gcp_emulators, gcp_env, mirror,
     assert [t.table_id for t in client.list_tables(gcp_env["dataset"])] == []
 
 
-def test_service_account_key_never_reaches_the_event_log(gcp_emulators, gcp_env, mirror, instance, monkeypatch, capfd):
-    secret = "FAKE-PRIVATE-KEY-MATERIAL-0123456789"
-    key = {
-        "type": "service_account",
-        "project_id": gcp_env["project"],
-        "private_key_id": "abc123",
-        "private_key": f"-----BEGIN PRIVATE KEY-----\\n{secret}\\n-----END PRIVATE KEY-----\\n",
-        "client_email": "taxi@taxi-test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
-    encoded = base64.b64encode(json.dumps(key).encode()).decode()
-    monkeypatch.setenv("GCP_CREDENTIALS", encoded)
-    defs = build_test_defs("gcp", mirror)
-    _publish(mirror, ["yellow|2020-07-01"])
-    result = run_partition(defs, "yellow|2020-07-01", instance)
-    assert result.success, step_failure_messages(result)
+SECRET = "FAKE-PRIVATE-KEY-MATERIAL-0123456789"
 
-    run = instance.get_run_by_id(result.run_id)
-    stored = dg.serialize_value(run) + "".join(dg.serialize_value(e) for e in instance.all_logs(result.run_id))
-    printed = "".join(capfd.readouterr())
-    for text in (stored, printed):
-        assert secret not in text
-        assert encoded not in text and encoded[:40] not in text
+
+def _fake_key(project: str) -> str:
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": project,
+            "private_key_id": "abc123",
+            "private_key": f"-----BEGIN PRIVATE KEY-----\\n{SECRET}\\n-----END PRIVATE KEY-----\\n",
+            "client_email": "taxi@taxi-test.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
+@pytest.mark.parametrize("given_as", ["GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"])
+def test_a_service_account_key_appears_nowhere_dagster_keeps_or_prints(gcp_env, mirror, tmp_path, given_as):
+    """A fake key, given the two ways users give one. Two CLI runs (one that succeeds, one that
+    fails on a missing bucket, so exceptions are recorded too), then every byte of DAGSTER_HOME
+    (event log, run config, metadata, captured compute logs) and everything printed is searched."""
+    key = _fake_key(gcp_env["project"])
+    encoded = base64.b64encode(key.encode()).decode()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    if given_as == "GCP_CREDENTIALS":
+        env["GCP_CREDENTIALS"] = encoded
+    else:
+        (tmp_path / "key.json").write_text(key)
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "key.json")
+    (tmp_path / "home").mkdir()
+    _publish(mirror, ["yellow|2020-07-01"])
+    printed = ""
+    for bucket, succeeds in ((gcp_env["bucket"], True), ("no-such-bucket", False)):
+        command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
+        command += ["--select", "*", "--partition", "yellow|2020-07-01"]
+        done = subprocess.run(command, env={**env, "GCS_BUCKET": bucket}, capture_output=True, text=True, timeout=300)
+        assert (done.returncode == 0) is succeeds, done.stderr[-3000:]
+        printed += done.stdout + done.stderr
+    assert "does not exist (GCS_BUCKET)" in printed  # the failure was recorded, with its exception
+    kept = b"".join(p.read_bytes() for p in (tmp_path / "home").rglob("*") if p.is_file())
+    assert b"RUN_SUCCESS" in kept or b"ASSET_MATERIALIZATION" in kept  # the search covers real records
+    for needle in (SECRET, encoded[:40], encoded[-40:]):
+        assert needle not in printed
+        assert needle.encode() not in kept
 
 
 def test_missing_bucket_fails_at_once_with_the_fix(gcp_emulators, gcp_env, mirror, instance, monkeypatch):
