@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from taxi_assets import settings
-from taxi_assets.layout import key_for
+from taxi_assets.layout import key_for, rejected_key
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
@@ -56,9 +56,11 @@ class ParquetFacts:
 
 @dataclass(frozen=True)
 class NewFile:
-    """An asset's output: a finished local file, to be stored under the asset's lake key."""
+    """An asset's output: a finished local file, to be stored under the asset's lake key; for
+    clean_trips, with the lines it set aside (or None: then no rejected file describes this version)."""
 
     path: Path
+    rejected: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
             stored = self.lake.store(obj.path, key)
             if obj.path.is_file():  # uploaded, not moved: keep it for the next step of this process
                 self._kept[key] = (stored.generation, obj.path)
+            if context.asset_key.to_user_string() == "clean_trips":
+                self._store_rejected(context, obj.rejected, rejected_key(_month(context)))
         elif isinstance(obj, PublishCopy):
             facts = obj.source.parquet
             stored = self.lake.copy(obj.source.key, key)
@@ -171,6 +175,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
         if facts is not None:
             self._facts[key] = (stored.generation, facts)
         context.add_output_metadata(stored.metadata())
+
+    def _store_rejected(self, context: dg.OutputContext, path: Path | None, key: str) -> None:
+        """The quarantined lines beside the staged file; a stale file of an earlier version goes."""
+        if path is None:
+            self.lake.delete(key)
+            return
+        stored = self.lake.store(path, key)
+        context.add_output_metadata({"rejected_uri": dg.MetadataValue.text(stored.uri)})
 
     def load_input(self, context: dg.InputContext) -> LakeFile:
         upstream = context.upstream_output.asset_key.to_user_string()

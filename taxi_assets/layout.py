@@ -3,6 +3,7 @@
     raw/{color}/{color}_tripdata_{YYYY-MM}.csv.gz                 raw_trips: the upstream file, byte for byte
     staging/clean_trips/{color}/{color}_tripdata_{YYYY-MM}.parquet  clean_trips: typed Parquet, not yet checked
     data/{color}/{color}_tripdata_{YYYY-MM}.parquet                 gcs_parquet: the published file (the seed's layout)
+    rejected/{color}/{color}_tripdata_{YYYY-MM}.csv.gz              clean_trips' quarantined lines, if any
 
 Only the lake IO manager asks for keys; keys are built from a validated `TripMonth` (a color of
 COLORS and the first day of a month), so nothing a user types can reach outside these folders.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from taxi_assets.partitions import TripMonth
 
 # Local files in the making, and leftovers of a killed process, are never under these prefixes.
-RAW, STAGING, PUBLISHED = "raw", "staging", "data"
+RAW, STAGING, PUBLISHED, REJECTED = "raw", "staging", "data", "rejected"
 
 
 def raw_key(month: TripMonth) -> str:
@@ -26,6 +27,10 @@ def staging_key(month: TripMonth) -> str:
 
 def published_key(month: TripMonth) -> str:
     return f"{PUBLISHED}/{month.color}/{month.file_stem}.parquet"
+
+
+def rejected_key(month: TripMonth) -> str:
+    return f"{REJECTED}/{month.color}/{month.file_stem}.csv.gz"
 
 
 KEY_OF_ASSET = {"raw_trips": raw_key, "clean_trips": staging_key, "gcs_parquet": published_key}

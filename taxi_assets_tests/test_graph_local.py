@@ -218,3 +218,49 @@ def test_unchanged_upstream_file_is_not_downloaded_again(mirror, local_env, loca
     [raw] = changed.asset_materializations_for_node("raw_trips")
     assert raw.metadata["download_skipped"].value is False
     assert _slices(local_env) == {("yellow", "2020-07"): 100}
+
+
+def _quarantine(max_fraction: float = 0.001) -> dict:
+    config = {"on_bad_rows": "quarantine", "max_rejected_fraction": max_fraction}
+    return {"ops": {"clean_trips": {"config": config}}}
+
+
+def test_quarantine_keeps_the_good_rows_and_sets_the_bad_ones_aside(mirror, local_env, local_defs, instance):
+    import csv
+    import gzip
+
+    lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
+    lines[1234] = lines[1234].replace(",N,", ",N,extra,", 1)  # one field too many
+    mirror.publish("yellow", "2021-01", lines)
+    key = "yellow|2021-01-01"
+    assert not run_partition(local_defs, key, instance).success  # the default: one bad row fails the month
+
+    result = run_partition(local_defs, key, instance, run_config=_quarantine())
+    assert result.success, step_failure_messages(result)
+    [clean] = result.asset_materializations_for_node("clean_trips")
+    assert clean.metadata["rows_rejected"].value == 1
+    rejected = local_env / "lake" / "rejected" / "yellow" / "yellow_tripdata_2021-01.csv.gz"
+    assert clean.metadata["rejected_uri"].value == str(rejected)
+    with gzip.open(rejected, "rt") as f:
+        [row] = list(csv.DictReader(f))
+    assert (row["line"], row["reason"], row["text"]) == (
+        "1235",
+        "expected 18 fields, found 19",
+        lines[1234].rstrip("\n"),
+    )
+    assert _slices(local_env) == {("yellow", "2021-01"): 2999}  # source lines = lake rows + rejected rows
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_rows_rejected")
+    assert not check.passed and check.severity.value == "WARN"
+
+    # Above the allowed share, the check is an error and blocks publishing: the good version stays.
+    strict = run_partition(local_defs, key, instance, run_config=_quarantine(max_fraction=0.0001))
+    check = next(e for e in strict.get_asset_check_evaluations() if e.check_name == "no_rows_rejected")
+    assert not check.passed and check.severity.value == "ERROR"
+    assert not strict.asset_materializations_for_node("bq_rides_table")
+
+    # A fixed file: the rejected lines of the old version go with it.
+    mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    os.utime(mirror.path("yellow", "2021-01"), (10**9, 10**9))
+    assert run_partition(local_defs, key, instance, run_config=_quarantine()).success
+    assert not rejected.exists()
+    assert _slices(local_env) == {("yellow", "2021-01"): 3000}

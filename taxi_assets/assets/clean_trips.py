@@ -1,8 +1,11 @@
 """`raw_trips` -> `clean_trips`: the month as typed Parquet with the color's pinned schema, checked."""
 
+from typing import Literal
+
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
@@ -14,8 +17,21 @@ from taxi_assets.schema import TRIP_SCHEMAS
 
 HAS_ROWS = "has_rows"
 MATCHES_PINNED_SCHEMA = "matches_pinned_schema"
+NO_ROWS_REJECTED = "no_rows_rejected"
 PICKUPS_WITHIN_MONTH = "pickups_within_month"
 DROPOFF_NOT_BEFORE_PICKUP = "dropoff_not_before_pickup"
+
+
+class CleanTripsConfig(dg.Config):
+    on_bad_rows: Literal["fail", "quarantine"] = Field(
+        default="fail",
+        description="fail: one unparseable row fails the month. quarantine: such rows are set aside, whole, with "
+        "their line numbers and reasons, in the lake's rejected/ area, and the good rows go on",
+    )
+    max_rejected_fraction: float = Field(
+        default=0.001, description="quarantine: above this share of rejected rows the check fails as an ERROR"
+    )
+
 
 CLEAN_CHECKS = [
     dg.AssetCheckSpec(HAS_ROWS, asset="clean_trips", blocking=True, description="At least one trip"),
@@ -24,6 +40,12 @@ CLEAN_CHECKS = [
         asset="clean_trips",
         blocking=True,
         description="The Parquet schema is exactly the color's pinned schema",
+    ),
+    dg.AssetCheckSpec(
+        NO_ROWS_REJECTED,
+        asset="clean_trips",
+        blocking=True,
+        description="No row was set aside (quarantine): a warning, an error above max_rejected_fraction",
     ),
     dg.AssetCheckSpec(
         PICKUPS_WITHIN_MONTH,
@@ -60,14 +82,30 @@ def _metadata(result: CleanResult, color: str, raw_downloaded: bool) -> dict[str
     }
 
 
-def _checks(result: CleanResult, written: pa.Schema, pinned: pa.Schema) -> list[dg.AssetCheckResult]:
+def _checks(
+    result: CleanResult, written: pa.Schema, pinned: pa.Schema, config: CleanTripsConfig
+) -> list[dg.AssetCheckResult]:
     schema_ok = written.equals(pinned, check_metadata=False)
+    source_lines = result.rows + result.rows_rejected
+    rejected_share = result.rows_rejected / source_lines if source_lines else 0.0
+    too_many = rejected_share > config.max_rejected_fraction
     return [
         dg.AssetCheckResult(check_name=HAS_ROWS, passed=result.rows > 0, metadata={"rows": result.rows}),
         dg.AssetCheckResult(
             check_name=MATCHES_PINNED_SCHEMA,
             passed=schema_ok,
             metadata={} if schema_ok else {"written": str(written), "pinned": str(pinned)},
+        ),
+        dg.AssetCheckResult(
+            check_name=NO_ROWS_REJECTED,
+            passed=result.rows_rejected == 0,
+            severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "rows_rejected": result.rows_rejected,
+                "source_lines": source_lines,
+                "rejected_fraction": round(rejected_share, 6),
+                "max_rejected_fraction": config.max_rejected_fraction,
+            },
         ),
         dg.AssetCheckResult(
             check_name=PICKUPS_WITHIN_MONTH,
@@ -95,26 +133,36 @@ def _checks(result: CleanResult, written: pa.Schema, pinned: pa.Schema) -> list[
     io_manager_key=LAKE_IO,
     check_specs=CLEAN_CHECKS,
 )
-def clean_trips(context: dg.AssetExecutionContext, raw_trips: LakeFile, workdir: WorkDir):
+def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
     """The month parsed with the color's pinned Arrow schema (the same types every month:
     timestamps, nullable integers, floats for money and distance, strings for flags) and written as
     Parquet, streamed in bounded memory. A wrong header or an unparseable value fails with the
-    partition, the file, the column and the line. Stored in the lake's staging area: only
+    partition, the file, the column and the line; or, with `on_bad_rows: quarantine`, unparseable
+    rows are set aside in the lake's rejected/ area and counted by a check. Stored in the lake's staging area: only
     gcs_parquet publishes it, after the blocking checks pass."""
     month = TripMonth.from_context(context)
     label = f"partition {month}, file {raw_trips.uri}"
     out = workdir.path(f"{month.file_stem}.parquet")
+    rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None
     raw_downloaded = raw_trips.downloads
     with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
         try:
             result = clean_trip_file(
-                raw_path, out, color=month.color, month_start=month.month, month_end=month.next_month, file_label=label
+                raw_path,
+                out,
+                color=month.color,
+                month_start=month.month,
+                month_end=month.next_month,
+                file_label=label,
+                rejected_path=rejected,
             )
         except BadTripFile as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    if result.rows_rejected:
+        context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
     pinned = TRIP_SCHEMAS[month.color]
     return dg.MaterializeResult(
-        value=NewFile(out),
-        metadata=_metadata(result, month.color, raw_downloaded),
-        check_results=_checks(result, pq.read_schema(out), pinned),
+        value=NewFile(out, rejected=rejected if result.rows_rejected else None),
+        metadata={**_metadata(result, month.color, raw_downloaded), "rows_rejected": result.rows_rejected},
+        check_results=_checks(result, pq.read_schema(out), pinned, config),
     )

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from taxi_assets.cleaning.cast import to_pinned
 from taxi_assets.cleaning.errors import IntegersWrittenAsFloats
 from taxi_assets.cleaning.parse import CsvSource, header_to_pinned, read_header
+from taxi_assets.cleaning.quarantine import Rejected, split_block, write_rejected
 from taxi_assets.cleaning.stats import CleanResult, MonthStats
 from taxi_assets.schema import TIMESTAMP, TRIP_SCHEMAS
 
@@ -60,10 +61,15 @@ class RowGroups:
         self.writer.close()
 
 
-def _convert(source: CsvSource, out_path: Path, color: str, stats: MonthStats) -> None:
+def _convert(source: CsvSource, out_path: Path, color: str, stats: MonthStats, rejected: Rejected | None) -> None:
     row_groups = RowGroups(out_path, TRIP_SCHEMAS[color])
+    parsed = 0
     try:
         for raw_batch in source.batches():
+            if rejected is not None:  # quarantine: text in, the convertible rows out
+                rows_in_block = raw_batch.num_rows
+                raw_batch = split_block(raw_batch, color, parsed, rejected)
+                parsed += rows_in_block
             batch = to_pinned(raw_batch, color, stats.result.rows, source.file_label)
             stats.add(batch)
             row_groups.add(batch)
@@ -79,24 +85,42 @@ def clean_trip_file(
     month_start: dt.date,
     month_end: dt.date,
     file_label: str,
+    rejected_path: Path | None = None,
 ) -> CleanResult:
     """Parse a raw release file into Parquet at `out_path` with the color's pinned schema.
 
     Raises BadTripFile naming the file, the column and the line for a wrong header or a value
-    that does not parse. On failure `out_path` is removed.
+    that does not parse. With `rejected_path` (quarantine), rows that do not parse are set aside
+    instead, written there with their line numbers and reasons (no file when there are none). On
+    failure `out_path` and `rejected_path` are removed.
     """
     started = time.perf_counter()
     names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
     stats = MonthStats(color, month_start, month_end)
     try:
-        try:
-            _convert(CsvSource.for_color(raw_path, color, names, file_label), out_path, color, stats)
-        except IntegersWrittenAsFloats:
-            stats = MonthStats(color, month_start, month_end)
-            source = CsvSource.for_color(raw_path, color, names, file_label, integers_as_floats=True)
-            _convert(source, out_path, color, stats)
+        if rejected_path is not None:
+            rejected = Rejected()
+            _convert(
+                CsvSource.as_text(raw_path, names, file_label, rejected.on_invalid_row),
+                out_path,
+                color,
+                stats,
+                rejected,
+            )
+            stats.result.rows_rejected = len(rejected.reasons)
+            if rejected.reasons:
+                write_rejected(raw_path, rejected, rejected_path)
+        else:
+            try:
+                _convert(CsvSource.for_color(raw_path, color, names, file_label), out_path, color, stats, None)
+            except IntegersWrittenAsFloats:
+                stats = MonthStats(color, month_start, month_end)
+                source = CsvSource.for_color(raw_path, color, names, file_label, integers_as_floats=True)
+                _convert(source, out_path, color, stats, None)
     except BaseException:
         out_path.unlink(missing_ok=True)
+        if rejected_path is not None:
+            rejected_path.unlink(missing_ok=True)
         raise
     finally:
         pa.default_memory_pool().release_unused()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,8 @@ class CsvSource:
     names: list[str]
     types: dict[str, pa.DataType]
     file_label: str
+    # Rows with the wrong number of fields: an error (None), or handed to this and skipped.
+    on_invalid_row: Callable | None = None
 
     @classmethod
     def for_color(cls, path: Path, color: str, names: list[str], file_label: str, integers_as_floats: bool = False):
@@ -81,13 +83,18 @@ class CsvSource:
         }
         return cls(path, names, types, file_label)
 
+    @classmethod
+    def as_text(cls, path: Path, names: list[str], file_label: str, on_invalid_row: Callable):
+        """Every column as text, rows of the wrong shape handed to `on_invalid_row` (quarantine)."""
+        return cls(path, names, dict.fromkeys(names, pa.string()), file_label, on_invalid_row)
+
     def _reader(self, types: dict[str, pa.DataType], include: list[str] | None = None) -> pacsv.CSVStreamingReader:
         return pacsv.open_csv(
             igzip.open(self.path, "rb"),
             read_options=pacsv.ReadOptions(
                 column_names=self.names, skip_rows=1, block_size=CSV_BLOCK_BYTES, use_threads=CSV_PARSE_THREADS
             ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=self.on_invalid_row),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, include_columns=include),
         )
 

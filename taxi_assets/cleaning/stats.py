@@ -28,6 +28,7 @@ class CleanResult:
     max_pickup: dt.datetime | None = None
     preview: pa.Table | None = None
     seconds: float = 0.0
+    rows_rejected: int = 0  # quarantine: data lines set aside (the file has rows + rows_rejected)
 
 
 class MonthStats:

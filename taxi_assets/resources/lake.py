@@ -66,6 +66,11 @@ class Lake(dg.ConfigurableResource):
     def stat(self, key: str) -> LakeObject | None:
         raise NotImplementedError
 
+    @abc.abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove the object if it exists; whether it did."""
+        raise NotImplementedError
+
     def local_path(self, key: str) -> Path | None:
         """Where the object's bytes already are on this machine, if they are (a folder lake)."""
         return None

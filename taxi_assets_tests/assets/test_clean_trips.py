@@ -38,6 +38,7 @@ def test_clean_trips_stores_typed_parquet_in_staging_with_its_checks(mirror, tmp
     assert {name: c.passed for name, c in checks.items()} == {
         "has_rows": True,
         "matches_pinned_schema": True,
+        "no_rows_rejected": True,
         "pickups_within_month": False,
         "dropoff_not_before_pickup": True,
     }

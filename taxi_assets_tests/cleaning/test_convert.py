@@ -200,3 +200,60 @@ def test_a_bad_value_late_in_a_big_file_stops_the_parse_thread(tmp_path):
     with pytest.raises(BadTripFile, match="line 60001"):
         _clean(tmp_path, lines, "yellow", "2021-01")
     assert not [t for t in threading.enumerate() if t.name == "csv-parse"]
+
+
+# Quarantine: bad rows set aside instead of failing the month.
+
+
+def _quarantine(tmp_path, lines, color="yellow", ym="2021-01"):
+    start = dt.date.fromisoformat(f"{ym}-01")
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    out, rejected = tmp_path / "out.parquet", tmp_path / "rejected.csv.gz"
+    result = clean_trip_file(
+        _gz(tmp_path, lines), out, color=color, month_start=start, month_end=end, file_label="t", rejected_path=rejected
+    )
+    return result, pq.read_table(out), rejected
+
+
+def test_quarantine_sets_bad_rows_aside_whole_with_line_and_reason(tmp_path):
+    import csv
+
+    lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
+    lines = lines + lines[1:] * 10  # 33,000 rows over several blocks
+    bad = {
+        101: lambda: _set_field(lines, 100, 4, "1.2.3"),  # trip_distance
+        2_500: lambda: _set_field(lines, 2_499, 3, "1.5"),  # passenger_count, not whole
+        9_000: lambda: lines.__setitem__(8_999, ",".join(lines[8_999].split(",")[:10]) + "\n"),  # short row
+        20_000: lambda: lines.__setitem__(19_999, lines[19_999].replace("2021-01-", "2021-13-", 1)),  # pickup
+        30_001: lambda: _set_field(lines, 30_000, 0, "x"),  # VendorID
+    }
+    for spoil in bad.values():
+        spoil()
+    lines[5] = "2.0" + lines[5][1:]  # an integer written as a float is not a bad row
+    expected_text = {line: lines[line - 1].rstrip("\n") for line in bad}
+    result, table, rejected = _quarantine(tmp_path, lines)
+
+    assert result.rows_rejected == 5
+    assert result.rows == table.num_rows == 33_000 - 5  # source lines = lake rows + rejected rows
+    assert table.schema.equals(TRIP_SCHEMAS["yellow"])
+    assert table.column("VendorID")[4].as_py() == 2
+    with gzip.open(rejected, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["line"]) for r in rows] == sorted(bad)
+    assert {int(r["line"]): r["text"] for r in rows} == expected_text  # whole, as in the file
+    reasons = {int(r["line"]): r["reason"] for r in rows}
+    assert reasons[101] == "column 'trip_distance': cannot read '1.2.3' as double"
+    assert reasons[2_500] == "column 'passenger_count': cannot read '1.5' as int64"
+    assert reasons[9_000] == "expected 18 fields, found 10"
+    assert reasons[20_000].startswith("column 'tpep_pickup_datetime': cannot read '2021-13-01")
+    assert reasons[30_001] == "column 'VendorID': cannot read 'x' as int64"
+
+
+def test_quarantine_of_a_clean_file_gives_the_same_parquet_and_no_rejected_file(tmp_path):
+    lines = real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:]
+    result, table, rejected = _quarantine(tmp_path, lines, "green", "2020-10")
+    assert (result.rows, result.rows_rejected) == (3500, 0) and not rejected.exists()
+    normal, _ = _clean(
+        tmp_path / "normal" if (tmp_path / "normal").mkdir() is None else tmp_path, lines, "green", "2020-10"
+    )
+    assert table.equals(pq.read_table(tmp_path / "normal" / "out.parquet"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from dagster_gcp import GCSResource
+from google.api_core.exceptions import NotFound
 from pydantic import PrivateAttr
 
 from taxi_assets.resources.gcp.clients import explained
@@ -71,6 +72,15 @@ class GCSLake(Lake):
         with self._explained(f"read {self.uri(key)}", "storage.objects.get"):
             blob = bucket.get_blob(key)
         return self._describe(blob) if blob is not None else None
+
+    def delete(self, key: str) -> bool:
+        bucket = self._bucket()
+        with self._explained(f"delete {self.uri(key)}", "storage.objects.delete"):
+            try:
+                bucket.blob(key).delete()
+            except NotFound:
+                return False
+        return True
 
     def download(self, key: str, dest: Path) -> Path:
         bucket = self._bucket()

@@ -74,6 +74,12 @@ class LocalLake(Lake):
         path = self._path(key)
         return self._describe(key, path) if path.is_file() else None
 
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+        return existed
+
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
