@@ -105,7 +105,7 @@ def ours(base_url: str, work: Path, color: str, month: str, log: Path) -> Measur
         "-m",
         "taxi_assets.definitions",
         "--select",
-        "*",
+        "*bq_rides_table",
         "--partition",
         f"{color}|{month}-01",
     ]

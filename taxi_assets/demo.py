@@ -17,9 +17,11 @@ from pathlib import Path
 import dagster as dg
 
 from taxi_assets import settings
+from taxi_assets.assets.analytics import ZONES_KEY
 from taxi_assets.definitions import build_defs
 from taxi_assets.mirror import SAMPLE_MIRROR, serve_folder
 from taxi_assets.partitions import TripMonth
+from taxi_assets.schema import STATS_TABLE
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_PARTITIONS = ("yellow|2021-01-01", "yellow|2020-07-01", "green|2020-10-01", "fhv|2019-01-01")
@@ -33,11 +35,50 @@ def ensure_dagster_home(home: Path) -> None:
         shutil.copyfile(Path(__file__).parent / "dagster.yaml", config)
 
 
-def _latest(instance: dg.DagsterInstance, asset: str, key: str) -> dg.AssetMaterialization | None:
+def _latest(instance: dg.DagsterInstance, asset: str, key: str | None) -> dg.AssetMaterialization | None:
+    partitions = [key] if key is not None else None
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=partitions), limit=1
     ).records
     return records[0].asset_materialization if records else None
+
+
+def _print_stats() -> None:
+    """The monthly statistics table, as the warehouse holds it."""
+    import duckdb
+
+    with duckdb.connect(str(settings.duckdb_path()), read_only=True) as conn:
+        rows = conn.execute(
+            f"SELECT color, strftime(month, '%Y-%m'), pickup_borough, trips, passengers, round(total_fare, 2), "
+            f"round(median_fare, 2), round(mean_distance, 2), round(card_tip_share, 3), pickups_outside_month "
+            f"FROM {STATS_TABLE} ORDER BY 1, 2, 3"
+        ).fetchall()
+    header = (
+        "color",
+        "month",
+        "pickup borough",
+        "trips",
+        "passengers",
+        "total fare",
+        "median",
+        "mean mi",
+        "tip %",
+        "outside",
+    )
+    widths = (7, 8, 14, 6, 10, 11, 7, 8, 6, 7)
+    print("\nmonthly trip statistics (table monthly_trip_stats):")
+    print(
+        "  "
+        + " ".join(f"{h:>{w}}" if i > 2 else f"{h:<{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    )
+    for row in rows:
+        cells = ["-" if v is None else (f"{v:.1%}" if i == 8 else str(v)) for i, v in enumerate(row)]
+        print(
+            "  "
+            + " ".join(
+                f"{c:>{w}}" if i > 2 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +115,27 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"      {event.step_key}: {event.event_specific_data.error.message.strip()}")
         elapsed = time.perf_counter() - started
 
+        # What the data is for: the zone lookup, each partition's statistics, the chart.
+        everything = defs.resolve_implicit_global_asset_job_def()
+        t0 = time.perf_counter()
+        analytics = [everything.execute_in_process(instance=instance, asset_selection=[ZONES_KEY], run_config=QUIET)]
+        for key in args.partitions:
+            if key not in failed:
+                analytics.append(
+                    everything.execute_in_process(
+                        instance=instance,
+                        asset_selection=[dg.AssetKey(STATS_TABLE)],
+                        partition_key=key,
+                        run_config=QUIET,
+                        raise_on_error=False,
+                    )
+                )
+        chart = dg.AssetKey("trips_per_month_chart")
+        analytics.append(everything.execute_in_process(instance=instance, asset_selection=[chart], run_config=QUIET))
+        analytics_seconds = time.perf_counter() - t0
+        if not all(result.success for result in analytics):
+            failed.append("analytics")
+
         counts = warehouse.slice_row_counts()
         print(f"\n{'partition':<20} {'lake rows':>10} {'warehouse rows':>15}  lake file")
         for key in args.partitions:
@@ -82,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             lake_rows = published.metadata["dagster/row_count"].value if published else "-"
             uri = published.metadata["uri"].value if published else "-"
             print(f"{key:<20} {lake_rows:>10} {counts.get((month.color, month.month), '-'):>15}  {uri}")
+        chart_uri = _latest(instance, "trips_per_month_chart", None)
+    _print_stats()
     total = sum(counts.values())
     print(f"\nwarehouse: {settings.duckdb_path()} (DuckDB, table rides: {total} rows in {len(counts)} slices)")
+    print(f"zones, monthly statistics and the chart: {analytics_seconds:.1f} s")
+    if chart_uri is not None:
+        print(f"chart: {chart_uri.metadata['uri'].value}")
     print(f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={home}")
     print("browse it: make dev  (dagster dev, http://127.0.0.1:3000)")
     return 1 if failed else 0

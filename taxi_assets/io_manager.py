@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from taxi_assets import settings
-from taxi_assets.layout import key_for, rejected_key
+from taxi_assets.layout import REPORT_KEYS, key_for, rejected_key
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
@@ -107,7 +107,10 @@ class PublishCopy:
     source: LakeFile
 
 
-def _month(context: dg.OutputContext | dg.InputContext) -> TripMonth:
+def _month(context: dg.OutputContext | dg.InputContext, asset_name: str) -> TripMonth | None:
+    """The partition being stored or loaded; None for the unpartitioned reports."""
+    if asset_name in REPORT_KEYS and not context.has_asset_partitions:
+        return None
     return TripMonth.only(list(context.asset_partition_keys) if context.has_asset_partitions else [])
 
 
@@ -146,19 +149,22 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return self._handle(stored) if stored else None
 
     def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile) -> None:
-        month = _month(context)
-        key = key_for(context.asset_key.to_user_string(), month)
-        with failing_fast(month), writing(self.lake.uri(key)):
-            self._store(context, key, obj)
+        asset = context.asset_key.to_user_string()
+        month = _month(context, asset)
+        key = key_for(asset, month)
+        with failing_fast(month or asset), writing(self.lake.uri(key)):
+            self._store(context, key, obj, month)
 
-    def _store(self, context: dg.OutputContext, key: str, obj: NewFile | PublishCopy | LakeFile) -> None:
+    def _store(
+        self, context: dg.OutputContext, key: str, obj: NewFile | PublishCopy | LakeFile, month: TripMonth | None
+    ) -> None:
         if isinstance(obj, NewFile):
             facts = ParquetFacts.from_footer(pq.read_metadata(obj.path)) if key.endswith(".parquet") else None
             stored = self.lake.store(obj.path, key)
             if obj.path.is_file():  # uploaded, not moved: keep it for the next step of this process
                 self._kept[key] = (stored.generation, obj.path)
             if context.asset_key.to_user_string() == "clean_trips":
-                self._store_rejected(context, obj.rejected, rejected_key(_month(context)))
+                self._store_rejected(context, obj.rejected, rejected_key(month))
         elif isinstance(obj, PublishCopy):
             facts = obj.source.parquet
             stored = self.lake.copy(obj.source.key, key)
@@ -186,9 +192,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> LakeFile:
         upstream = context.upstream_output.asset_key.to_user_string()
-        month = _month(context)
+        month = _month(context, upstream)
         key = key_for(upstream, month)
-        with failing_fast(month):
+        with failing_fast(month or upstream):
             stored = self.lake.stat(key)
             if stored is None:
                 raise dg.Failure(

@@ -105,6 +105,11 @@ def canonical_column(color: str, header_name: str) -> str | None:
     return None
 
 
+# The analytics tables beside `rides`, stored by Dagster's pandas IO managers (named after their
+# assets' keys): the zone lookup and the per-borough monthly statistics.
+ZONES_TABLE = "zones"
+STATS_TABLE = "monthly_trip_stats"
+
 # The warehouse table: one for all colors. Per-color pickup/dropoff names are unified; a column a
 # color lacks is NULL for that color's rows.
 RIDES_TABLE = "rides"

@@ -248,3 +248,34 @@ def probe(url: str, *, session: requests.Session | None = None, timeout_seconds:
         return None
     response.raise_for_status()
     return Fingerprint.from_headers(response.headers)
+
+
+def zone_lookup_url(base_url: str) -> str:
+    """`{base}/misc/taxi_zone_lookup.csv`: the 265 taxi zones, in the releases beside the trip files."""
+    return f"{base_url.rstrip('/')}/misc/taxi_zone_lookup.csv"
+
+
+def fetch_small(url: str, *, attempts: int, backoff_seconds: float, timeout_seconds: float) -> bytes:
+    """A small file's bytes (a few KB, read into memory), with the trip files' rules: 404 is
+    NotPublished at once, 401/403 and other 4xx fail at once, 5xx, 429 and timeouts are retried."""
+    shown = redact(url)
+    for attempt in range(1, attempts + 1):
+        try:
+            response = requests.get(url, timeout=timeout_seconds)
+        except requests.TooManyRedirects:
+            raise UpstreamError(f"{shown}: redirect loop") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            error: UpstreamError = TransientUpstreamError(f"{shown}: {type(exc).__name__}: {exc}")
+        else:
+            status = f"HTTP {response.status_code} {response.reason}"
+            if response.status_code == 200:
+                return response.content
+            if response.status_code == 404:
+                raise NotPublished(f"{shown}: not published upstream (HTTP 404)")
+            if response.status_code not in RETRYABLE_STATUS:
+                raise UpstreamError(f"{shown}: {status}")
+            error = TransientUpstreamError(f"{shown}: {status}")
+        if attempt == attempts:
+            raise TransientUpstreamError(f"{error} (gave up after {attempts} attempts)")
+        time.sleep(random.uniform(0, backoff_seconds * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")

@@ -18,10 +18,19 @@ def test_definitions_load_with_every_asset_described(local_env):
 
     defs = build_defs("local")
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert set(specs) == {"raw_trips", "clean_trips", "gcs_parquet", "bq_rides_table"}
+    assert set(specs) == {
+        "raw_trips",
+        "clean_trips",
+        "gcs_parquet",
+        "bq_rides_table",
+        "taxi/zones",
+        "monthly_trip_stats",
+        "trips_per_month_chart",
+    }
+    unpartitioned = {"taxi/zones", "trips_per_month_chart"}
     for name, spec in specs.items():
         assert spec.description and len(spec.description) > 80, name
-        assert spec.partitions_def == trip_partitions
+        assert spec.partitions_def == (None if name in unpartitioned else trip_partitions), name
         assert spec.kinds, name
     assert specs["bq_rides_table"].deps[0].asset_key == dg.AssetKey("gcs_parquet")
     assert defs.resolve_job_def("trips_job") is not None
@@ -33,6 +42,10 @@ def test_definitions_load_with_every_asset_described(local_env):
         "pickups_within_month",
         "dropoff_not_before_pickup",
         "slice_matches_lake_file",
+        "no_rows_rejected",
+        "has_265_zones_with_unique_ids",
+        "trips_add_up_to_the_slice",
+        "location_ids_have_zones",
     } <= check_keys
     defs.resolve_implicit_global_asset_job_def()
 
@@ -61,7 +74,7 @@ def test_cli_materializes_one_partition(mirror, local_env, tmp_path):
             "-m",
             "taxi_assets.definitions",
             "--select",
-            "*",
+            "*bq_rides_table",
             "--partition",
             "green|2020-10-01",
         ],
@@ -100,5 +113,6 @@ def test_gcp_target_loads_without_its_settings_until_launch(monkeypatch):
 
     defs = build_defs("gcp")
     assert type(defs.resources["lake_io_manager"].lake).__name__ == "GCSLake"
+    assert type(defs.resources["warehouse_io_manager"]).__name__ == "TaxiBigQueryPandasIOManager"
     assert type(defs.resources["warehouse"]).__name__ == "BigQueryWarehouse"
     assert defs.resolve_job_def("trips_job") is not None

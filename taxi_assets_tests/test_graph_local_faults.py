@@ -49,7 +49,7 @@ class Runs:
         self.count += 1
         log = self.tmp / f"run{self.count}.log"
         command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
-        command += ["--select", "*", "--partition", key] + (["--config-json", config] if config else [])
+        command += ["--select", "*bq_rides_table", "--partition", key] + (["--config-json", config] if config else [])
         with open(log, "wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         return process, log

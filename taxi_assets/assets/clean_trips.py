@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema
+from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
 from taxi_assets.partitions import TripMonth, trip_partitions
@@ -56,22 +56,11 @@ CLEAN_CHECKS = [
 ]
 
 
-def _markdown_table(table: pa.Table) -> str:
-    """A few rows as a Markdown table for the UI (without pulling in pandas for it)."""
-
-    def cell(value) -> str:
-        return "" if value is None else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(table.column_names) + " |", "|" + "---|" * table.num_columns]
-    lines += ["| " + " | ".join(cell(v) for v in row.values()) + " |" for row in table.to_pylist()]
-    return "\n".join(lines)
-
-
 def _metadata(result: CleanResult, color: str, raw_downloaded: bool) -> dict[str, object]:
     return {
         "dagster/row_count": result.rows,
         "dagster/column_schema": column_schema(TRIP_SCHEMAS[color]),
-        "preview": dg.MetadataValue.md(_markdown_table(result.preview) if result.preview is not None else ""),
+        "preview": dg.MetadataValue.md(markdown_table(result.preview) if result.preview is not None else ""),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,
         "dropoffs_before_pickup": result.dropoffs_before_pickup,

@@ -26,3 +26,14 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
             for f in schema
         ]
     )
+
+
+def markdown_table(table: pa.Table) -> str:
+    """A few rows as a Markdown table for the UI (pyarrow's, so no `tabulate` dependency)."""
+
+    def cell(value) -> str:
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(table.column_names) + " |", "|" + "---|" * table.num_columns]
+    lines += ["| " + " | ".join(cell(v) for v in row.values()) + " |" for row in table.to_pylist()]
+    return "\n".join(lines)

@@ -11,7 +11,17 @@ from pydantic import Field
 
 from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.upstream import Downloaded, Fingerprint, checked_base_url, download, probe, release_url
+from taxi_assets.upstream import (
+    Downloaded,
+    Fingerprint,
+    checked_base_url,
+    download,
+    fetch_small,
+    probe,
+    redact,
+    release_url,
+    zone_lookup_url,
+)
 
 
 class TripSource(dg.ConfigurableResource):
@@ -49,6 +59,14 @@ class TripSource(dg.ConfigurableResource):
             give_up_after_seconds=self.give_up_after_seconds,
             log=log,
         )
+
+    def zone_lookup(self) -> tuple[str, bytes]:
+        """The zone lookup's URL (as shown) and its bytes."""
+        url = zone_lookup_url(self.base)
+        data = fetch_small(
+            url, attempts=self.attempts, backoff_seconds=self.backoff_seconds, timeout_seconds=self.timeout_seconds
+        )
+        return redact(url), data
 
     def fingerprint(self, month: TripMonth, session: requests.Session | None = None) -> Fingerprint | None:
         """The upstream file's ETag / Last-Modified / size (one HEAD request), or None if not published."""

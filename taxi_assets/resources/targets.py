@@ -1,45 +1,60 @@
 """Resources per target: `resources_for(target)` is the one place that tells local from gcp.
 
-Nothing here reads the environment: paths, URLs and credentials resolve when a run starts
-(`settings.py`, and `EnvVar` for GCP's required settings).
+Nothing here reads the environment, with one exception said below: paths, URLs and credentials
+resolve when a run starts (`settings.py`, and `EnvVar` for GCP's required settings).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from taxi_assets import settings
 from taxi_assets.io_manager import LakeIOManager
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.local.lake import LocalLake
-from taxi_assets.resources.local.warehouse import DuckDBWarehouse
+from taxi_assets.resources.local.warehouse import DUCKDB_SETTINGS, DuckDBWarehouse
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.settings import TARGETS
 
 
-def _gcp() -> tuple[Lake, Warehouse]:
+def _local() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
+    from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+    # Dagster's DuckDB IO manager takes its file as config, so it is resolved when the definitions
+    # are built (our own resources resolve it when a run starts; the two agree unless
+    # TAXI_DATA_DIR changes under a running code location).
+    tables = DuckDBPandasIOManager(
+        database=str(settings.duckdb_path()), schema="main", connection_config=DUCKDB_SETTINGS
+    )
+    return LocalLake(), DuckDBWarehouse(), tables
+
+
+def _gcp() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
     # Imported here: the Google libraries cost ~1 s of import time that the local target never needs.
     from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
     from taxi_assets.resources.gcp.lake import GCSLake
+    from taxi_assets.resources.gcp.pandas_io import TaxiBigQueryPandasIOManager
     from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse
 
     project = dg.EnvVar("GCP_PROJECT")
     gcs = TaxiGCSResource(project=project)
     lake = GCSLake(gcs=gcs, bucket=dg.EnvVar("GCS_BUCKET"))
-    warehouse = BigQueryWarehouse(
-        bigquery=TaxiBigQueryResource(project=project), gcs=gcs, dataset=dg.EnvVar("BQ_DATASET")
-    )
-    return lake, warehouse
+    dataset = dg.EnvVar("BQ_DATASET")
+    warehouse = BigQueryWarehouse(bigquery=TaxiBigQueryResource(project=project), gcs=gcs, dataset=dataset)
+    tables = TaxiBigQueryPandasIOManager(project=project, dataset=dataset)
+    return lake, warehouse, tables
 
 
 def resources_for(target: str) -> dict[str, object]:
     if target not in TARGETS:
         raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {target!r}")
-    lake, warehouse = (LocalLake(), DuckDBWarehouse()) if target == "local" else _gcp()
+    lake, warehouse, tables = _local() if target == "local" else _gcp()
     return {
         "source": TripSource(),
         "workdir": WorkDir(),
         "lake_io_manager": LakeIOManager(lake=lake),
         "warehouse": warehouse,
+        "warehouse_io_manager": tables,
     }

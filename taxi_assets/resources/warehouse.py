@@ -10,8 +10,25 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class ZoneCoverage:
+    """Pickup and dropoff location ids against the zone lookup."""
+
+    ids: int  # non-NULL location ids (pickup and dropoff)
+    unknown: int  # of those, ids the lookup does not have
+    missing: int  # NULL location ids (fhv often has none)
+
+    @property
+    def unknown_share(self) -> float:
+        return self.unknown / self.ids if self.ids else 0.0
 
 
 @dataclass(frozen=True)
@@ -31,4 +48,16 @@ class Warehouse(dg.ConfigurableResource):
     @abc.abstractmethod
     def slice_row_counts(self) -> dict[tuple[str, dt.date], int]:
         """Rows per (color, month) slice, for reports and tests."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def monthly_stats(self, color: str, month: dt.date) -> pd.DataFrame:
+        """The slice's statistics per pickup borough (computed in the warehouse: one row per
+        borough comes back): month, color, pickup_borough, trips, passengers, total_fare,
+        median_fare, mean_distance, card_tip_share, pickups_outside_month."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def zone_coverage(self, color: str, month: dt.date) -> ZoneCoverage:
+        """The slice's pickup and dropoff location ids against the zone lookup."""
         raise NotImplementedError

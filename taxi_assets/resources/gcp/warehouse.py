@@ -16,11 +16,11 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from pydantic import PrivateAttr
 
-from taxi_assets.partitions import COLORS
+from taxi_assets.partitions import COLORS, TripMonth
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import explained, missing_bucket
-from taxi_assets.resources.warehouse import SliceLoad, Warehouse
-from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
+from taxi_assets.resources.warehouse import SliceLoad, Warehouse, ZoneCoverage
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, ZONES_TABLE, rides_select_list
 
 _BIGQUERY_TYPES = {
     pa.int64(): "INT64",
@@ -177,12 +177,10 @@ class BigQueryWarehouse(Warehouse):
                 with self._explained(client, f"load {source_uri} into {rides}", needs):
                     staging_id = self._load_staging(client, source_uri, color, month)
                     self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
-                    slice_params = [
-                        bigquery.ScalarQueryParameter("color", "STRING", color),
-                        bigquery.ScalarQueryParameter("month", "DATE", month),
-                    ]
                     loaded = self._scalar(
-                        client, f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month", slice_params
+                        client,
+                        f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month",
+                        self._slice_params(color, month),
                     )
                     total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
             finally:
@@ -209,6 +207,55 @@ class BigQueryWarehouse(Warehouse):
     def _scalar(client, sql: str, params=()) -> int:
         job_config = bigquery.QueryJobConfig(query_parameters=list(params))
         return next(iter(client.query(sql, job_config=job_config).result()))[0]
+
+    def monthly_stats(self, color, month):
+        next_month = TripMonth(color, month).next_month
+        with self.bigquery.get_client() as client:
+            rides = _quote(self._table_id(client, RIDES_TABLE))
+            zones = _quote(self._table_id(client, ZONES_TABLE))
+            # The median is BigQuery's approximate one (APPROX_QUANTILES): it has no exact aggregate.
+            sql = f"""
+SELECT TIMESTAMP(@month) AS month, @color AS color,
+       COALESCE(z.Borough, 'Unknown') AS pickup_borough,
+       COUNT(*) AS trips,
+       SUM(r.passenger_count) AS passengers,
+       SUM(r.fare_amount) AS total_fare,
+       APPROX_QUANTILES(r.fare_amount, 100)[SAFE_OFFSET(50)] AS median_fare,
+       AVG(r.trip_distance) AS mean_distance,
+       SAFE_DIVIDE(SUM(IF(r.payment_type = 1, r.tip_amount, NULL)), SUM(IF(r.payment_type = 1, r.fare_amount, NULL)))
+         AS card_tip_share,
+       COUNTIF(r.pickup_datetime < TIMESTAMP(@month) OR r.pickup_datetime >= TIMESTAMP(@next)) AS pickups_outside_month
+FROM {rides} r LEFT JOIN {zones} z ON r.PULocationID = z.LocationID
+WHERE r.color = @color AND r.month = @month
+GROUP BY pickup_borough
+ORDER BY pickup_borough"""
+            job = client.query(
+                sql, job_config=bigquery.QueryJobConfig(query_parameters=self._slice_params(color, month, next_month))
+            )
+            return job.result().to_dataframe(create_bqstorage_client=False)
+
+    def zone_coverage(self, color, month) -> ZoneCoverage:
+        with self.bigquery.get_client() as client:
+            rides = _quote(self._table_id(client, RIDES_TABLE))
+            zones = _quote(self._table_id(client, ZONES_TABLE))
+            sql = f"""
+WITH slice AS (SELECT PULocationID, DOLocationID FROM {rides} WHERE color = @color AND month = @month),
+ids AS (SELECT PULocationID AS id FROM slice UNION ALL SELECT DOLocationID AS id FROM slice)
+SELECT COUNT(id), COUNTIF(id IS NOT NULL AND id NOT IN (SELECT LocationID FROM {zones})), COUNTIF(id IS NULL)
+FROM ids"""
+            job_config = bigquery.QueryJobConfig(query_parameters=self._slice_params(color, month))
+            ids, unknown, missing = next(iter(client.query(sql, job_config=job_config).result()))
+        return ZoneCoverage(ids=ids, unknown=unknown, missing=missing)
+
+    @staticmethod
+    def _slice_params(color: str, month: dt.date, next_month: dt.date | None = None) -> list:
+        params = [
+            bigquery.ScalarQueryParameter("color", "STRING", color),
+            bigquery.ScalarQueryParameter("month", "DATE", month),
+        ]
+        if next_month is not None:
+            params.append(bigquery.ScalarQueryParameter("next", "DATE", next_month))
+        return params
 
     def slice_row_counts(self):
         with self.bigquery.get_client() as client:
