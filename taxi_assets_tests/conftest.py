@@ -64,6 +64,13 @@ class Mirror:
         path.write_bytes(data)
         return path
 
+    def publish_zones(self) -> Path:
+        """The real zone lookup at `misc/taxi_zone_lookup.csv`, as in the releases."""
+        path = self.root / "misc" / "taxi_zone_lookup.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((REAL / "taxi_zone_lookup.csv").read_bytes())
+        return path
+
     @staticmethod
     def _url_path(color: str, ym: str) -> str:
         return f"/{color}/{color}_tripdata_{ym}.csv.gz"
@@ -229,6 +236,8 @@ def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
 def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
     """The local target's resources in a folder, reading from the test mirror: for materializing
     single assets with `dg.materialize`."""
+    from dagster_duckdb_pandas import DuckDBPandasIOManager
+
     from taxi_assets.io_manager import LakeIOManager
     from taxi_assets.resources.local.lake import LocalLake
     from taxi_assets.resources.local.warehouse import DuckDBWarehouse
@@ -240,4 +249,5 @@ def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
         "workdir": WorkDir(root=str(root / "work")),
         "lake_io_manager": LakeIOManager(lake=LocalLake(root=str(root / "lake"))),
         "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
+        "warehouse_io_manager": DuckDBPandasIOManager(database=str(root / "warehouse.duckdb"), schema="main"),
     }

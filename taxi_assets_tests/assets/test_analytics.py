@@ -1,0 +1,163 @@
+"""taxi/zones, monthly_trip_stats and trips_per_month_chart on the local target, with figures
+computed here, independently, from the fixture rows."""
+
+import csv
+import datetime as dt
+import io
+import statistics
+from collections import defaultdict
+
+import dagster as dg
+import duckdb
+import pytest
+from PIL import Image
+
+from taxi_assets.assets import ALL_ASSETS, TRIP_ASSETS
+from taxi_assets.assets.analytics import COLOR_OF, ZONES_KEY
+from taxi_assets_tests.conftest import REAL, fhv_month, local_resources, real_rows
+
+GREEN = real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:]
+YELLOW = real_rows("yellow_tripdata_2020-07_sample266.csv")
+
+
+def _zones() -> dict[int, str]:
+    with open(REAL / "taxi_zone_lookup.csv", newline="") as f:
+        return {int(r["LocationID"]): r["Borough"] for r in csv.DictReader(f)}
+
+
+def _expected(lines: list[str], pickup: str, month: dt.date, next_month: dt.date) -> dict[str, dict]:
+    """The statistics the asset must give, from the CSV rows, as `rides` holds them (NULL
+    passenger counts loaded as 0)."""
+    zones, by_borough = _zones(), defaultdict(list)
+    for row in csv.DictReader(io.StringIO("".join(lines))):
+        borough = zones.get(int(row["PULocationID"])) if row["PULocationID"] else None
+        by_borough[borough or "Unknown"].append(row)
+    expected = {}
+    for borough, rows in by_borough.items():
+        fares = [float(r["fare_amount"]) for r in rows]
+        card = [r for r in rows if r["payment_type"] == "1"]
+        pickups = [dt.datetime.fromisoformat(r[pickup]) for r in rows]
+        start, end = dt.datetime.combine(month, dt.time()), dt.datetime.combine(next_month, dt.time())
+        expected[borough] = {
+            "trips": len(rows),
+            "passengers": sum(int(r["passenger_count"] or 0) for r in rows),
+            "total_fare": sum(fares),
+            "median_fare": statistics.median(fares),
+            "mean_distance": statistics.mean(float(r["trip_distance"]) for r in rows),
+            "card_tip_share": sum(float(r["tip_amount"]) for r in card) / sum(float(r["fare_amount"]) for r in card),
+            "pickups_outside_month": sum(not start <= p < end for p in pickups),
+        }
+    return expected
+
+
+@pytest.fixture
+def loaded(mirror, tmp_path, instance):
+    """Three slices in `rides` and the zones table, as a user would have them."""
+    mirror.publish("green", "2020-10", GREEN)
+    mirror.publish("yellow", "2020-07", YELLOW)
+    mirror.publish("fhv", "2019-01", fhv_month("2019-01"))
+    mirror.publish_zones()
+    resources = local_resources(tmp_path, mirror)
+    for key in ("green|2020-10-01", "yellow|2020-07-01", "fhv|2019-01-01"):
+        assert dg.materialize(TRIP_ASSETS, partition_key=key, resources=resources, instance=instance).success
+    zones = dg.materialize(ALL_ASSETS, selection=[ZONES_KEY], resources=resources, instance=instance)
+    assert zones.success
+    return resources, zones
+
+
+def _stats(resources, instance, key):
+    result = dg.materialize(
+        ALL_ASSETS, selection=["monthly_trip_stats"], partition_key=key, resources=resources, instance=instance
+    )
+    assert result.success
+    return result
+
+
+def _table(tmp_path, sql):
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_taxi_zones_keeps_na_values_and_passes_its_check(loaded, tmp_path):
+    _, result = loaded
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "has_265_zones_with_unique_ids" and check.passed
+    rows = dict(
+        (r[0], r[1:]) for r in _table(tmp_path, "SELECT LocationID, Borough, Zone, service_zone FROM main.zones")
+    )
+    assert len(rows) == 265
+    assert rows[264] == ("Unknown", "NV", "N/A") and rows[265] == ("Unknown", "NA", "N/A")  # values, not NULLs
+
+
+def test_monthly_trip_stats_match_the_fixture_rows(loaded, tmp_path, instance):
+    resources, _ = loaded
+    result = _stats(resources, instance, "green|2020-10-01")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["trips_add_up_to_the_slice"].passed
+    assert checks["trips_add_up_to_the_slice"].metadata["rows_in_slice"].value == 3500
+    got = {
+        r[0]: dict(
+            zip(
+                (
+                    "trips",
+                    "passengers",
+                    "total_fare",
+                    "median_fare",
+                    "mean_distance",
+                    "card_tip_share",
+                    "pickups_outside_month",
+                ),
+                r[1:],
+                strict=True,
+            )
+        )
+        for r in _table(
+            tmp_path,
+            "SELECT pickup_borough, trips, passengers, total_fare, median_fare, mean_distance, card_tip_share, "
+            "pickups_outside_month FROM main.monthly_trip_stats WHERE color = 'green'",
+        )
+    }
+    expected = _expected(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1))
+    assert set(got) == set(expected)
+    for borough, figures in expected.items():
+        for name, value in figures.items():
+            assert got[borough][name] == pytest.approx(value, rel=1e-9), (borough, name)
+
+
+def test_a_rerun_leaves_one_copy_of_a_partitions_rows(loaded, tmp_path, instance):
+    resources, _ = loaded
+    for key in ("green|2020-10-01", "yellow|2020-07-01", "green|2020-10-01", "fhv|2019-01-01"):
+        _stats(resources, instance, key)
+    per_slice = dict(
+        ((c, m), (rows, trips))
+        for c, m, rows, trips in _table(
+            tmp_path,
+            "SELECT color, strftime(month, '%Y-%m'), count(*), sum(trips) FROM main.monthly_trip_stats GROUP BY ALL",
+        )
+    )
+    green_boroughs = len(_expected(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1)))
+    assert per_slice[("green", "2020-10")] == (green_boroughs, 3500)
+    assert per_slice[("yellow", "2020-07")][1] == 266
+    assert per_slice[("fhv", "2019-01")] == (1, 18)  # fhv 2019-01 has no pickup zones: all "Unknown"
+
+
+def test_the_chart_draws_one_line_per_color_loaded(loaded, tmp_path, instance):
+    resources, _ = loaded
+    for key in ("green|2020-10-01", "yellow|2020-07-01"):
+        _stats(resources, instance, key)
+    result = dg.materialize(ALL_ASSETS, selection=["trips_per_month_chart"], resources=resources, instance=instance)
+    [chart] = result.asset_materializations_for_node("trips_per_month_chart")
+    path = tmp_path / "lake" / "reports" / "trips_per_month.png"
+    assert chart.metadata["uri"].value == str(path)
+    assert chart.metadata["chart"].value.startswith("![trips per month](data:image/png;base64,iVBOR")
+    assert "| 2020-10 |" in chart.metadata["trips_per_month"].value
+    image = Image.open(path).convert("RGB")
+    assert image.size == (1000, 500)
+
+    def pixels_near(hex_color: str) -> int:
+        target = tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+        return sum(1 for p in image.getdata() if all(abs(a - b) < 30 for a, b in zip(p, target, strict=True)))
+
+    drawn = {color: pixels_near(code) for color, code in COLOR_OF.items()}
+    assert drawn["green"] > 50 and drawn["yellow"] > 50  # each loaded color drew its marker and legend
+    assert drawn["fhv"] == 0  # fhv has no statistics yet: no line for it
