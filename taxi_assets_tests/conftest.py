@@ -203,8 +203,16 @@ def gcp_emulators(tmp_path_factory):
         yield emulators
 
 
+@pytest.fixture(scope="session")
+def emulator_adc(tmp_path_factory):
+    from taxi_assets_tests.emulators import oauth_token_endpoint
+
+    with oauth_token_endpoint(tmp_path_factory.mktemp("adc")) as credentials:
+        yield credentials
+
+
 @pytest.fixture
-def gcp_env(gcp_emulators, mirror, monkeypatch, request):
+def gcp_env(gcp_emulators, emulator_adc, mirror, monkeypatch, request):
     """The gcp target against the emulators: a fresh bucket and dataset for each test."""
     from google.cloud import storage
 
@@ -219,6 +227,7 @@ def gcp_env(gcp_emulators, mirror, monkeypatch, request):
         "BQ_LOCATION": "US",
         "STORAGE_EMULATOR_HOST": gcp_emulators.storage_host,
         "BIGQUERY_EMULATOR_HOST": gcp_emulators.bigquery_host,
+        "GOOGLE_APPLICATION_CREDENTIALS": str(emulator_adc),
     }.items():
         monkeypatch.setenv(name, value)
     storage.Client(project=gcp_emulators.project).create_bucket(bucket)

@@ -120,11 +120,74 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
         "warning",
     ]
     bq_url = f"http://127.0.0.1:{bq_port}"
+    # bqemulator refuses the second part of a multipart upload (small DataFrame loads, as
+    # BigQueryPandasIOManager makes) for its Content-Type '*/*', which real BigQuery takes: a
+    # proxy in front of it names the type. The clients talk to the proxy.
+    fix_multipart = RewritingProxy(bq_url, _name_multipart_content_type)
     with (
         _running(gcs_cmd, env, gcs_url, workdir / "gcs.log"),
         _running(bq_cmd, bq_env, f"{bq_url}/bigquery/v2/projects/{project}/datasets", workdir / "bq.log"),
+        fix_multipart.running() as bq_proxy_url,
     ):
-        yield Emulators(storage_host=gcs_url, bigquery_host=bq_url, gcs_root=gcs_dir / ".cloudstorage", project=project)
+        yield Emulators(
+            storage_host=gcs_url, bigquery_host=bq_proxy_url, gcs_root=gcs_dir / ".cloudstorage", project=project
+        )
+
+
+def _name_multipart_content_type(body: bytes) -> bytes:
+    return body.replace(b"content-type: */*\r\n", b"content-type: application/octet-stream\r\n", 1)
+
+
+@contextlib.contextmanager
+def oauth_token_endpoint(workdir: Path) -> Iterator[Path]:
+    """Application Default Credentials that work offline: a service-account key (a fresh RSA key,
+    valid for nothing) whose token endpoint is a loopback server handing out a dummy access token.
+    For Google clients built without explicit credentials (Dagster's BigQueryPandasIOManager)
+    against the emulators, which ignore the token. Yields the file, for GOOGLE_APPLICATION_CREDENTIALS."""
+    import http.server
+    import json
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    class Token(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps({"access_token": "emulator-token", "token_type": "Bearer", "expires_in": 3600}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    credentials = workdir / "adc.json"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "taxi-test",
+                "private_key_id": "emulator",
+                "private_key": key.decode(),
+                "client_email": "emulator@taxi-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token",
+            }
+        )
+    )
+    try:
+        yield credentials
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class RewritingProxy:

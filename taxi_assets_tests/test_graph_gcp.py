@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import dagster as dg
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
@@ -174,3 +175,35 @@ def test_missing_bucket_fails_at_once_with_the_fix(gcp_emulators, gcp_env, mirro
     assert "partition yellow|2020-07-01" in message
     assert "GCS bucket gs://no-such-bucket does not exist (GCS_BUCKET)" in message
     assert "Exceeded max_retries" not in message  # failed at once, not after the outage retries
+
+
+def test_zones_stats_and_chart_through_bigquery_pandas_io_manager(gcp_emulators, gcp_env, gcp_defs, mirror, instance):
+    _publish(mirror, ["green|2020-10-01", "yellow|2020-07-01"])
+    mirror.publish_zones()
+    for key in ("green|2020-10-01", "yellow|2020-07-01"):
+        assert run_partition(gcp_defs, key, instance).success
+    everything = gcp_defs.resolve_implicit_global_asset_job_def()
+    zones = everything.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["taxi", "zones"])])
+    assert zones.success
+    for key in ("green|2020-10-01", "yellow|2020-07-01", "green|2020-10-01"):  # one partition twice
+        stats = everything.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("monthly_trip_stats")], partition_key=key
+        )
+        assert stats.success, step_failure_messages(stats)
+        checks = {e.check_name: e.passed for e in stats.get_asset_check_evaluations()}
+        assert checks["trips_add_up_to_the_slice"]
+    chart = everything.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("trips_per_month_chart")])
+    assert chart.success, step_failure_messages(chart)
+
+    client = _bq(gcp_emulators)
+    dataset = f"{gcp_env['project']}.{gcp_env['dataset']}"
+    zone_rows = {
+        r[0]: (r[1], r[2]) for r in client.query(f"SELECT LOCATIONID, ZONE, SERVICE_ZONE FROM `{dataset}.zones`")
+    }
+    assert len(zone_rows) == 265 and zone_rows[265] == ("NA", "N/A")
+    sql = f"SELECT COLOR, COUNT(*), SUM(TRIPS) FROM `{dataset}.monthly_trip_stats` GROUP BY COLOR"
+    per_color = {r[0]: (r[1], r[2]) for r in client.query(sql).result()}
+    assert per_color["green"][1] == 3500 and per_color["yellow"][1] == 266  # the rerun replaced, not doubled
+    bucket = storage.Client(project=gcp_env["project"]).bucket(gcp_env["bucket"])
+    blob = bucket.get_blob("reports/trips_per_month.png")
+    assert blob is not None and blob.download_as_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

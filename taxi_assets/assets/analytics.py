@@ -163,18 +163,15 @@ def _chart_png(trips: pd.DataFrame) -> bytes:
     group_name=ANALYTICS,
     kinds={"matplotlib", "png"},
     io_manager_key=LAKE_IO,
-    ins={"monthly_trip_stats": dg.AssetIn(key=STATS_TABLE)},
+    deps=[STATS_TABLE],
     automation_condition=dg.AutomationCondition.eager(),
 )
-def trips_per_month_chart(context: dg.AssetExecutionContext, monthly_trip_stats: pd.DataFrame, workdir: WorkDir):
+def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehouse, workdir: WorkDir):
     """A line chart of trips per month for each color, over every month loaded in
-    `monthly_trip_stats`, as a PNG in the lake (`reports/trips_per_month.png`), shown here with
-    its figures."""
-    trips = (
-        monthly_trip_stats.groupby(["month", "color"], as_index=False)["trips"].sum()
-        if len(monthly_trip_stats)
-        else pd.DataFrame({"month": [], "color": [], "trips": []})
-    )
+    `monthly_trip_stats` (summed by the warehouse), as a PNG in the lake
+    (`reports/trips_per_month.png`), shown here with its figures."""
+    with failing_fast("trips_per_month_chart"):
+        trips = warehouse.trips_per_month()
     png = _chart_png(trips)
     path = workdir.path("trips_per_month.png")
     with failing_fast("trips_per_month_chart"), writing(path):

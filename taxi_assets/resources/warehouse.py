@@ -58,6 +58,11 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     @abc.abstractmethod
+    def trips_per_month(self) -> pd.DataFrame:
+        """Trips per month and color over every slice in `monthly_trip_stats`: month, color, trips."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
     def zone_coverage(self, color: str, month: dt.date) -> ZoneCoverage:
         """The slice's pickup and dropoff location ids against the zone lookup."""
         raise NotImplementedError

@@ -20,7 +20,7 @@ from taxi_assets.partitions import COLORS, TripMonth
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import explained, missing_bucket
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse, ZoneCoverage
-from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, ZONES_TABLE, rides_select_list
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, STATS_TABLE, TRIP_SCHEMAS, ZONES_TABLE, rides_select_list
 
 _BIGQUERY_TYPES = {
     pa.int64(): "INT64",
@@ -233,6 +233,13 @@ ORDER BY pickup_borough"""
                 sql, job_config=bigquery.QueryJobConfig(query_parameters=self._slice_params(color, month, next_month))
             )
             return job.result().to_dataframe(create_bqstorage_client=False)
+
+    def trips_per_month(self):
+        with self.bigquery.get_client() as client:
+            stats = _quote(self._table_id(client, STATS_TABLE))
+            # Aliased: BigQuery names result columns as the table does (upper case, from the pandas IO manager).
+            sql = f"SELECT month AS month, color AS color, SUM(trips) AS trips FROM {stats} GROUP BY 1, 2 ORDER BY 1, 2"
+            return client.query(sql).result().to_dataframe(create_bqstorage_client=False)
 
     def zone_coverage(self, color, month) -> ZoneCoverage:
         with self.bigquery.get_client() as client:
