@@ -23,4 +23,9 @@ def test_demo_runs_offline_and_reports_every_stage(tmp_path):
         [row] = [line for line in lines if line.startswith(key) and line.endswith(".parquet")]
         assert row.split()[1:3] == [str(rows), str(rows)], row
     assert "table rides: 6784 rows in 4 slices" in completed.stdout
+    # The statistics and the chart, after the trips.
+    [manhattan] = [line for line in lines if line.split()[:3] == ["yellow", "2021-01", "Manhattan"]]
+    assert manhattan.split()[3] == "2769"  # trips with a Manhattan pickup in the 3,000 rows
+    chart = tmp_path / "data" / "lake" / "reports" / "trips_per_month.png"
+    assert f"chart: {chart}" in completed.stdout and chart.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "data" / "dagster_home" / "dagster.yaml").exists()

@@ -119,6 +119,7 @@ class DuckDBWarehouse(Warehouse):
                 time.sleep(min(pause, self.lock_timeout_seconds - waited) * random.uniform(0.5, 1.0))
                 pause = min(pause * 2, 2.0)
         try:
+            conn.execute("SET enable_progress_bar = false")  # it would be printed into the run's logs
             yield conn
         finally:
             conn.close()
