@@ -34,8 +34,8 @@ dev: install  ## the Dagster UI on http://127.0.0.1:3000
 serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL)
 	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/serve.py
 
-bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row months (~6 minutes; files cached in bench/)
-	$(BIN)/python benchmarks/run.py --backfill 93
+bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row yellow months, ours on the 23M-row fhv month, the backfill (~10 minutes; files cached in bench/)
+	$(BIN)/python benchmarks/run.py --fhv-rows 23143222 --backfill 93
 
 clean:
 	rm -rf $(TAXI_DATA_DIR)
