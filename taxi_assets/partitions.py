@@ -1,8 +1,11 @@
 """The month x color partition grid every asset shares, and how to read one key of it.
 
-The grid is what upstream publishes: the releases hold 2019-01 .. 2021-07 for each color (93 keys),
-so that is the default; `TAXI_LAST_MONTH` moves the end for a mirror that holds more. It is read
-when the code location loads, because the grid is part of what the code location defines.
+The grid is what upstream publishes, read when the code location loads:
+- releases: 2019-01 .. 2021-07 for each color (93 keys), a month x color grid;
+  `TAXI_LAST_MONTH` moves the end for a mirror that holds more.
+- tlc: each color from its first month to the current one; the colors start years apart (yellow
+  2011, green 2014, fhv 2015, fhvhv 2019-02), so the grid is the list of months that can exist,
+  not a rectangle: green 2012 is never offered. Keys read the same: "yellow|2021-01-01".
 """
 
 from __future__ import annotations
@@ -13,23 +16,22 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from taxi_assets import settings
+from taxi_assets.sources import SOURCE, month_after
 
-COLORS = ("yellow", "green", "fhv")
-FIRST_MONTH = "2019-01-01"
-
-
-def _month_after(month: dt.date) -> dt.date:
-    return (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+COLORS = SOURCE.colors
 
 
-LAST_MONTH = settings.last_month()
-# end_date is exclusive: the first month after the last published one.
-month_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, end_date=_month_after(LAST_MONTH).isoformat())
-color_partitions = dg.StaticPartitionsDefinition(list(COLORS))
+def _grid() -> dg.PartitionsDefinition:
+    if SOURCE.name == "tlc":
+        return dg.StaticPartitionsDefinition(SOURCE.partition_keys())
+    first = min(SOURCE.first_month.values()).isoformat()
+    # end_date is exclusive: the first month after the last published one.
+    months = dg.MonthlyPartitionsDefinition(start_date=first, end_date=month_after(SOURCE.last_month()).isoformat())
+    # Dimensions sort by name, so keys read "yellow|2021-01-01" (color first).
+    return dg.MultiPartitionsDefinition({"month": months, "color": dg.StaticPartitionsDefinition(list(COLORS))})
 
-# Dimensions sort by name, so keys read "yellow|2021-01-01" (color first).
-trip_partitions = dg.MultiPartitionsDefinition({"month": month_partitions, "color": color_partitions})
+
+trip_partitions = _grid()
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class TripMonth:
 
     @property
     def next_month(self) -> dt.date:
-        return _month_after(self.month)
+        return month_after(self.month)
 
     @property
     def file_stem(self) -> str:

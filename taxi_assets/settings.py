@@ -2,7 +2,8 @@
 
 Two moments, on purpose:
 - when the code location loads: `TAXI_TARGET` picks the resource classes (local or gcp), because
-  the asset graph shows them (kinds, descriptions), and `TAXI_LAST_MONTH` ends the partition grid.
+  the asset graph shows them (kinds, descriptions); `TAXI_SOURCE` picks the upstream, and with it
+  the colors, the partition grid and the pinned schemas; `TAXI_LAST_MONTH` ends the releases' grid.
   Changing them means reloading the code location.
 - when a run or a sensor tick starts: everything else (paths, URLs, credentials). Resources hold
   `None` for "from the environment" and call these functions when they are used, never at import,
@@ -19,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 TARGETS = ("local", "gcp")
+SOURCES = ("releases", "tlc")
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net"
 
 
 def target() -> str:
@@ -28,6 +31,20 @@ def target() -> str:
     if value not in TARGETS:
         raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {value!r}")
     return value
+
+
+def source() -> str:
+    """TAXI_SOURCE: `releases` (DataTalksClub's CSV releases, 2019-01..2021-07, the default) or
+    `tlc` (the TLC's own Parquet files, 2011 to this month, four colors)."""
+    value = os.environ.get("TAXI_SOURCE", "releases")
+    if value not in SOURCES:
+        raise ValueError(f"TAXI_SOURCE must be one of {SOURCES}, got {value!r}")
+    return value
+
+
+def tlc_url() -> str:
+    """TAXI_TLC_URL: the TLC's base URL, `{base}/trip-data/{color}_tripdata_{YYYY-MM}.parquet`."""
+    return os.environ.get("TAXI_TLC_URL") or DEFAULT_TLC_URL
 
 
 def last_month() -> dt.date:

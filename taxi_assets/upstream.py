@@ -21,6 +21,7 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"  # at the start of a Parquet file and at the end of its footer
 
 
 def release_url(base_url: str, color: str, ym: str) -> str:
@@ -133,11 +134,45 @@ class _GzipEndCheck:
                 self._complete = False
 
 
-def _not_gzip(url: str, response: requests.Response, first: bytes) -> UpstreamError:
-    """What came back instead of a gzip file, said so that the fix is clear."""
+class _ParquetEndCheck:
+    """A Parquet file is whole when it ends with the footer's magic bytes (its start is checked
+    with the first chunk). Same interface as _GzipEndCheck."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk)[-len(PARQUET_MAGIC) :]
+
+    def finish(self) -> bool:
+        return self._tail == PARQUET_MAGIC
+
+    def close(self) -> None:
+        pass
+
+
+# What each upstream format starts with, how to tell it arrived whole, and its name in messages.
+_FORMATS = {
+    ".csv.gz": (
+        GZIP_MAGIC,
+        _GzipEndCheck,
+        "a gzip file",
+        "truncated gzip: the stream ended after {size:,} bytes without the gzip end-of-stream marker",
+    ),
+    ".parquet": (
+        PARQUET_MAGIC,
+        _ParquetEndCheck,
+        "a Parquet file",
+        "truncated Parquet: the file ended after {size:,} bytes without its footer",
+    ),
+}
+
+
+def _not_expected(url: str, response: requests.Response, first: bytes, expected: str) -> UpstreamError:
+    """What came back instead of the file, said so that the fix is clear."""
     content_type = response.headers.get("Content-Type") or "no Content-Type"
     start = " ".join(first[:80].decode("utf-8", "replace").split())
-    message = f"{url}: expected a gzip file, got {content_type} starting {start!r}"
+    message = f"{url}: expected {expected}, got {content_type} starting {start!r}"
     if "html" in content_type.lower() or start.lower().startswith(("<!doctype html", "<html")):
         message += (
             ". That is a web page: does TAXI_SOURCE_URL point at the release's page instead of its download URL "
@@ -146,8 +181,11 @@ def _not_gzip(url: str, response: requests.Response, first: bytes) -> UpstreamEr
     return UpstreamError(message)
 
 
-def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float) -> tuple[int, str, Fingerprint]:
+def _fetch_once(
+    session: requests.Session, url: str, dest: Path, timeout: float, suffix: str, not_published: frozenset[int]
+) -> tuple[int, str, Fingerprint]:
     shown = redact(url)
+    magic, end_check, expected, truncated = _FORMATS[suffix]
     try:
         response = session.get(url, stream=True, timeout=timeout)
     except requests.TooManyRedirects:
@@ -156,8 +194,8 @@ def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float)
         raise TransientUpstreamError(f"{shown}: {type(exc).__name__}: {exc}") from exc
     with response:
         status = f"HTTP {response.status_code} {response.reason}"
-        if response.status_code == 404:
-            raise NotPublished(f"{shown}: not published upstream (HTTP 404)")
+        if response.status_code in not_published:
+            raise NotPublished(f"{shown}: not published upstream (HTTP {response.status_code})")
         if response.status_code in (401, 403):
             raise UpstreamError(f"{shown}: refused ({status}): private, or the URL is wrong (TAXI_SOURCE_URL)")
         if response.status_code in RETRYABLE_STATUS:
@@ -166,20 +204,20 @@ def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float)
             raise UpstreamError(f"{shown}: {status}")
         fingerprint = Fingerprint.from_headers(response.headers)
         digest = hashlib.sha256()
-        gzip_end = _GzipEndCheck()
+        file_end = end_check()
         size = 0
         try:
             with open(dest, "wb") as out:
                 # decode_content=False: keep the file's own gzip bytes even if a server adds
                 # Content-Encoding: gzip.
                 for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
-                    if size == 0 and not chunk.startswith(GZIP_MAGIC):
-                        raise _not_gzip(shown, response, chunk)
-                    gzip_end.feed(chunk)
+                    if size == 0 and not chunk.startswith(magic):
+                        raise _not_expected(shown, response, chunk, expected)
+                    file_end.feed(chunk)
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            complete_gzip = gzip_end.finish()
+            complete = file_end.finish()
         except isal_zlib.error as exc:
             raise UpstreamError(f"{shown}: not a valid gzip file ({exc})") from exc
         except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
@@ -187,15 +225,13 @@ def _fetch_once(session: requests.Session, url: str, dest: Path, timeout: float)
                 f"{shown}: transfer broken after {size:,} bytes: {type(exc).__name__}: {exc}"
             ) from exc
         finally:
-            gzip_end.close()
+            file_end.close()
     if fingerprint.content_length is not None and size != fingerprint.content_length:
         raise TransientUpstreamError(
             f"{shown}: transfer incomplete: got {size:,} of {fingerprint.content_length:,} bytes"
         )
-    if not complete_gzip:
-        raise TransientUpstreamError(
-            f"{shown}: truncated gzip: the stream ended after {size:,} bytes without the gzip end-of-stream marker"
-        )
+    if not complete:
+        raise TransientUpstreamError(f"{shown}: " + truncated.format(size=size))
     return size, digest.hexdigest(), fingerprint
 
 
@@ -207,21 +243,24 @@ def download(
     backoff_seconds: float = 1.0,
     timeout_seconds: float = 60.0,
     give_up_after_seconds: float | None = None,
+    suffix: str = ".csv.gz",
+    not_published: frozenset[int] = frozenset({404}),
     session: requests.Session | None = None,
     log: logging.Logger | None = None,
 ) -> Downloaded:
-    """Stream `url` to `dest`, verifying length and gzip completeness, retrying transient failures.
+    """Stream `url` to `dest`, verifying length and completeness (the gzip end-of-stream marker
+    of a `.csv.gz`, the footer magic of a `.parquet`), retrying transient failures.
 
     Retries use exponential backoff with full jitter, up to `attempts` tries and, if given, no new
-    try after `give_up_after_seconds`. A 404 is final at once (`NotPublished`). On failure `dest`
-    is removed, so a partial file is never left behind.
+    try after `give_up_after_seconds`. A `not_published` status is final at once (`NotPublished`).
+    On failure `dest` is removed, so a partial file is never left behind.
     """
     log = log or logging.getLogger(__name__)
     session = session or requests.Session()
     started = time.perf_counter()
     for attempt in range(1, attempts + 1):
         try:
-            size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds)
+            size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds, suffix, not_published)
             return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
         except TransientUpstreamError as exc:
             dest.unlink(missing_ok=True)
@@ -240,11 +279,17 @@ def download(
     raise AssertionError("unreachable")
 
 
-def probe(url: str, *, session: requests.Session | None = None, timeout_seconds: float = 15.0) -> Fingerprint | None:
-    """HEAD the file: its fingerprint, or None if it is not published (404)."""
+def probe(
+    url: str,
+    *,
+    session: requests.Session | None = None,
+    timeout_seconds: float = 15.0,
+    not_published: frozenset[int] = frozenset({404}),
+) -> Fingerprint | None:
+    """HEAD the file: its fingerprint, or None if it is not published (404, or what the source says)."""
     session = session or requests.Session()
     response = session.head(url, allow_redirects=True, timeout=timeout_seconds)
-    if response.status_code == 404:
+    if response.status_code in not_published:
         return None
     response.raise_for_status()
     return Fingerprint.from_headers(response.headers)

@@ -9,8 +9,8 @@ import dagster as dg
 import requests
 from pydantic import Field
 
-from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
+from taxi_assets.sources import SOURCE
 from taxi_assets.upstream import (
     Downloaded,
     Fingerprint,
@@ -19,21 +19,23 @@ from taxi_assets.upstream import (
     fetch_small,
     probe,
     redact,
-    release_url,
     zone_lookup_url,
 )
 
 
 class TripSource(dg.ConfigurableResource):
-    """NYC TLC trip files as published by the DataTalksClub `nyc-tlc-data` releases (or a mirror
-    with the same layout).
+    """NYC TLC trip files, from the source TAXI_SOURCE names: the DataTalksClub `nyc-tlc-data`
+    releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a mirror with the
+    same layout.
 
     A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
     with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
     that is the whole bound on how long a partition keeps trying a broken upstream file.
     """
 
-    base_url: str | None = Field(default=None, description="Release base URL; default TAXI_SOURCE_URL at launch")
+    base_url: str | None = Field(
+        default=None, description="Base URL; default TAXI_SOURCE_URL (releases) or TAXI_TLC_URL (tlc) at launch"
+    )
     attempts: int = Field(default=6, description="Download attempts per run for transient failures")
     backoff_seconds: float = Field(default=2.0, description="First retry pause; doubles, with full jitter")
     timeout_seconds: float = Field(default=60.0, description="Connect and per-read timeout")
@@ -44,10 +46,10 @@ class TripSource(dg.ConfigurableResource):
 
     @property
     def base(self) -> str:
-        return checked_base_url(self.base_url or settings.source_url())
+        return checked_base_url(self.base_url or SOURCE.default_base_url())
 
     def url_for(self, month: TripMonth) -> str:
-        return release_url(self.base, month.color, month.ym)
+        return SOURCE.url(self.base, month.color, month.ym)
 
     def fetch(self, month: TripMonth, dest: Path, log: logging.Logger | None = None) -> Downloaded:
         return download(
@@ -57,6 +59,8 @@ class TripSource(dg.ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             timeout_seconds=self.timeout_seconds,
             give_up_after_seconds=self.give_up_after_seconds,
+            suffix=SOURCE.suffix,
+            not_published=SOURCE.not_published,
             log=log,
         )
 
@@ -70,4 +74,9 @@ class TripSource(dg.ConfigurableResource):
 
     def fingerprint(self, month: TripMonth, session: requests.Session | None = None) -> Fingerprint | None:
         """The upstream file's ETag / Last-Modified / size (one HEAD request), or None if not published."""
-        return probe(self.url_for(month), session=session, timeout_seconds=min(self.timeout_seconds, 15.0))
+        return probe(
+            self.url_for(month),
+            session=session,
+            timeout_seconds=min(self.timeout_seconds, 15.0),
+            not_published=SOURCE.not_published,
+        )
