@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
+from taxi_assets.sources import SOURCE
+
 TIMESTAMP = pa.timestamp("us")
 INT = pa.int64()
 FLOAT = pa.float64()
@@ -22,7 +24,7 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 
 # Column order is the order of the release files' headers.
-TRIP_SCHEMAS: dict[str, pa.Schema] = {
+_RELEASES_SCHEMAS: dict[str, pa.Schema] = {
     "yellow": _schema(
         ("VendorID", INT),
         ("tpep_pickup_datetime", TIMESTAMP),
@@ -76,19 +78,67 @@ TRIP_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-# Columns a release file may lack; they are kept in the pinned schema, all NULL.
-# (TLC's own 2019 FHV export has no Affiliated_base_number.)
+# The TLC's own Parquet files: the same columns, plus those the releases never had, for every era
+# from 2011 (`airport_fee` from 2011 on, null-typed for years; `cbd_congestion_fee` from 2025-01),
+# and the high-volume FHV trips (fhvhv, from 2019-02). Types are pinned through every era: ids
+# written as INT32, INT64 or DOUBLE, strings as string or large_string, all-NULL columns as the
+# null type, all land as the types below (`cleaning/parquet_input.py`).
+_TLC_SCHEMAS: dict[str, pa.Schema] = {
+    "yellow": pa.schema(
+        list(_RELEASES_SCHEMAS["yellow"]) + [pa.field("airport_fee", FLOAT), pa.field("cbd_congestion_fee", FLOAT)]
+    ),
+    "green": pa.schema(list(_RELEASES_SCHEMAS["green"]) + [pa.field("cbd_congestion_fee", FLOAT)]),
+    "fhv": _RELEASES_SCHEMAS["fhv"],
+    "fhvhv": _schema(
+        ("hvfhs_license_num", STRING),
+        ("dispatching_base_num", STRING),
+        ("originating_base_num", STRING),
+        ("request_datetime", TIMESTAMP),
+        ("on_scene_datetime", TIMESTAMP),
+        ("pickup_datetime", TIMESTAMP),
+        ("dropoff_datetime", TIMESTAMP),
+        ("PULocationID", INT),
+        ("DOLocationID", INT),
+        ("trip_miles", FLOAT),
+        ("trip_time", INT),
+        ("base_passenger_fare", FLOAT),
+        ("tolls", FLOAT),
+        ("bcf", FLOAT),
+        ("sales_tax", FLOAT),
+        ("congestion_surcharge", FLOAT),
+        ("airport_fee", FLOAT),
+        ("tips", FLOAT),
+        ("driver_pay", FLOAT),
+        ("shared_request_flag", STRING),
+        ("shared_match_flag", STRING),
+        ("access_a_ride_flag", STRING),
+        ("wav_request_flag", STRING),
+        ("wav_match_flag", STRING),
+        ("cbd_congestion_fee", FLOAT),
+    ),
+}
+TRIP_SCHEMAS: dict[str, pa.Schema] = _TLC_SCHEMAS if SOURCE.name == "tlc" else _RELEASES_SCHEMAS
+
+# Columns a file may lack; they are kept in the pinned schema, all NULL.
+# (TLC's own 2019 FHV export has no Affiliated_base_number; cbd_congestion_fee began in 2025.)
 OPTIONAL_COLUMNS: dict[str, frozenset[str]] = {
-    "yellow": frozenset(),
-    "green": frozenset(),
+    "yellow": frozenset({"cbd_congestion_fee"}),
+    "green": frozenset({"cbd_congestion_fee"}),
     "fhv": frozenset({"Affiliated_base_number"}),
+    "fhvhv": frozenset({"cbd_congestion_fee"}),
 }
 
-PICKUP_COLUMN = {"yellow": "tpep_pickup_datetime", "green": "lpep_pickup_datetime", "fhv": "pickup_datetime"}
+PICKUP_COLUMN = {
+    "yellow": "tpep_pickup_datetime",
+    "green": "lpep_pickup_datetime",
+    "fhv": "pickup_datetime",
+    "fhvhv": "pickup_datetime",
+}
 DROPOFF_COLUMN = {
     "yellow": "tpep_dropoff_datetime",
     "green": "lpep_dropoff_datetime",
     "fhv": "dropoff_datetime",
+    "fhvhv": "dropoff_datetime",
 }
 
 
@@ -150,13 +200,27 @@ RIDES_SCHEMA = pa.schema(
 )
 
 
+# High-volume FHV columns that mean what a `rides` column means under another name. fhvhv's other
+# columns (request and on-scene times, driver pay, the flags...) stay in its lake files, which the
+# warehouse queries as they are (README: "A live upstream").
+RIDES_RENAMES = {
+    "fhvhv": {
+        "trip_distance": "trip_miles",
+        "fare_amount": "base_passenger_fare",
+        "tip_amount": "tips",
+        "tolls_amount": "tolls",
+    }
+}
+
+
 def rides_source_column(color: str, rides_column: str) -> str | None:
     """Which column of a color's lake file feeds a `rides` column (None: NULL for that color)."""
     if rides_column == "pickup_datetime":
         return PICKUP_COLUMN[color]
     if rides_column == "dropoff_datetime":
         return DROPOFF_COLUMN[color]
-    return rides_column if rides_column in TRIP_SCHEMAS[color].names else None
+    source = RIDES_RENAMES.get(color, {}).get(rides_column, rides_column)
+    return source if source in TRIP_SCHEMAS[color].names else None
 
 
 def rides_select_list(

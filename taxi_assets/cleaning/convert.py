@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets.cleaning.cast import to_pinned
 from taxi_assets.cleaning.errors import IntegersWrittenAsFloats
+from taxi_assets.cleaning.parquet_input import parquet_batches
 from taxi_assets.cleaning.parse import CsvSource, header_to_pinned, read_header
 from taxi_assets.cleaning.quarantine import Rejected, split_block, write_rejected
 from taxi_assets.cleaning.stats import CleanResult, MonthStats
@@ -61,16 +63,23 @@ class RowGroups:
         self.writer.close()
 
 
-def _convert(source: CsvSource, out_path: Path, color: str, stats: MonthStats, rejected: Rejected | None) -> None:
+def _convert(
+    batches: Iterator[pa.RecordBatch],
+    out_path: Path,
+    color: str,
+    stats: MonthStats,
+    rejected: Rejected | None,
+    file_label: str,
+) -> None:
     row_groups = RowGroups(out_path, TRIP_SCHEMAS[color])
     parsed = 0
     try:
-        for raw_batch in source.batches():
+        for raw_batch in batches:
             if rejected is not None:  # quarantine: text in, the convertible rows out
                 rows_in_block = raw_batch.num_rows
                 raw_batch = split_block(raw_batch, color, parsed, rejected)
                 parsed += rows_in_block
-            batch = to_pinned(raw_batch, color, stats.result.rows, source.file_label)
+            batch = to_pinned(raw_batch, color, stats.result.rows, file_label)
             stats.add(batch)
             row_groups.add(batch)
     finally:
@@ -87,7 +96,8 @@ def clean_trip_file(
     file_label: str,
     rejected_path: Path | None = None,
 ) -> CleanResult:
-    """Parse a raw release file into Parquet at `out_path` with the color's pinned schema.
+    """Parse a raw file (a release's CSV.gz, or one of the TLC's Parquet files) into Parquet at
+    `out_path` with the color's pinned schema.
 
     Raises BadTripFile naming the file, the column and the line for a wrong header or a value
     that does not parse. With `rejected_path` (quarantine), rows that do not parse are set aside
@@ -95,28 +105,27 @@ def clean_trip_file(
     failure `out_path` and `rejected_path` are removed.
     """
     started = time.perf_counter()
-    names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
     stats = MonthStats(color, month_start, month_end)
     try:
-        if rejected_path is not None:
+        if raw_path.name.endswith(".parquet"):  # the TLC's own files: typed already, cast per era
+            _convert(parquet_batches(raw_path, color, file_label), out_path, color, stats, None, file_label)
+        elif rejected_path is not None:
+            names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
             rejected = Rejected()
-            _convert(
-                CsvSource.as_text(raw_path, names, file_label, rejected.on_invalid_row),
-                out_path,
-                color,
-                stats,
-                rejected,
-            )
+            source = CsvSource.as_text(raw_path, names, file_label, rejected.on_invalid_row)
+            _convert(source.batches(), out_path, color, stats, rejected, file_label)
             stats.result.rows_rejected = len(rejected.reasons)
             if rejected.reasons:
                 write_rejected(raw_path, rejected, rejected_path)
         else:
+            names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
             try:
-                _convert(CsvSource.for_color(raw_path, color, names, file_label), out_path, color, stats, None)
+                source = CsvSource.for_color(raw_path, color, names, file_label)
+                _convert(source.batches(), out_path, color, stats, None, file_label)
             except IntegersWrittenAsFloats:
                 stats = MonthStats(color, month_start, month_end)
                 source = CsvSource.for_color(raw_path, color, names, file_label, integers_as_floats=True)
-                _convert(source, out_path, color, stats, None)
+                _convert(source.batches(), out_path, color, stats, None, file_label)
     except BaseException:
         out_path.unlink(missing_ok=True)
         if rejected_path is not None:
