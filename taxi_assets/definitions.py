@@ -6,7 +6,9 @@ from taxi_assets import settings
 from taxi_assets.assets import ALL_ASSETS
 from taxi_assets.jobs import trips_job
 from taxi_assets.resources.targets import resources_for
+from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
+from taxi_assets.sources import SOURCE
 
 
 def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
@@ -14,6 +16,8 @@ def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
         assets=ALL_ASSETS,
         jobs=[trips_job],
         sensors=[upstream_files_sensor],
+        # The releases never change; the TLC publishes a month every month.
+        schedules=[newest_month_schedule] if SOURCE.name == "tlc" else [],
         resources={**resources_for(target), **resource_overrides},
         # A partition's four steps are a chain: separate processes per step would buy no
         # parallelism and cost seconds each. Partitions run side by side as separate runs.

@@ -1,6 +1,6 @@
 """The lake's one key scheme: where each stored stage of a partition lives, relative to the lake root.
 
-    raw/{color}/{color}_tripdata_{YYYY-MM}.csv.gz                 raw_trips: the upstream file, byte for byte
+    raw/{color}/{color}_tripdata_{YYYY-MM}.csv.gz                 raw_trips: the upstream file (.parquet from the TLC)
     staging/clean_trips/{color}/{color}_tripdata_{YYYY-MM}.parquet  clean_trips: typed Parquet, not yet checked
     data/{color}/{color}_tripdata_{YYYY-MM}.parquet                 gcs_parquet: the published file (the seed's layout)
     rejected/{color}/{color}_tripdata_{YYYY-MM}.csv.gz              clean_trips' quarantined lines, if any
@@ -13,13 +13,14 @@ COLORS and the first day of a month), so nothing a user types can reach outside 
 from __future__ import annotations
 
 from taxi_assets.partitions import TripMonth
+from taxi_assets.sources import SOURCE
 
 # Local files in the making, and leftovers of a killed process, are never under these prefixes.
 RAW, STAGING, PUBLISHED, REJECTED, REPORTS = "raw", "staging", "data", "rejected", "reports"
 
 
 def raw_key(month: TripMonth) -> str:
-    return f"{RAW}/{month.color}/{month.file_stem}.csv.gz"
+    return f"{RAW}/{month.color}/{month.file_stem}{SOURCE.suffix}"  # .csv.gz from the releases, .parquet from the TLC
 
 
 def staging_key(month: TripMonth) -> str:

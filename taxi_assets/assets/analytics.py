@@ -22,6 +22,7 @@ from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import STATS_TABLE, ZONES_TABLE
+from taxi_assets.sources import SOURCE
 from taxi_assets.upstream import UpstreamError
 
 ANALYTICS = "analytics"
@@ -30,7 +31,17 @@ ZONE_COUNT = 265
 ZONES_COMPLETE = "has_265_zones_with_unique_ids"
 TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
-ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])  # the stock IO managers name the table after the key's last part
+ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
+# How the stock IO managers find a partition's rows: by month and color on the releases' month x
+# color grid; on the tlc source's list of keys ("yellow|2021-01-01"), by that key rebuilt in SQL.
+STATS_PARTITION_EXPR = (
+    {"month": "month", "color": "color"}
+    if SOURCE.name == "releases"
+    else {
+        "duckdb": "color || '|' || strftime(month, '%Y-%m-%d')",
+        "bigquery": "CONCAT(color, '|', FORMAT_TIMESTAMP('%Y-%m-%d', month))",
+    }[WAREHOUSE_KIND]
+)  # the stock IO managers name the table after the key's last part
 
 
 @dg.asset(
@@ -77,7 +88,7 @@ def taxi_zones(context: dg.AssetExecutionContext, source: TripSource):
     kinds={"pandas", "sql", WAREHOUSE_KIND},
     io_manager_key=WAREHOUSE_IO,
     deps=[bq_rides_table, ZONES_KEY],
-    metadata={"partition_expr": {"month": "month", "color": "color"}},
+    metadata={"partition_expr": STATS_PARTITION_EXPR},
     # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
     automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
     check_specs=[

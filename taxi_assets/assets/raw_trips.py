@@ -12,6 +12,7 @@ from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.workdir import WorkDir
+from taxi_assets.sources import SOURCE
 from taxi_assets.upstream import UpstreamError, redact
 
 FINGERPRINT = "source_fingerprint"
@@ -80,7 +81,7 @@ def raw_trips(
             return dg.MaterializeResult(
                 value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
             )
-    dest = workdir.path(f"{month.file_stem}.csv.gz")
+    dest = workdir.path(f"{month.file_stem}{SOURCE.suffix}")
     try:
         with failing_fast(month), writing(dest):
             got = source.fetch(month, dest, log=context.log)

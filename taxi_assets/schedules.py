@@ -1,0 +1,59 @@
+"""The TLC source's monthly schedule: the newest month of each color, once it should be out.
+
+The TLC publishes a month about eight weeks after it ends, all colors on the same day (2024-01 came
+out on 2024-03-21). On the 25th, the month before last is asked for; a color whose file is not out
+yet (403 or 404) is skipped, and a tick with none out is skipped, not failed. The sensor catches
+what a late publication or a re-publication brings later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import requests
+
+from taxi_assets.jobs import trips_job
+from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
+from taxi_assets.resources.source import TripSource
+from taxi_assets.sensors import TRIGGER_TAG
+
+
+def month_before_last(day: dt.date) -> dt.date:
+    """The first day of the month two months before `day`'s (on 2026-11-25: 2026-09-01)."""
+    previous = day.replace(day=1) - dt.timedelta(days=1)
+    return (previous.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+
+
+@dg.schedule(
+    job=trips_job,
+    cron_schedule="0 6 25 * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="On the 25th: the month before last, for each color whose file is out.",
+)
+def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSource):
+    month = month_before_last(context.scheduled_execution_time.date())
+    keys = set(trip_partitions.get_partition_keys())
+    run_requests, not_out = [], []
+    for color in COLORS:
+        trip = TripMonth(color, month)
+        if trip.key not in keys:
+            continue
+        try:
+            fingerprint = source.fingerprint(trip)
+        except requests.RequestException as exc:
+            context.log.warning(f"{trip}: could not check upstream: {exc}")
+            fingerprint = None
+        if fingerprint is None:
+            not_out.append(color)
+            continue
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"{trip.key}@{fingerprint.token()}", partition_key=trip.key, tags={TRIGGER_TAG: "schedule"}
+            )
+        )
+    if not run_requests:
+        return dg.SkipReason(f"{month:%Y-%m} is not out yet ({', '.join(not_out)}); the sensor will notice it")
+    if not_out:
+        context.log.info(f"{month:%Y-%m} not out yet for {', '.join(not_out)}")
+    return run_requests

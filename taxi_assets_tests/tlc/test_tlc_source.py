@@ -1,0 +1,153 @@
+"""TAXI_SOURCE=tlc: the TLC's own Parquet files, every schema era of every color, through the same
+assets, lake layout and warehouse; the grid of months that can exist; refresh and schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets.assets import TRIP_ASSETS
+from taxi_assets.partitions import trip_partitions
+from taxi_assets.resources.source import TripSource
+from taxi_assets.schedules import month_before_last, newest_month_schedule
+from taxi_assets.schema import TRIP_SCHEMAS
+from taxi_assets.sensors import TRIGGER_TAG, upstream_files_sensor
+from taxi_assets_tests.conftest import local_resources, step_failure_messages
+from taxi_assets_tests.tlc.eras import ERAS, write_era
+
+
+@pytest.fixture
+def resources(tlc_mirror, tmp_path):
+    source = TripSource(base_url=tlc_mirror.base_url, backoff_seconds=0.01)
+    return {**local_resources(tmp_path, tlc_mirror), "source": source}
+
+
+def _run(resources, instance, key):
+    return dg.materialize(TRIP_ASSETS, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
+
+
+def _slice_rows(tmp_path, color, month) -> int:
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        return conn.execute("SELECT count(*) FROM rides WHERE color = ? AND month = ?", [color, month]).fetchone()[0]
+
+
+def test_the_grid_offers_only_months_that_can_exist():
+    keys = trip_partitions.get_partition_keys()
+    colors = ("yellow", "green", "fhv", "fhvhv")
+    firsts = {color: min(k for k in keys if k.startswith(color + "|")) for color in colors}
+    assert firsts == {
+        "yellow": "yellow|2011-01-01",
+        "green": "green|2014-01-01",
+        "fhv": "fhv|2015-01-01",
+        "fhvhv": "fhvhv|2019-02-01",
+    }
+    this_month = dt.date.today().replace(day=1).isoformat()
+    assert all(f"{c}|{this_month}" in keys for c in firsts)
+    assert "green|2013-12-01" not in keys and "fhvhv|2019-01-01" not in keys
+    assert len(keys) == len(set(keys)) > 500
+
+
+@pytest.mark.parametrize("era", ERAS, ids=[f"{e.color}-{e.month}" for e in ERAS])
+def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, tlc_mirror, tmp_path, instance, resources):
+    write_era(era, tlc_mirror.path(era.color, era.month), rows=1_000)
+    key = f"{era.color}|{era.month}-01"
+    result = _run(resources, instance, key)
+    assert result.success, step_failure_messages(result)
+    published = tmp_path / "lake" / "data" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
+    raw = tmp_path / "lake" / "raw" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
+    assert raw.read_bytes() == tlc_mirror.path(era.color, era.month).read_bytes()  # byte for byte
+    assert pq.read_schema(published).equals(TRIP_SCHEMAS[era.color])
+    assert pq.read_metadata(published).num_rows == 1_000  # source rows = lake rows
+    assert _slice_rows(tmp_path, era.color, dt.date.fromisoformat(f"{era.month}-01")) == 1_000  # = warehouse rows
+    source = pq.read_table(tlc_mirror.path(era.color, era.month))
+    lake = pq.read_table(published)
+    for name in ("PULocationID", "PUlocationID"):
+        if name in source.column_names:  # ids as int32, int64 or whole doubles: the same numbers
+            assert lake.column("PULocationID").to_pylist() == [
+                None if v is None else int(v) for v in source.column(name).to_pylist()
+            ]
+
+
+def test_fhvhv_maps_its_shared_columns_into_rides(tlc_mirror, tmp_path, instance, resources):
+    era = next(e for e in ERAS if e.color == "fhvhv" and e.month == "2021-06")
+    source = pq.read_table(write_era(era, tlc_mirror.path("fhvhv", "2021-06"), rows=300))
+    assert _run(resources, instance, "fhvhv|2021-06-01").success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        got = conn.execute(
+            "SELECT sum(trip_distance), sum(fare_amount), sum(tip_amount), count(pickup_datetime), count(VendorID) "
+            "FROM rides WHERE color = 'fhvhv'"
+        ).fetchone()
+    sums = [pa.compute.sum(source.column(c)).as_py() for c in ("trip_miles", "base_passenger_fare", "tips")]
+    assert got[:3] == pytest.approx(sums) and got[3:] == (300, 0)
+
+
+def test_a_fraction_in_an_integer_column_fails_naming_column_and_row(tlc_mirror, instance, resources):
+    era = next(e for e in ERAS if e.color == "yellow" and e.month == "2019-06")
+    path = write_era(era, tlc_mirror.path("yellow", "2019-06"), rows=100)
+    table = pq.read_table(path)
+    counts = table.column("passenger_count").to_pylist()
+    counts[41] = 2.5
+    pq.write_table(table.set_column(3, "passenger_count", pa.array(counts, pa.float64())), path)
+    result = _run(resources, instance, "yellow|2019-06-01")
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "column 'passenger_count', row 42: value 2.5 is not a whole number" in message
+
+
+def test_a_month_not_out_answers_403_and_fails_at_once(tlc_mirror, instance, resources):
+    result = _run(resources, instance, "green|2024-02-01")
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "green_tripdata_2024-02.parquet: not published upstream (HTTP 403)" in message
+    assert tlc_mirror.requests.count("GET /trip-data/green_tripdata_2024-02.parquet") == 1  # not retried
+
+
+def _tick(tlc_mirror, instance, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"source": TripSource(base_url=tlc_mirror.base_url)}
+    )
+    result = upstream_files_sensor(context)
+    return {r.partition_key: r for r in result.run_requests}, result.cursor
+
+
+def test_a_republished_month_is_requested_once_and_replaces_its_slice(tlc_mirror, tmp_path, instance, resources):
+    era = next(e for e in ERAS if e.color == "green" and e.month == "2020-10")
+    write_era(era, tlc_mirror.path("green", "2020-10"), rows=500)
+    tlc_mirror.touch("green", "2020-10", 1_600_000_000)
+    requested, cursor = _tick(tlc_mirror, instance)
+    assert set(requested) == {"green|2020-10-01"}  # months not out (403) are skipped
+    assert _run(resources, instance, "green|2020-10-01").success
+    assert _tick(tlc_mirror, instance)[0] == {}  # loaded: an empty cursor requests nothing
+
+    write_era(era, tlc_mirror.path("green", "2020-10"), rows=800)  # re-published: new Last-Modified, size
+    tlc_mirror.touch("green", "2020-10", 1_700_000_000)
+    requested, cursor = _tick(tlc_mirror, instance, cursor)
+    assert {k: r.tags[TRIGGER_TAG] for k, r in requested.items()} == {"green|2020-10-01": "changed"}
+    assert _tick(tlc_mirror, instance, cursor)[0] == {}  # once
+    assert _run(resources, instance, "green|2020-10-01").success
+    assert _slice_rows(tmp_path, "green", dt.date(2020, 10, 1)) == 800
+
+
+def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(tlc_mirror, instance):
+    tick = dt.datetime(2025, 4, 25, 6, 0, tzinfo=dt.timezone.utc)
+    assert month_before_last(tick.date()) == dt.date(2025, 2, 1)
+
+    def evaluate():
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            resources={"source": TripSource(base_url=tlc_mirror.base_url)},
+        )
+        return newest_month_schedule(context)
+
+    skipped = evaluate()
+    assert isinstance(skipped, dg.SkipReason) and "2025-02 is not out yet" in skipped.skip_message
+    yellow = next(e for e in ERAS if e.color == "yellow" and e.month == "2025-02")
+    write_era(yellow, tlc_mirror.path("yellow", "2025-02"), rows=10)
+    out = evaluate()
+    assert [r.partition_key for r in out] == ["yellow|2025-02-01"]  # the colors not out yet are skipped
