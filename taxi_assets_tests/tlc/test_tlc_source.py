@@ -82,8 +82,11 @@ def test_fhvhv_maps_its_shared_columns_into_rides(tlc_mirror, tmp_path, instance
             "SELECT sum(trip_distance), sum(fare_amount), sum(tip_amount), count(pickup_datetime), count(VendorID) "
             "FROM rides WHERE color = 'fhvhv'"
         ).fetchone()
+        # Its own columns, through the view over its published lake files.
+        own = conn.execute("SELECT count(*), sum(driver_pay), count(request_datetime) FROM fhvhv_trips").fetchone()
     sums = [pa.compute.sum(source.column(c)).as_py() for c in ("trip_miles", "base_passenger_fare", "tips")]
     assert got[:3] == pytest.approx(sums) and got[3:] == (300, 0)
+    assert own == (300, pytest.approx(pa.compute.sum(source.column("driver_pay")).as_py()), 300)
 
 
 def test_a_fraction_in_an_integer_column_fails_naming_column_and_row(tlc_mirror, instance, resources):
