@@ -89,9 +89,8 @@ def main() -> None:
         print(f"generating {args.rows:,} fhvhv rows in one row group -> {source} ...", flush=True)
         generate_fhvhv(source, args.rows)
     footer = pq.read_metadata(source)
-    print(
-        f"== fhvhv {MONTH}: {footer.num_rows:,} rows, {footer.num_row_groups} row group, {source.stat().st_size / 1e6:.0f} MB =="
-    )
+    size = source.stat().st_size / 1e6
+    print(f"== fhvhv {MONTH}: {footer.num_rows:,} rows, {footer.num_row_groups} row group(s), {size:.0f} MB ==")
     walls, rss, steps = [], [], []
     with serve_folder(mirror) as base_url:
         for _ in range(args.repeat):
