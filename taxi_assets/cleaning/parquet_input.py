@@ -2,110 +2,90 @@
 
 The TLC's files change types across eras: ids as INT32, INT64 or DOUBLE; strings as string or
 large_string; all-NULL columns written with the null type; `airport_fee` as `Airport_fee` from
-2023-02; `cbd_congestion_fee` only from 2025-01; fhv's mixed casings. Each column is cast to its
-pinned type in SQL by DuckDB, which also reads the file a vector at a time: a month written as one
-huge row group (yellow 2023-01 is) still streams in bounded memory. A DOUBLE that must become an
-integer is checked first: a fraction fails the month naming the column, the row and the value,
-as the CSV path does.
+2023-02; `cbd_congestion_fee` only from 2025-01; fhv's mixed casings. Each batch's columns are cast
+to their pinned types; a DOUBLE that must become an integer is checked first: a fraction fails the
+month naming the column, the row and the value, as the CSV path does.
+
+A month written as one row group (yellow 2023-01 is) must not be read whole: pyarrow's batch
+reader with a small read buffer and no pre-buffering decodes a page at a time. Measured on a
+generated 20M-row fhvhv month in one row group (746 MB): 237 MB peak RSS reading it all with a 1 MB
+buffer and 64k-row batches, 338 MB with 8 MB and 128k. DuckDB's reader (tried first) allocates a
+whole column chunk: 711 MB for one column of that file, out of memory under a 256 MB cap.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from taxi_assets.cleaning.errors import BadTripFile
-from taxi_assets.schema import FLOAT, INT, OPTIONAL_COLUMNS, STRING, TIMESTAMP, TRIP_SCHEMAS, canonical_column
+from taxi_assets.schema import INT, OPTIONAL_COLUMNS, STRING, TRIP_SCHEMAS, canonical_column
 
 BATCH_ROWS = 64 * 1024
-# DuckDB's buffers while it reads (the Parquet writer and its row groups come on top): a 20M-row
-# single-row-group fhvhv month peaked at PARQUET_PEAK with this cap.
-MEMORY_LIMIT = "256MB"
-# Decoding is CPU work: one thread per core, but at most 4 so the memory cap holds on big machines.
-THREADS = max(1, min(4, os.cpu_count() or 1))
-
-_SQL_TYPE = {INT: "BIGINT", FLOAT: "DOUBLE", STRING: "VARCHAR", TIMESTAMP: "TIMESTAMP"}
-_NUMBERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-_FRACTIONAL = ("DOUBLE", "FLOAT", "REAL") + tuple("DECIMAL" for _ in range(1))
+READ_BUFFER_BYTES = 1 << 20
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _whole_numbers(column: pa.Array, name: str, rows_before: int, file_label: str) -> pa.Array:
+    """A floating-point column as int64, or BadTripFile naming the first value with a fraction."""
+    try:
+        return column.cast(INT, safe=True)
+    except pa.ArrowInvalid as exc:
+        fractional = pc.fill_null(pc.not_equal(column, pc.floor(column)), False)
+        index = pc.index(fractional, True).as_py()
+        value = column[index].as_py()
+        raise BadTripFile(
+            f"{file_label}: column {name!r}, row {rows_before + index + 1}: value {value!r} is not a whole number"
+        ) from exc
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _whole(column: str, name: str, target_sql: str) -> str:
-    """A DOUBLE column as an integer type, or an error naming the row and the value."""
-    where = _literal(f"column {name!r}, row ")
-    return (
-        f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} = trunc({column}) THEN CAST({column} AS {target_sql}) "
-        f"ELSE error({where} || (file_row_number + 1) || ': value ' || {column} || ' is not a whole number') END"
-    )
-
-
-def _expression(column: str, file_type: str, field: pa.Field) -> str:
-    """SQL turning a file column of DuckDB type `file_type` into the pinned field."""
-    target = _SQL_TYPE[field.type]
-    if file_type == '"NULL"':  # an all-NULL column written with the null type
-        return f"CAST(NULL AS {target})"
-    fractional = file_type in ("DOUBLE", "FLOAT") or file_type.startswith("DECIMAL")
-    if field.type == INT and fractional:
-        return _whole(column, field.name, "BIGINT")
-    if field.type == STRING and fractional:  # a flag written as 1.0: "1", as the CSV files have it
-        return f"CAST({_whole(column, field.name, 'BIGINT')} AS VARCHAR)"
-    return f"CAST({column} AS {target})"
+def _to_pinned(column: pa.Array, field: pa.Field, rows_before: int, file_label: str) -> pa.Array:
+    if pa.types.is_null(column.type):  # an all-NULL column written with the null type
+        return pa.nulls(len(column), field.type)
+    floating = pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)
+    if floating and field.type == INT:
+        return _whole_numbers(column, field.name, rows_before, file_label)
+    if floating and field.type == STRING:  # a flag written as 1.0: "1", as the CSV files have it
+        return _whole_numbers(column, field.name, rows_before, file_label).cast(STRING)
+    return column.cast(field.type, safe=True)
 
 
 def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of the color's pinned schema."""
     pinned = TRIP_SCHEMAS[color]
-    with duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": THREADS}) as conn:
-        conn.execute("SET enable_progress_bar = false")
-        try:
-            described = conn.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
-        except duckdb.Error as exc:
-            raise BadTripFile(f"{file_label}: not a readable Parquet file: {exc}") from exc
-        file_types: dict[str, tuple[str, str]] = {}  # pinned name -> (file column, DuckDB type)
-        unknown = []
-        for column, duck_type, *_ in described:
-            name = canonical_column(color, column)
-            if name is None or name in file_types:
-                unknown.append(column)
-            else:
-                file_types[name] = (column, duck_type)
-        missing = [n for n in pinned.names if n not in file_types and n not in OPTIONAL_COLUMNS[color]]
-        if unknown or missing:
-            problems = [f"unexpected column(s) {unknown}"] if unknown else []
-            problems += [f"missing column(s) {missing}"] if missing else []
-            raise BadTripFile(
-                f"{file_label}: wrong columns for a {color} trip file: {'; '.join(problems)}. "
-                f"The file has {[c for c, *_ in described]}; expected {pinned.names}"
-            )
-        select = ", ".join(
-            (
-                _expression(_quote(file_types[f.name][0]), file_types[f.name][1], f)
-                if f.name in file_types
-                else f"CAST(NULL AS {_SQL_TYPE[f.type]})"
-            )
-            + f" AS {_quote(f.name)}"
-            for f in pinned
+    try:
+        parquet = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadTripFile(f"{file_label}: not a readable Parquet file: {exc}") from exc
+    in_file: dict[str, str] = {}  # pinned name -> the file's column
+    unknown = []
+    for column in parquet.schema_arrow.names:
+        name = canonical_column(color, column)
+        if name is None or name in in_file:
+            unknown.append(column)
+        else:
+            in_file[name] = column
+    missing = [n for n in pinned.names if n not in in_file and n not in OPTIONAL_COLUMNS[color]]
+    if unknown or missing:
+        problems = [f"unexpected column(s) {unknown}"] if unknown else []
+        problems += [f"missing column(s) {missing}"] if missing else []
+        raise BadTripFile(
+            f"{file_label}: wrong columns for a {color} trip file: {'; '.join(problems)}. "
+            f"The file has {parquet.schema_arrow.names}; expected {pinned.names}"
         )
-        sql = f"SELECT {select} FROM read_parquet($path, file_row_number = true)"
-        try:
-            reader = conn.sql(sql, params={"path": str(path)}).to_arrow_reader(BATCH_ROWS)
-            for batch in reader:
-                yield pa.RecordBatch.from_arrays(
-                    [column.cast(field.type) for column, field in zip(batch.columns, pinned, strict=True)],
-                    schema=pinned,
-                )
-        except duckdb.InvalidInputException as exc:  # error() from _whole
-            raise BadTripFile(f"{file_label}: {str(exc).removeprefix('Invalid Input Error: ')}") from exc
-        except duckdb.Error as exc:
-            raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
+    rows_before = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):
+            columns = [
+                _to_pinned(batch.column(in_file[f.name]), f, rows_before, file_label)
+                if f.name in in_file
+                else pa.nulls(batch.num_rows, f.type)
+                for f in pinned
+            ]
+            rows_before += batch.num_rows
+            yield pa.RecordBatch.from_arrays(columns, schema=pinned)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
