@@ -19,10 +19,12 @@ from taxi_assets.cleaning.cast import to_pinned
 from taxi_assets.cleaning.errors import IntegersWrittenAsFloats
 from taxi_assets.cleaning.parquet_input import parquet_batches
 from taxi_assets.cleaning.parse import CsvSource, header_to_pinned, read_header
+from taxi_assets.cleaning.prefetch import prefetched
 from taxi_assets.cleaning.quarantine import Rejected, split_block, write_rejected
 from taxi_assets.cleaning.stats import CleanResult, MonthStats
 from taxi_assets.schema import TIMESTAMP, TRIP_SCHEMAS
 
+PARQUET_PREFETCH = 4  # 64k-row batches read ahead of the writer (~50 MB for fhvhv's 25 columns)
 ROW_GROUP_ROWS = 512 * 1024  # 1M-row groups were 2% smaller and held twice the memory
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3  # 9% smaller than level 1 at the same speed; levels 6 and 9 gained nothing
@@ -108,7 +110,9 @@ def clean_trip_file(
     stats = MonthStats(color, month_start, month_end)
     try:
         if raw_path.name.endswith(".parquet"):  # the TLC's own files: typed already, cast per era
-            _convert(parquet_batches(raw_path, color, file_label), out_path, color, stats, None, file_label)
+            # Read and cast on a second thread while this one counts and encodes.
+            batches = prefetched(parquet_batches(raw_path, color, file_label), PARQUET_PREFETCH, name="parquet-read")
+            _convert(batches, out_path, color, stats, None, file_label)
         elif rejected_path is not None:
             names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
             rejected = Rejected()
