@@ -63,10 +63,11 @@ def raw_trips(
     workdir: WorkDir,
     lake_io_manager: dg.ResourceParam[LakeIOManager],
 ):
-    """The month's upstream release file (`{color}_tripdata_{YYYY-MM}.csv.gz`), byte for byte, in
-    the lake's raw area. Streamed to disk, verified complete (Content-Length and the gzip
-    end-of-stream marker), retried with backoff inside the run on transient failures up to a stated
-    bound; a month that is not published fails at once without retries. When the upstream file is
+    """The month's upstream file (`{color}_tripdata_{YYYY-MM}.csv.gz` from the releases, `.parquet`
+    from the TLC), byte for byte, in the lake's raw area. Streamed to disk, verified complete
+    (Content-Length, and the gzip end-of-stream marker or the Parquet footer), retried with backoff
+    inside the run on transient failures up to a stated bound; a month that is not published fails
+    at once without retries. When the upstream file is
     unchanged since the lake's copy was downloaded (ETag / Last-Modified and size), the copy is kept
     and nothing is downloaded."""
     month = TripMonth.from_context(context)
