@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile
-from taxi_assets.schema import INT, OPTIONAL_COLUMNS, STRING, TRIP_SCHEMAS, canonical_column
+from taxi_assets.schema import INT, STRING, TRIP_SCHEMAS
 
 BATCH_ROWS = 64 * 1024
 READ_BUFFER_BYTES = 1 << 20
@@ -60,22 +61,7 @@ def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.Reco
         parquet = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadTripFile(f"{file_label}: not a readable Parquet file: {exc}") from exc
-    in_file: dict[str, str] = {}  # pinned name -> the file's column
-    unknown = []
-    for column in parquet.schema_arrow.names:
-        name = canonical_column(color, column)
-        if name is None or name in in_file:
-            unknown.append(column)
-        else:
-            in_file[name] = column
-    missing = [n for n in pinned.names if n not in in_file and n not in OPTIONAL_COLUMNS[color]]
-    if unknown or missing:
-        problems = [f"unexpected column(s) {unknown}"] if unknown else []
-        problems += [f"missing column(s) {missing}"] if missing else []
-        raise BadTripFile(
-            f"{file_label}: wrong columns for a {color} trip file: {'; '.join(problems)}. "
-            f"The file has {parquet.schema_arrow.names}; expected {pinned.names}"
-        )
+    in_file = pin_columns(color, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
     rows_before = 0
     try:
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):

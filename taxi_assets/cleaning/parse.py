@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from isal import igzip
 
+from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile, IntegersWrittenAsFloats
 from taxi_assets.cleaning.prefetch import prefetched
-from taxi_assets.schema import INT, OPTIONAL_COLUMNS, TRIP_SCHEMAS, canonical_column
+from taxi_assets.schema import INT, TRIP_SCHEMAS
 
 # Figures measured on generated yellow months, 2 cores (benchmarks/run.py):
 CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; 8 MB blocks held 2.3x the Arrow memory (7.7M rows: 461 vs 204 MB)
@@ -37,27 +38,7 @@ def read_header(raw_path: Path, file_label: str) -> list[str]:
 
 def header_to_pinned(color: str, header: list[str], file_label: str) -> list[str]:
     """The pinned name of each header cell, in file order; fails on anything unexpected."""
-    pinned = TRIP_SCHEMAS[color]
-    names: list[str] = []
-    unknown = []
-    for cell in header:
-        name = canonical_column(color, cell)
-        if name is None or name in names:
-            unknown.append(cell)
-        else:
-            names.append(name)
-    missing = [n for n in pinned.names if n not in names and n not in OPTIONAL_COLUMNS[color]]
-    if unknown or missing:
-        problems = []
-        if unknown:
-            problems.append(f"unexpected column(s) {unknown}")
-        if missing:
-            problems.append(f"missing column(s) {missing}")
-        raise BadTripFile(
-            f"{file_label}: wrong header for a {color} trip file: {'; '.join(problems)}. "
-            f"Header was {header}; expected {pinned.names}"
-        )
-    return names
+    return list(pin_columns(color, header, file_label, "header"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""Matching a file's columns (a CSV header, a Parquet schema) to the color's pinned names."""
+
+from __future__ import annotations
+
+from taxi_assets.cleaning.errors import BadTripFile
+from taxi_assets.schema import OPTIONAL_COLUMNS, TRIP_SCHEMAS, canonical_column
+
+
+def pin_columns(color: str, columns: list[str], file_label: str, what: str) -> dict[str, str]:
+    """Pinned name -> the file's column, in file order (names match whatever their case). Fails,
+    naming both lists, on a column the color does not have, a duplicate, or a required one missing.
+    `what` names the file's columns in the message ("header", "columns")."""
+    pinned = TRIP_SCHEMAS[color]
+    found: dict[str, str] = {}
+    unknown = []
+    for column in columns:
+        name = canonical_column(color, column)
+        if name is None or name in found:
+            unknown.append(column)
+        else:
+            found[name] = column
+    missing = [n for n in pinned.names if n not in found and n not in OPTIONAL_COLUMNS[color]]
+    if unknown or missing:
+        problems = [f"unexpected column(s) {unknown}"] if unknown else []
+        problems += [f"missing column(s) {missing}"] if missing else []
+        raise BadTripFile(
+            f"{file_label}: wrong {what} for a {color} trip file: {'; '.join(problems)}. "
+            f"The file has {columns}; expected {pinned.names}"
+        )
+    return found
