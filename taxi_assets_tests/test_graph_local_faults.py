@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -36,6 +37,9 @@ class Runs:
         self.data = tmp_path / "data"
         self.home = tmp_path / "home"
         self.home.mkdir(exist_ok=True)
+        # Create the instance's storage once: processes starting on an empty DAGSTER_HOME at the
+        # same moment race to create its SQLite schema (alembic: "more than one head present").
+        dg.DagsterInstance.from_config(str(self.home)).dispose()
         self.env = {
             **os.environ,
             "TAXI_TARGET": "local",
