@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import requests
 
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
-from taxi_assets.sensors import TRIGGER_TAG
+from taxi_assets.sensors import TRIGGER_TAG, loaded_fingerprints
+from taxi_assets.upstream import UpstreamError
 
 
 def month_before_last(day: dt.date) -> dt.date:
@@ -34,6 +34,7 @@ def month_before_last(day: dt.date) -> dt.date:
 def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSource):
     month = month_before_last(context.scheduled_execution_time.date())
     keys = set(trip_partitions.get_partition_keys())
+    loaded = loaded_fingerprints(context.instance)  # the sensor may have loaded it already
     run_requests, not_out = [], []
     for color in COLORS:
         trip = TripMonth(color, month)
@@ -41,11 +42,13 @@ def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSou
             continue
         try:
             fingerprint = source.fingerprint(trip)
-        except requests.RequestException as exc:
+        except UpstreamError as exc:  # its message shows the URL without credentials
             context.log.warning(f"{trip}: could not check upstream: {exc}")
             fingerprint = None
         if fingerprint is None:
             not_out.append(color)
+            continue
+        if loaded.get(trip.key) == fingerprint.token():
             continue
         run_requests.append(
             dg.RunRequest(
@@ -53,6 +56,8 @@ def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSou
             )
         )
     if not run_requests:
+        if not not_out:
+            return dg.SkipReason(f"{month:%Y-%m} is loaded already for every color")
         return dg.SkipReason(f"{month:%Y-%m} is not out yet ({', '.join(not_out)}); the sensor will notice it")
     if not_out:
         context.log.info(f"{month:%Y-%m} not out yet for {', '.join(not_out)}")

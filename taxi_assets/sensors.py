@@ -23,7 +23,7 @@ from taxi_assets.assets.raw_trips import FINGERPRINT, raw_trips
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
-from taxi_assets.upstream import Fingerprint, redact
+from taxi_assets.upstream import Fingerprint, UpstreamError
 
 TRIGGER_TAG = "taxi/trigger"
 # A tick must finish within Dagster's sensor evaluation timeout (60 s by default); files not
@@ -68,9 +68,9 @@ def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fing
             key = futures[future]
             try:
                 found[key] = future.result()
-            except requests.RequestException as exc:
+            except UpstreamError as exc:  # its message shows the URL without credentials
                 failed += 1
-                log.warning(f"{key}: could not check {redact(source.url_for(TripMonth.from_key(key)))}: {exc}")
+                log.warning(f"{key}: could not check it: {exc}")
         if not_done:
             failed += len(not_done)
             log.warning(f"{len(not_done)} files not checked within {TICK_BUDGET_SECONDS} s; next tick checks them")

@@ -286,12 +286,21 @@ def probe(
     timeout_seconds: float = 15.0,
     not_published: frozenset[int] = frozenset({404}),
 ) -> Fingerprint | None:
-    """HEAD the file: its fingerprint, or None if it is not published (404, or what the source says)."""
-    session = session or requests.Session()
-    response = session.head(url, allow_redirects=True, timeout=timeout_seconds)
+    """HEAD the file: its fingerprint, or None if it is not published (404, or what the source says).
+    Anything else wrong is an UpstreamError whose message shows the URL without credentials."""
+    shown = redact(url)
+    try:
+        if session is None:
+            with requests.Session() as own:
+                response = own.head(url, allow_redirects=True, timeout=timeout_seconds)
+        else:
+            response = session.head(url, allow_redirects=True, timeout=timeout_seconds)
+    except requests.RequestException as exc:
+        raise UpstreamError(f"{shown}: {type(exc).__name__}") from None
     if response.status_code in not_published:
         return None
-    response.raise_for_status()
+    if not response.ok:
+        raise UpstreamError(f"{shown}: HTTP {response.status_code} {response.reason}")
     return Fingerprint.from_headers(response.headers)
 
 

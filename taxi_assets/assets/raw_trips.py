@@ -3,7 +3,6 @@
 from collections.abc import Mapping
 
 import dagster as dg
-import requests
 from pydantic import Field
 
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
@@ -39,7 +38,7 @@ def _unchanged_upstream(
     previous = records[0].asset_materialization.metadata
     try:
         current = source.fingerprint(month)
-    except requests.RequestException:
+    except UpstreamError:
         return None  # let the download report what is wrong
     if current is None or not (current.etag or current.last_modified):
         return None
