@@ -115,7 +115,7 @@ def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
     with failing_fast(month):
         stats = warehouse.monthly_stats(month.color, month.month)
         stats["passengers"] = stats["passengers"].astype("Int64")  # a count; NULL where a color has none
-        slice_rows = warehouse.slice_row_counts().get((month.color, month.month), 0)
+        slice_rows = warehouse.slice_rows(month.color, month.month)
         coverage = warehouse.zone_coverage(month.color, month.month)
     counted = int(stats["trips"].sum()) if len(stats) else 0
     return dg.MaterializeResult(

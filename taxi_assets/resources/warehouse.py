@@ -51,6 +51,11 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     @abc.abstractmethod
+    def slice_rows(self, color: str, month: dt.date) -> int:
+        """Rows in one slice of `rides` (0 when there are none, or no table yet)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
     def monthly_stats(self, color: str, month: dt.date) -> pd.DataFrame:
         """The slice's statistics per pickup borough (computed in the warehouse: one row per
         borough comes back): month, color, pickup_borough, trips, passengers, total_fare,

@@ -136,7 +136,7 @@ def test_a_republished_month_is_requested_once_and_replaces_its_slice(tlc_mirror
     assert _slice_rows(tmp_path, "green", dt.date(2020, 10, 1)) == 800
 
 
-def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(tlc_mirror, instance):
+def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(tlc_mirror, instance, resources):
     tick = dt.datetime(2025, 4, 25, 6, 0, tzinfo=dt.timezone.utc)
     assert month_before_last(tick.date()) == dt.date(2025, 2, 1)
 
@@ -154,3 +154,6 @@ def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(t
     write_era(yellow, tlc_mirror.path("yellow", "2025-02"), rows=10)
     out = evaluate()
     assert [r.partition_key for r in out] == ["yellow|2025-02-01"]  # the colors not out yet are skipped
+    assert _run(resources, instance, "yellow|2025-02-01").success  # as if the sensor had loaded it first
+    again = evaluate()
+    assert isinstance(again, dg.SkipReason)  # not loaded twice

@@ -105,6 +105,14 @@ class BigQueryWarehouse(Warehouse):
             bucket = self.gcs.get_client().get_bucket(bucket_name)
         except google_exceptions.NotFound:
             raise missing_bucket(bucket_name) from None
+        except google_exceptions.Forbidden:
+            # Reading a bucket's location needs storage.buckets.get, which roles/storage.objectAdmin
+            # lacks: without it, the load job itself reports a location mismatch.
+            dg.get_dagster_logger().warning(
+                f"cannot read the location of gs://{bucket_name} (storage.buckets.get); skipping the location check"
+            )
+            self._checked_buckets.add(bucket_name)
+            return
         if not bucket_loadable_into(bucket.location, dataset.location):
             raise SetupError(
                 f"BigQuery cannot load from bucket gs://{bucket_name} (location {bucket.location}) into dataset "
@@ -143,9 +151,8 @@ class BigQueryWarehouse(Warehouse):
             "COMMIT TRANSACTION;"
         )
 
-    def _load_staging(self, client: bigquery.Client, source_uri: str, color: str, month: dt.date) -> str:
+    def _load_staging(self, client: bigquery.Client, staging_id: str, source_uri: str, color: str) -> None:
         """A fresh staging table holding the published file, loaded by BigQuery from GCS."""
-        staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
         # DATETIME: the lake's timestamps are timezone-naive (New York wall-clock times), and that is
         # what BigQuery reads them as; the swap casts them to rides' TIMESTAMP.
         staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color], timestamps="DATETIME"))
@@ -160,7 +167,6 @@ class BigQueryWarehouse(Warehouse):
                 write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
             ),
         ).result()
-        return staging_id
 
     def replace_slice(self, *, source_uri, color, month, fill_passenger_count) -> SliceLoad:
         if not source_uri.startswith("gs://"):
@@ -172,10 +178,11 @@ class BigQueryWarehouse(Warehouse):
             self._ensure_rides(client)
             rides = _quote(self._table_id(client, RIDES_TABLE))
             needs = "bigquery.jobs.create, bigquery.tables.updateData and storage.objects.get"
-            staging_id = None
+            # Named before it is created, so that a failed load job drops it too.
+            staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
             try:
                 with self._explained(client, f"load {source_uri} into {rides}", needs):
-                    staging_id = self._load_staging(client, source_uri, color, month)
+                    self._load_staging(client, staging_id, source_uri, color)
                     self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
                     loaded = self._scalar(
                         client,
@@ -184,8 +191,7 @@ class BigQueryWarehouse(Warehouse):
                     )
                     total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
             finally:
-                if staging_id:
-                    client.delete_table(staging_id, not_found_ok=True)
+                client.delete_table(staging_id, not_found_ok=True)
             return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
 
     def _swap(self, client: bigquery.Client, script: str) -> None:
@@ -207,6 +213,15 @@ class BigQueryWarehouse(Warehouse):
     def _scalar(client, sql: str, params=()) -> int:
         job_config = bigquery.QueryJobConfig(query_parameters=list(params))
         return next(iter(client.query(sql, job_config=job_config).result()))[0]
+
+    def slice_rows(self, color, month) -> int:
+        with self.bigquery.get_client() as client:
+            rides = _quote(self._table_id(client, RIDES_TABLE))
+            try:
+                sql = f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month"
+                return self._scalar(client, sql, self._slice_params(color, month))
+            except google_exceptions.NotFound:
+                return 0
 
     def monthly_stats(self, color, month):
         next_month = TripMonth(color, month).next_month

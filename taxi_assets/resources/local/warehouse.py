@@ -175,6 +175,14 @@ class DuckDBWarehouse(Warehouse):
                 )
         return SliceLoad(table=RIDES_TABLE, rows=loaded, table_rows=total)
 
+    def slice_rows(self, color, month) -> int:
+        with self._connection() as conn:
+            conn.execute(self._create_table_sql())
+            return conn.execute(
+                f"SELECT count(*) FROM {RIDES_TABLE} WHERE color = $color AND month = $month",
+                {"color": color, "month": month},
+            ).fetchone()[0]
+
     def monthly_stats(self, color, month):
         with self._connection() as conn:
             return conn.execute(
