@@ -94,8 +94,5 @@ class TripMonth:
         """ "yellow_tripdata_2021-01", the name the releases and the lake use."""
         return f"{self.color}_tripdata_{self.ym}"
 
-    def as_multi_partition_key(self) -> dg.MultiPartitionKey:
-        return dg.MultiPartitionKey({"color": self.color, "month": self.month.isoformat()})
-
     def __str__(self) -> str:
         return self.key

@@ -52,10 +52,12 @@ def loaded_fingerprints(instance: dg.DagsterInstance) -> dict[str, str | None]:
 def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:
     """Each key's upstream fingerprint (None: not published), and how many could not be checked."""
     local = threading.local()
+    sessions: list[requests.Session] = []
 
     def probe(key: str) -> Fingerprint | None:
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            sessions.append(local.session)
         return source.fingerprint(TripMonth.from_key(key), session=local.session)
 
     found: dict[str, Fingerprint | None] = {}
@@ -76,6 +78,8 @@ def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fing
             log.warning(f"{len(not_done)} files not checked within {TICK_BUDGET_SECONDS} s; next tick checks them")
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        for session in sessions:
+            session.close()
     return found, failed
 
 

@@ -77,7 +77,7 @@ def work_dir() -> Path:
     """
     if os.environ.get("TAXI_WORK_DIR"):
         return Path(os.environ["TAXI_WORK_DIR"]).resolve()
-    if os.environ.get("TAXI_TARGET", "local") == "local":
+    if target() == "local":
         return data_dir() / "work"
     return Path(tempfile.gettempdir()) / "taxi_assets_work"
 

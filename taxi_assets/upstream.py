@@ -50,7 +50,7 @@ class UpstreamError(Exception):
 
 
 class NotPublished(UpstreamError):
-    """The release has no file for this month (HTTP 404): retrying will not help."""
+    """Upstream has no file for this month (404; the TLC answers 403): retrying will not help."""
 
 
 class TransientUpstreamError(UpstreamError):
@@ -175,8 +175,8 @@ def _not_expected(url: str, response: requests.Response, first: bytes, expected:
     message = f"{url}: expected {expected}, got {content_type} starting {start!r}"
     if "html" in content_type.lower() or start.lower().startswith(("<!doctype html", "<html")):
         message += (
-            ". That is a web page: does TAXI_SOURCE_URL point at the release's page instead of its download URL "
-            "(`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`)?"
+            ". That is a web page: does the base URL (TAXI_SOURCE_URL, or TAXI_TLC_URL) point at a page instead of "
+            "the files' download URL (`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`, `{base}/trip-data/...`)?"
         )
     return UpstreamError(message)
 
@@ -197,7 +197,9 @@ def _fetch_once(
         if response.status_code in not_published:
             raise NotPublished(f"{shown}: not published upstream (HTTP {response.status_code})")
         if response.status_code in (401, 403):
-            raise UpstreamError(f"{shown}: refused ({status}): private, or the URL is wrong (TAXI_SOURCE_URL)")
+            raise UpstreamError(
+                f"{shown}: refused ({status}): private, or the base URL is wrong (TAXI_SOURCE_URL or TAXI_TLC_URL)"
+            )
         if response.status_code in RETRYABLE_STATUS:
             raise TransientUpstreamError(f"{shown}: {status}")
         if response.status_code != 200:
@@ -256,7 +258,20 @@ def download(
     On failure `dest` is removed, so a partial file is never left behind.
     """
     log = log or logging.getLogger(__name__)
-    session = session or requests.Session()
+    if session is None:
+        with requests.Session() as own:
+            return download(
+                url,
+                dest,
+                attempts=attempts,
+                backoff_seconds=backoff_seconds,
+                timeout_seconds=timeout_seconds,
+                give_up_after_seconds=give_up_after_seconds,
+                suffix=suffix,
+                not_published=not_published,
+                session=own,
+                log=log,
+            )
     started = time.perf_counter()
     for attempt in range(1, attempts + 1):
         try:

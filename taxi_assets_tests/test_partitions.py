@@ -21,7 +21,7 @@ def test_trip_month_reads_a_key():
     assert month.file_stem == "fhv_tripdata_2019-02"
     assert month.next_month == dt.date(2019, 3, 1)
     assert TripMonth.from_key("yellow|2020-12-01").next_month == dt.date(2021, 1, 1)
-    assert TripMonth.from_key(month.as_multi_partition_key()) == month
+    assert TripMonth.from_key(dg.MultiPartitionKey({"color": "fhv", "month": "2019-02-01"})) == month
     assert str(month) == month.key == "fhv|2019-02-01"
 
 

@@ -146,7 +146,8 @@ def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
     )
 
 
-COLOR_OF = {"yellow": "#e0a800", "green": "#2ca02c", "fhv": "#6f42c1"}  # one distinct line per taxi color
+# One distinct line per taxi color.
+COLOR_OF = {"yellow": "#e0a800", "green": "#2ca02c", "fhv": "#6f42c1", "fhvhv": "#d62728"}
 
 
 def _chart_png(trips: pd.DataFrame) -> bytes:

@@ -147,6 +147,8 @@ def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw
             )
         except BadTripFile as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    if rejected is not None and raw_trips.key.endswith(".parquet"):
+        context.log.warning("on_bad_rows: quarantine applies to CSV files; a Parquet file's values are typed already")
     if result.rows_rejected:
         context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
     pinned = TRIP_SCHEMAS[month.color]

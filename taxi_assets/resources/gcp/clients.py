@@ -64,14 +64,20 @@ class TaxiBigQueryResource(BigQueryResource):
         emulator = os.environ.get("BIGQUERY_EMULATOR_HOST")
         if emulator:
             endpoint = emulator if "://" in emulator else f"http://{emulator}"
-            yield bigquery.Client(
+            client = bigquery.Client(
                 project=self.project,
                 location=location,
                 credentials=AnonymousCredentials(),
                 client_options={"api_endpoint": endpoint},
             )
-            return
-        yield bigquery.Client(project=self.project, location=location, credentials=_credentials(self.gcp_credentials))
+        else:
+            client = bigquery.Client(
+                project=self.project, location=location, credentials=_credentials(self.gcp_credentials)
+            )
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def identity(client) -> str:

@@ -68,7 +68,9 @@ class LocalLake(Lake):
         return self._replace(dst_key, fill)
 
     def _describe(self, key: str, path: Path) -> LakeObject:
-        return LakeObject(key=key, uri=str(path), size=path.stat().st_size)
+        # The modification time in ns stands for GCS's generation: every write is a new file.
+        stat = path.stat()
+        return LakeObject(key=key, uri=str(path), size=stat.st_size, generation=stat.st_mtime_ns)
 
     def stat(self, key: str) -> LakeObject | None:
         path = self._path(key)
