@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -258,39 +259,27 @@ def download(
     On failure `dest` is removed, so a partial file is never left behind.
     """
     log = log or logging.getLogger(__name__)
-    if session is None:
-        with requests.Session() as own:
-            return download(
-                url,
-                dest,
-                attempts=attempts,
-                backoff_seconds=backoff_seconds,
-                timeout_seconds=timeout_seconds,
-                give_up_after_seconds=give_up_after_seconds,
-                suffix=suffix,
-                not_published=not_published,
-                session=own,
-                log=log,
-            )
-    started = time.perf_counter()
-    for attempt in range(1, attempts + 1):
-        try:
-            size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds, suffix, not_published)
-            return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
-        except TransientUpstreamError as exc:
-            dest.unlink(missing_ok=True)
-            pause = random.uniform(0, backoff_seconds * 2 ** (attempt - 1))
-            elapsed = time.perf_counter() - started
-            out_of_time = give_up_after_seconds is not None and elapsed + pause > give_up_after_seconds
-            if attempt == attempts or out_of_time:
-                raise TransientUpstreamError(
-                    f"{exc} (gave up after {attempt} attempt{'s' * (attempt > 1)} in {elapsed:.0f} s)"
-                ) from exc
-            log.warning("attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause)
-            time.sleep(pause)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+    # A session of our own is closed at the end; a caller's stays open.
+    with contextlib.nullcontext(session) if session is not None else requests.Session() as session:
+        started = time.perf_counter()
+        for attempt in range(1, attempts + 1):
+            try:
+                size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds, suffix, not_published)
+                return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
+            except TransientUpstreamError as exc:
+                dest.unlink(missing_ok=True)
+                pause = random.uniform(0, backoff_seconds * 2 ** (attempt - 1))
+                elapsed = time.perf_counter() - started
+                out_of_time = give_up_after_seconds is not None and elapsed + pause > give_up_after_seconds
+                if attempt == attempts or out_of_time:
+                    raise TransientUpstreamError(
+                        f"{exc} (gave up after {attempt} attempt{'s' * (attempt > 1)} in {elapsed:.0f} s)"
+                    ) from exc
+                log.warning("attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause)
+                time.sleep(pause)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
     raise AssertionError("unreachable")
 
 

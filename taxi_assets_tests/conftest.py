@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from taxi_assets.mirror import serve_folder
 from taxi_assets.partitions import TripMonth
+from taxi_assets.sources import SOURCE
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "real"
@@ -31,7 +33,9 @@ def fhv_month(ym: str) -> list[str]:
 
 
 class Mirror:
-    """A folder laid out like the releases, served over HTTP, with scripted faults per file.
+    """A folder laid out like the source's files (the releases' `{color}/...csv.gz`, or the TLC's
+    `trip-data/...parquet` in the TAXI_SOURCE=tlc session), served over HTTP, with scripted faults
+    per file. A month not there answers as the source does: 404, or CloudFront's 403 for the TLC.
 
     Faults, for the next responses of a file (`fail_next`) or all of them (`fail_always`):
     - an HTTP status ("503", "401", ...);
@@ -54,7 +58,11 @@ class Mirror:
         self.requests: list[str] = []
 
     def path(self, color: str, ym: str) -> Path:
-        return self.root / color / f"{color}_tripdata_{ym}.csv.gz"
+        return self.root / self._url_path(color, ym).lstrip("/")
+
+    def touch(self, color: str, ym: str, seconds: int) -> None:
+        """Set the file's time, which the server sends as Last-Modified."""
+        os.utime(self.path(color, ym), (seconds, seconds))
 
     def publish(self, color: str, ym: str, lines: list[str] | bytes) -> Path:
         """Put a month's file on the mirror (gzipped CSV lines, or raw bytes as given)."""
@@ -73,7 +81,7 @@ class Mirror:
 
     @staticmethod
     def _url_path(color: str, ym: str) -> str:
-        return f"/{color}/{color}_tripdata_{ym}.csv.gz"
+        return SOURCE.url("", color, ym)
 
     def fail_next(self, color: str, ym: str, *faults: str) -> None:
         self.faults[self._url_path(color, ym)].extend(faults)
@@ -96,6 +104,8 @@ class Mirror:
                 return queue.pop(0) if queue else mirror.always.get(self.path)
 
             def _answer_fault(self, fault: str | None) -> bool:
+                if fault is None and not Path(self.translate_path(self.path)).exists():
+                    fault = str(min(SOURCE.not_published))  # 403 from the TLC, 404 from the releases
                 if fault is None:
                     return False
                 if fault.isdigit():

@@ -71,9 +71,9 @@ def raw_trips(
     and nothing is downloaded."""
     month = TripMonth.from_context(context)
     url = source.url_for(month)
-    with failing_fast(month):
-        stored = lake_io_manager.stored(context)
     if not config.force_download:
+        with failing_fast(month):
+            stored = lake_io_manager.stored(context)
         previous = _unchanged_upstream(context, month, source, stored)
         if previous is not None:
             context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")

@@ -22,9 +22,9 @@ from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 
 @pytest.fixture
-def resources(tlc_mirror, tmp_path):
-    source = TripSource(base_url=tlc_mirror.base_url, backoff_seconds=0.01)
-    return {**local_resources(tmp_path, tlc_mirror), "source": source}
+def resources(mirror, tmp_path):
+    source = TripSource(base_url=mirror.base_url, backoff_seconds=0.01)
+    return {**local_resources(tmp_path, mirror), "source": source}
 
 
 def _run(resources, instance, key):
@@ -53,18 +53,18 @@ def test_the_grid_offers_only_months_that_can_exist():
 
 
 @pytest.mark.parametrize("era", ERAS, ids=[f"{e.color}-{e.month}" for e in ERAS])
-def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, tlc_mirror, tmp_path, instance, resources):
-    write_era(era, tlc_mirror.path(era.color, era.month), rows=1_000)
+def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, mirror, tmp_path, instance, resources):
+    write_era(era, mirror.path(era.color, era.month), rows=1_000)
     key = f"{era.color}|{era.month}-01"
     result = _run(resources, instance, key)
     assert result.success, step_failure_messages(result)
     published = tmp_path / "lake" / "data" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
     raw = tmp_path / "lake" / "raw" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
-    assert raw.read_bytes() == tlc_mirror.path(era.color, era.month).read_bytes()  # byte for byte
+    assert raw.read_bytes() == mirror.path(era.color, era.month).read_bytes()  # byte for byte
     assert pq.read_schema(published).equals(TRIP_SCHEMAS[era.color])
     assert pq.read_metadata(published).num_rows == 1_000  # source rows = lake rows
     assert _slice_rows(tmp_path, era.color, dt.date.fromisoformat(f"{era.month}-01")) == 1_000  # = warehouse rows
-    source = pq.read_table(tlc_mirror.path(era.color, era.month))
+    source = pq.read_table(mirror.path(era.color, era.month))
     lake = pq.read_table(published)
     for name in ("PULocationID", "PUlocationID"):
         if name in source.column_names:  # ids as int32, int64 or whole doubles: the same numbers
@@ -73,9 +73,9 @@ def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, tlc_mirror
             ]
 
 
-def test_fhvhv_maps_its_shared_columns_into_rides(tlc_mirror, tmp_path, instance, resources):
+def test_fhvhv_maps_its_shared_columns_into_rides(mirror, tmp_path, instance, resources):
     era = next(e for e in ERAS if e.color == "fhvhv" and e.month == "2021-06")
-    source = pq.read_table(write_era(era, tlc_mirror.path("fhvhv", "2021-06"), rows=300))
+    source = pq.read_table(write_era(era, mirror.path("fhvhv", "2021-06"), rows=300))
     assert _run(resources, instance, "fhvhv|2021-06-01").success
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
         got = conn.execute(
@@ -89,9 +89,9 @@ def test_fhvhv_maps_its_shared_columns_into_rides(tlc_mirror, tmp_path, instance
     assert own == (300, pytest.approx(pa.compute.sum(source.column("driver_pay")).as_py()), 300)
 
 
-def test_a_fraction_in_an_integer_column_fails_naming_column_and_row(tlc_mirror, instance, resources):
+def test_a_fraction_in_an_integer_column_fails_naming_column_and_row(mirror, instance, resources):
     era = next(e for e in ERAS if e.color == "yellow" and e.month == "2019-06")
-    path = write_era(era, tlc_mirror.path("yellow", "2019-06"), rows=100)
+    path = write_era(era, mirror.path("yellow", "2019-06"), rows=100)
     table = pq.read_table(path)
     counts = table.column("passenger_count").to_pylist()
     counts[41] = 2.5
@@ -102,41 +102,41 @@ def test_a_fraction_in_an_integer_column_fails_naming_column_and_row(tlc_mirror,
     assert "column 'passenger_count', row 42: value 2.5 is not a whole number" in message
 
 
-def test_a_month_not_out_answers_403_and_fails_at_once(tlc_mirror, instance, resources):
+def test_a_month_not_out_answers_403_and_fails_at_once(mirror, instance, resources):
     result = _run(resources, instance, "green|2024-02-01")
     assert not result.success
     [message] = step_failure_messages(result)
     assert "green_tripdata_2024-02.parquet: not published upstream (HTTP 403)" in message
-    assert tlc_mirror.requests.count("GET /trip-data/green_tripdata_2024-02.parquet") == 1  # not retried
+    assert mirror.requests.count("GET /trip-data/green_tripdata_2024-02.parquet") == 1  # not retried
 
 
-def _tick(tlc_mirror, instance, cursor=None):
+def _tick(mirror, instance, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"source": TripSource(base_url=tlc_mirror.base_url)}
+        instance=instance, cursor=cursor, resources={"source": TripSource(base_url=mirror.base_url)}
     )
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result.cursor
 
 
-def test_a_republished_month_is_requested_once_and_replaces_its_slice(tlc_mirror, tmp_path, instance, resources):
+def test_a_republished_month_is_requested_once_and_replaces_its_slice(mirror, tmp_path, instance, resources):
     era = next(e for e in ERAS if e.color == "green" and e.month == "2020-10")
-    write_era(era, tlc_mirror.path("green", "2020-10"), rows=500)
-    tlc_mirror.touch("green", "2020-10", 1_600_000_000)
-    requested, cursor = _tick(tlc_mirror, instance)
+    write_era(era, mirror.path("green", "2020-10"), rows=500)
+    mirror.touch("green", "2020-10", 1_600_000_000)
+    requested, cursor = _tick(mirror, instance)
     assert set(requested) == {"green|2020-10-01"}  # months not out (403) are skipped
     assert _run(resources, instance, "green|2020-10-01").success
-    assert _tick(tlc_mirror, instance)[0] == {}  # loaded: an empty cursor requests nothing
+    assert _tick(mirror, instance)[0] == {}  # loaded: an empty cursor requests nothing
 
-    write_era(era, tlc_mirror.path("green", "2020-10"), rows=800)  # re-published: new Last-Modified, size
-    tlc_mirror.touch("green", "2020-10", 1_700_000_000)
-    requested, cursor = _tick(tlc_mirror, instance, cursor)
+    write_era(era, mirror.path("green", "2020-10"), rows=800)  # re-published: new Last-Modified, size
+    mirror.touch("green", "2020-10", 1_700_000_000)
+    requested, cursor = _tick(mirror, instance, cursor)
     assert {k: r.tags[TRIGGER_TAG] for k, r in requested.items()} == {"green|2020-10-01": "changed"}
-    assert _tick(tlc_mirror, instance, cursor)[0] == {}  # once
+    assert _tick(mirror, instance, cursor)[0] == {}  # once
     assert _run(resources, instance, "green|2020-10-01").success
     assert _slice_rows(tmp_path, "green", dt.date(2020, 10, 1)) == 800
 
 
-def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(tlc_mirror, instance, resources):
+def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(mirror, instance, resources):
     tick = dt.datetime(2025, 4, 25, 6, 0, tzinfo=dt.timezone.utc)
     assert month_before_last(tick.date()) == dt.date(2025, 2, 1)
 
@@ -144,14 +144,14 @@ def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(t
         context = dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=tick,
-            resources={"source": TripSource(base_url=tlc_mirror.base_url)},
+            resources={"source": TripSource(base_url=mirror.base_url)},
         )
         return newest_month_schedule(context)
 
     skipped = evaluate()
     assert isinstance(skipped, dg.SkipReason) and "2025-02 is not out yet" in skipped.skip_message
     yellow = next(e for e in ERAS if e.color == "yellow" and e.month == "2025-02")
-    write_era(yellow, tlc_mirror.path("yellow", "2025-02"), rows=10)
+    write_era(yellow, mirror.path("yellow", "2025-02"), rows=10)
     out = evaluate()
     assert [r.partition_key for r in out] == ["yellow|2025-02-01"]  # the colors not out yet are skipped
     assert _run(resources, instance, "yellow|2025-02-01").success  # as if the sensor had loaded it first
