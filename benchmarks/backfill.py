@@ -30,9 +30,9 @@ from generate import generate  # noqa: E402
 
 from taxi_assets.mirror import serve_folder  # noqa: E402
 from taxi_assets.partitions import trip_partitions  # noqa: E402
-from taxi_assets_tests.graphql import graphql, wait_until  # noqa: E402
-from taxi_assets_tests.instances import backfill_runs, dagster_dev, launch_backfill, make_serve  # noqa: E402
-from taxi_assets_tests.postgres import postgres_cluster  # noqa: E402
+from taxi_assets_harness.graphql import graphql, wait_until  # noqa: E402
+from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill, make_serve  # noqa: E402
+from taxi_assets_harness.postgres import postgres_cluster  # noqa: E402
 
 CONCURRENT_RUNS = {"production": 4, "dev": 3}  # deploy/dagster.yaml, taxi_assets/dagster.yaml
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.assets import ALL_ASSETS
+from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.jobs import trips_job
 from taxi_assets.resources.targets import resources_for
 from taxi_assets.schedules import newest_month_schedule
@@ -15,7 +16,7 @@ def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[trips_job],
-        sensors=[upstream_files_sensor],
+        sensors=[upstream_files_sensor, analytics_automation],
         # The releases never change; the TLC publishes a month every month.
         schedules=[newest_month_schedule] if SOURCE.name == "tlc" else [],
         resources={**resources_for(target), **resource_overrides},

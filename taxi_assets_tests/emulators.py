@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from taxi_assets_harness.ports import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -30,12 +31,6 @@ engine.DuckDBEngine._load_spatial = lambda self: None
 from bqemulator.cli import main
 sys.exit(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:

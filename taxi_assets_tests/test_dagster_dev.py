@@ -3,9 +3,9 @@
 import duckdb
 import pytest
 
+from taxi_assets_harness.graphql import wait_until
+from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill
 from taxi_assets_tests.conftest import real_rows
-from taxi_assets_tests.graphql import wait_until
-from taxi_assets_tests.instances import backfill_runs, dagster_dev, launch_backfill
 
 pytestmark = pytest.mark.slow
 PARTITIONS = ["yellow|2021-01-01", "green|2020-10-01"]

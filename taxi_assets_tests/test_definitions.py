@@ -35,6 +35,9 @@ def test_definitions_load_with_every_asset_described(local_env):
     assert specs["bq_rides_table"].deps[0].asset_key == dg.AssetKey("gcs_parquet")
     assert defs.resolve_job_def("trips_job") is not None
     assert defs.resolve_sensor_def("upstream_files_sensor") is not None
+    # On from the first load: a fresh deployment needs it to load the zones (see analytics.py).
+    automation = defs.resolve_sensor_def("analytics_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     check_keys = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert {
         "has_rows",

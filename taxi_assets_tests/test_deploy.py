@@ -1,8 +1,10 @@
 """The production instance as `make serve` runs it: a code server, the webserver and the daemon
-against a real PostgreSQL server; the sensor turned on over GraphQL finds the mirror's files and the
-daemon runs them."""
+against a real PostgreSQL server, fresh each time. The sensor turned on over GraphQL finds the
+mirror's files and the daemon runs them; a first backfill of every partitioned asset succeeds with
+nothing done by hand; a killed daemon and a killed run worker lose nothing."""
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -12,10 +14,19 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from taxi_assets_harness.graphql import graphql, max_overlap, runs, wait_until
+from taxi_assets_harness.instances import (
+    TRIP_ASSETS,
+    backfill_runs,
+    latest_materialization_ms,
+    launch_backfill,
+    make_serve,
+    partitions_materialized,
+    run_worker_pid,
+)
+from taxi_assets_harness.postgres import postgres_cluster, server_binaries
 from taxi_assets_tests.conftest import fhv_month, real_rows
-from taxi_assets_tests.graphql import graphql, max_overlap, runs, wait_until
-from taxi_assets_tests.instances import backfill_runs, launch_backfill, make_serve, run_worker_pid
-from taxi_assets_tests.postgres import postgres_cluster, server_binaries
+from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,11 +50,32 @@ FILES = {
 }
 MAX_CONCURRENT_RUNS = 4  # deploy/dagster.yaml
 YELLOW = real_rows("yellow_tripdata_2021-01_head3000.csv")
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def _partition_of(run: dict) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), None)
+
+
+def _settled(port: int, partitions: int):
+    """Every run has finished and the automation sensor is done with what they changed: the
+    statistics of every partition, then the chart after them. Returns the runs (at once if one failed)."""
+    found = runs(port)
+    if any(r["status"] == "FAILURE" for r in found):
+        return found
+    if (
+        any(r["status"] not in FINISHED for r in found)
+        or partitions_materialized(port, "monthly_trip_stats") < partitions
+    ):
+        return None
+    chart = latest_materialization_ms(port, "trips_per_month_chart")
+    return found if chart is not None and chart >= latest_materialization_ms(port, "monthly_trip_stats") else None
 
 
 def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
     for (color, ym), lines in FILES.items():
         mirror.publish(color, ym, lines)
+    mirror.publish_zones()
     started = time.monotonic()
     with (
         postgres_cluster(tmp_path / "pg") as pg_url,
@@ -59,8 +91,8 @@ def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
         assert status["__typename"] == "Sensor" and status["sensorState"]["status"] == "RUNNING", status
 
         def all_finished():
-            found = runs(port)
-            done = [r for r in found if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            found = runs(port, {"tags": [{"key": "dagster/sensor_name", "value": "upstream_files_sensor"}]})
+            done = [r for r in found if r["status"] in FINISHED]
             return found if len(found) == len(FILES) and len(done) == len(found) else None
 
         finished = wait_until(all_finished, 300, "the sensor's runs", interval=2)
@@ -89,18 +121,69 @@ def test_make_serve_runs_what_the_sensor_finds_on_postgres(mirror, tmp_path):
         assert dry["evaluationResult"]["runRequests"] == [] and dry["evaluationResult"]["error"] is None, dry
         assert "6 published, 0 new or changed" in dry["evaluationResult"]["skipReason"]
 
+        # The automation sensor, on by default, loaded the zones, then each slice's statistics, then the chart.
+        settled = wait_until(lambda: _settled(port, len(FILES)), 240, "the automation sensor's runs", interval=2)
+        assert {r["status"] for r in settled} == {"SUCCESS"}, (logs / "daemon.log").read_text()[-3000:]
+
         # Run storage is PostgreSQL, not a SQLite file under DAGSTER_HOME.
         import psycopg2
 
         with contextlib.closing(psycopg2.connect(pg_url)) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs")
-            assert cur.fetchone()[0] == len(FILES)
+            assert cur.fetchone()[0] == len(settled) > len(FILES)
         assert not list((tmp_path / "home").rglob("*.db"))
 
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
         slices = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
     assert {(c, ym): n for c, ym, n in slices} == {key: len(lines) - 1 for key, lines in FILES.items()}
     print(f"deployment test: {time.monotonic() - started:.0f} s, at most {overlap} runs at once")
+
+
+def test_a_fresh_deployment_backfills_every_partitioned_asset(mirror, tmp_path):
+    """What a new user does first: a fresh `make serve`, then one backfill of every partitioned
+    asset (the UI's "Materialize" with the partitioned assets selected), and nothing by hand. The
+    statistics need the zones, which only the automation sensor loads: it runs by default, and a
+    statistics step that finds the zones still loading waits for that run."""
+    for (color, ym), lines in FILES.items():
+        mirror.publish(color, ym, lines)
+    mirror.publish_zones()
+    keys = [f"{color}|{ym}-01" for color, ym in FILES]
+    with (
+        postgres_cluster(tmp_path / "pg") as pg_url,
+        make_serve(tmp_path, pg_url, {"TAXI_SOURCE_URL": mirror.base_url}) as port,
+    ):
+        logs = tmp_path / "home" / "serve-logs"
+        backfill = launch_backfill(port, keys, (*TRIP_ASSETS, "monthly_trip_stats"))
+
+        def backfill_finished():
+            found = backfill_runs(port, backfill)
+            return found if len(found) == len(keys) and all(r["status"] in FINISHED for r in found) else None
+
+        ran = wait_until(backfill_finished, 300, "the backfill's runs", interval=2)
+        assert {_partition_of(r): r["status"] for r in ran} == dict.fromkeys(keys, "SUCCESS"), (
+            logs / "daemon.log"
+        ).read_text()[-3000:]
+        settled = wait_until(lambda: _settled(port, len(keys)), 240, "the automation sensor's runs", interval=2)
+        assert {r["status"] for r in settled} == {"SUCCESS"}, (logs / "daemon.log").read_text()[-3000:]
+        assert partitions_materialized(port, "monthly_trip_stats") == len(keys)
+        assert latest_materialization_ms(port, "taxi/zones") is not None
+
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
+        stats = conn.execute(
+            f"SELECT color, strftime(month, '%Y-%m'), pickup_borough, {', '.join(STAT_COLUMNS)} FROM monthly_trip_stats"
+        ).fetchall()
+    got = {(c, ym, borough): dict(zip(STAT_COLUMNS, figures, strict=True)) for c, ym, borough, *figures in stats}
+    for (color, ym), lines in FILES.items():
+        month = dt.date.fromisoformat(f"{ym}-01")
+        if color == "fhv":  # no fares, and 2019's fhv files name no pickup zone: every trip is 'Unknown'
+            assert got[(color, ym, "Unknown")]["trips"] == len(lines) - 1
+            continue
+        pickup = {"yellow": "tpep_pickup_datetime", "green": "lpep_pickup_datetime"}[color]
+        expected = expected_stats(lines, pickup, month, (month + dt.timedelta(days=32)).replace(day=1))
+        assert {b for c, m, b in got if (c, m) == (color, ym)} == set(expected), (color, ym)
+        for borough, figures in expected.items():
+            for name, value in figures.items():
+                assert got[(color, ym, borough)][name] == pytest.approx(value, rel=1e-9), (color, ym, borough, name)
 
 
 def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp_path):
@@ -124,9 +207,6 @@ def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp
     ):
         backfill = launch_backfill(port, keys)
 
-        def partition_of(run):
-            return next(t["value"] for t in run["tags"] if t["key"] == "dagster/partition")
-
         wait_until(lambda: sum(r["status"] == "SUCCESS" for r in backfill_runs(port, backfill)) >= 3, 240, "3 runs")
         daemon = _pids(f"dagster-daemon run -w {tmp_path / 'home'}")
         assert len(daemon) == 1
@@ -135,7 +215,7 @@ def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp
 
         def big_run_started():
             for run in runs(port):
-                if partition_of(run) == f"yellow|{big}-01" and run["status"] == "STARTED":
+                if _partition_of(run) == f"yellow|{big}-01" and run["status"] == "STARTED":
                     return run_worker_pid(port, run["runId"]) and run
             return None
 
@@ -144,7 +224,7 @@ def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp
 
         def every_partition_succeeded():
             found = runs(port)
-            done = {partition_of(r) for r in found if r["status"] == "SUCCESS"}
+            done = {_partition_of(r) for r in found if r["status"] == "SUCCESS"}
             busy = [r for r in found if r["status"] not in ("SUCCESS", "FAILURE", "CANCELED")]
             return found if done == set(keys) and not busy else None
 

@@ -16,8 +16,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets_harness.graphql import wait_until
 from taxi_assets_tests.conftest import real_rows
-from taxi_assets_tests.graphql import wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

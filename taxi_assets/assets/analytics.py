@@ -8,11 +8,13 @@ per borough comes back to the worker.
 
 import base64
 import io
+import time
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from taxi_assets.assets.analytics_sql import MONTHLY_STATS, TRIPS_PER_MONTH, ZONE_COVERAGE
 from taxi_assets.assets.bq_rides_table import bq_rides_table
 from taxi_assets.assets.common import LAKE_IO, WAREHOUSE_KIND, markdown_table
 from taxi_assets.io_manager import NewFile
@@ -21,7 +23,7 @@ from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
-from taxi_assets.schema import STATS_TABLE, ZONES_TABLE
+from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
 from taxi_assets.sources import SOURCE
 from taxi_assets.upstream import UpstreamError
 
@@ -32,6 +34,7 @@ ZONES_COMPLETE = "has_265_zones_with_unique_ids"
 TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
 ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
+AUTOMATION_SENSOR = "analytics_automation"
 # How the stock IO managers find a partition's rows: by month and color on the releases' month x
 # color grid; on the tlc source's list of keys ("yellow|2021-01-01"), by that key rebuilt in SQL.
 STATS_PARTITION_EXPR = (
@@ -44,12 +47,23 @@ STATS_PARTITION_EXPR = (
 )  # the stock IO managers name the table after the key's last part
 
 
+# Requested whenever the table is missing, the first evaluation included (`on_missing()` skips
+# what was already missing when it was first evaluated: on a fresh instance, everything), unless a
+# run is loading it now or the last attempt failed (a broken lookup is not retried every tick:
+# materialize it by hand once it is fixed).
+ZONES_WHEN_MISSING = (
+    dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.execution_failed()
+).with_label("missing, not in progress, last attempt not failed")
+
+
 @dg.asset(
     key=ZONES_KEY,
     group_name=ANALYTICS,
     kinds={"pandas", WAREHOUSE_KIND},
     io_manager_key=WAREHOUSE_IO,
-    automation_condition=dg.AutomationCondition.on_missing(),
+    automation_condition=ZONES_WHEN_MISSING,
     check_specs=[
         dg.AssetCheckSpec(ZONES_COMPLETE, asset=ZONES_KEY, blocking=True, description="265 rows, unique LocationID")
     ],
@@ -80,6 +94,41 @@ def taxi_zones(context: dg.AssetExecutionContext, source: TripSource):
             )
         ],
     )
+
+
+# Run states in which a run that will materialize taxi/zones is still coming.
+_ZONES_COMING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+# On a fresh instance the automation sensor loads the zones in a run of its own, which may still
+# be going when a first backfill's statistics step starts; that run takes seconds.
+ZONES_WAIT_SECONDS = 300
+
+
+def _wait_for_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, month: TripMonth) -> None:
+    """Return once the warehouse has the zones table: at once if it has, after a run that is
+    materializing taxi/zones now ends, or fail, naming the fix, when no run is loading them."""
+    deadline = time.monotonic() + ZONES_WAIT_SECONDS
+    while not warehouse.has_table(ZONES_TABLE):
+        coming = [
+            record.dagster_run
+            for record in context.instance.get_run_records(dg.RunsFilter(statuses=_ZONES_COMING))
+            if ZONES_KEY in (record.dagster_run.asset_selection or ())
+        ]
+        if not coming or time.monotonic() > deadline:
+            waited = f" (waited {ZONES_WAIT_SECONDS} s for run {coming[0].run_id})" if coming else ""
+            raise dg.Failure(
+                description=f"partition {month}: the warehouse has no table `{ZONES_TABLE}`: taxi/zones has not been "
+                f"materialized{waited}. Materialize it once (UI: Assets > taxi/zones > Materialize, or "
+                "`dagster asset materialize -m taxi_assets.definitions --select taxi/zones`), or turn on the "
+                f"sensor `{AUTOMATION_SENSOR}`, which does it when it is missing; then rerun this partition",
+                allow_retries=False,
+            )
+        context.log.info(f"waiting for run {coming[0].run_id} to load the zone lookup into `{ZONES_TABLE}`")
+        time.sleep(2)
 
 
 @dg.asset(
@@ -113,10 +162,14 @@ def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
     slice; the table `monthly_trip_stats` gets exactly this partition's rows replaced on rerun."""
     month = TripMonth.from_context(context)
     with failing_fast(month):
-        stats = warehouse.monthly_stats(month.color, month.month)
+        _wait_for_zones(context, warehouse, month)
+        tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
+        params = {"color": month.color, "month": month.month}
+        stats = warehouse.query(MONTHLY_STATS[warehouse.dialect].format(**tables), {**params, "next": month.next_month})
         stats["passengers"] = stats["passengers"].astype("Int64")  # a count; NULL where a color has none
         slice_rows = warehouse.slice_rows(month.color, month.month)
-        coverage = warehouse.zone_coverage(month.color, month.month)
+        coverage = warehouse.query(ZONE_COVERAGE[warehouse.dialect].format(**tables), params).iloc[0]
+    ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
     counted = int(stats["trips"].sum()) if len(stats) else 0
     return dg.MaterializeResult(
         value=stats,
@@ -133,13 +186,13 @@ def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
             ),
             dg.AssetCheckResult(
                 check_name=LOCATION_IDS_HAVE_ZONES,
-                passed=coverage.unknown == 0,
+                passed=unknown == 0,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
-                    "location_ids": coverage.ids,
-                    "ids_without_zone": coverage.unknown,
-                    "share_without_zone": round(coverage.unknown_share, 6),
-                    "null_location_ids": coverage.missing,
+                    "location_ids": ids,
+                    "ids_without_zone": unknown,
+                    "share_without_zone": round(unknown / ids, 6) if ids else 0.0,
+                    "null_location_ids": missing,
                 },
             ),
         ],
@@ -176,14 +229,16 @@ def _chart_png(trips: pd.DataFrame) -> bytes:
     kinds={"matplotlib", "png"},
     io_manager_key=LAKE_IO,
     deps=[STATS_TABLE],
-    automation_condition=dg.AutomationCondition.eager(),
+    # eager() without its "no dependency missing": the one dependency is partitioned, and most of
+    # its partitions are never loaded, so eager() alone would never draw the chart.
+    automation_condition=dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()),
 )
 def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehouse, workdir: WorkDir):
     """A line chart of trips per month for each color, over every month loaded in
     `monthly_trip_stats` (summed by the warehouse), as a PNG in the lake
     (`reports/trips_per_month.png`), shown here with its figures."""
     with failing_fast("trips_per_month_chart"):
-        trips = warehouse.trips_per_month()
+        trips = warehouse.query(TRIPS_PER_MONTH[warehouse.dialect].format(stats=warehouse.table_name(STATS_TABLE)))
     png = _chart_png(trips)
     path = workdir.path("trips_per_month.png")
     with failing_fast("trips_per_month_chart"), writing(path):
@@ -199,3 +254,17 @@ def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehous
             "months": int(trips["month"].nunique()),
         },
     )
+
+
+# The automation conditions above (zones when missing, statistics after a slice is reloaded, the
+# chart after them) are evaluated by this sensor. It runs from the moment the code location first
+# loads: on a fresh deployment nothing else would load the zones that the statistics need. It
+# requests plain runs, not backfills, so the zones run starts as soon as the run queue allows.
+analytics_automation = dg.AutomationConditionSensorDefinition(
+    AUTOMATION_SENSOR,
+    target=dg.AssetSelection.groups(ANALYTICS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    emit_backfills=False,
+    description="Materializes taxi/zones when missing, monthly_trip_stats after its slice of rides is reloaded, "
+    "and the chart after the statistics change",
+)

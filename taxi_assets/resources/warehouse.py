@@ -1,34 +1,24 @@
-"""The warehouse's interface: the table `rides`, one month x color slice at a time.
+"""The warehouse's interface: the table `rides`, one month x color slice at a time, and SQL.
 
 Two implementations, one per target: DuckDB (`resources/local/warehouse.py`) and BigQuery
 (`resources/gcp/warehouse.py`). Replacing a slice is atomic and idempotent: in one transaction the
 old slice goes and the new one comes in, read by the warehouse itself from the published lake file.
+The analytics assets bring their own SQL, one text per dialect (`assets/analytics_sql.py`), and run
+it through `query`: the warehouse hands out the connection and the table names, not the domain.
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-@dataclass(frozen=True)
-class ZoneCoverage:
-    """Pickup and dropoff location ids against the zone lookup."""
-
-    ids: int  # non-NULL location ids (pickup and dropoff)
-    unknown: int  # of those, ids the lookup does not have
-    missing: int  # NULL location ids (fhv often has none)
-
-    @property
-    def unknown_share(self) -> float:
-        return self.unknown / self.ids if self.ids else 0.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +30,10 @@ class SliceLoad:
 
 class Warehouse(dg.ConfigurableResource):
     """Interface of both warehouses."""
+
+    # Which SQL text an asset picks ("duckdb" or "bigquery"); query parameters are written $name in
+    # DuckDB and @name in BigQuery.
+    dialect: ClassVar[str]
 
     @abc.abstractmethod
     def replace_slice(self, *, source_uri: str, color: str, month: dt.date, fill_passenger_count: bool) -> SliceLoad:
@@ -56,18 +50,16 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     @abc.abstractmethod
-    def monthly_stats(self, color: str, month: dt.date) -> pd.DataFrame:
-        """The slice's statistics per pickup borough (computed in the warehouse: one row per
-        borough comes back): month, color, pickup_borough, trips, passengers, total_fare,
-        median_fare, mean_distance, card_tip_share, pickups_outside_month."""
+    def table_name(self, name: str) -> str:
+        """A table's name as this dialect's SQL writes it: quoted, and qualified where it must be."""
         raise NotImplementedError
 
     @abc.abstractmethod
-    def trips_per_month(self) -> pd.DataFrame:
-        """Trips per month and color over every slice in `monthly_trip_stats`: month, color, trips."""
+    def has_table(self, name: str) -> bool:
         raise NotImplementedError
 
     @abc.abstractmethod
-    def zone_coverage(self, color: str, month: dt.date) -> ZoneCoverage:
-        """The slice's pickup and dropoff location ids against the zone lookup."""
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> pd.DataFrame:
+        """Run one statement in the warehouse and return its (small) result; `params` by name
+        (str, int, float, date, datetime)."""
         raise NotImplementedError

@@ -1,11 +1,8 @@
 """taxi/zones, monthly_trip_stats and trips_per_month_chart on the local target, with figures
 computed here, independently, from the fixture rows."""
 
-import csv
 import datetime as dt
-import io
-import statistics
-from collections import defaultdict
+import time
 
 import dagster as dg
 import duckdb
@@ -14,40 +11,11 @@ from PIL import Image
 
 from taxi_assets.assets import ALL_ASSETS, TRIP_ASSETS
 from taxi_assets.assets.analytics import COLOR_OF, ZONES_KEY
-from taxi_assets_tests.conftest import REAL, fhv_month, local_resources, real_rows
+from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows, step_failure_messages
+from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
 
 GREEN = real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:]
 YELLOW = real_rows("yellow_tripdata_2020-07_sample266.csv")
-
-
-def _zones() -> dict[int, str]:
-    with open(REAL / "taxi_zone_lookup.csv", newline="") as f:
-        return {int(r["LocationID"]): r["Borough"] for r in csv.DictReader(f)}
-
-
-def _expected(lines: list[str], pickup: str, month: dt.date, next_month: dt.date) -> dict[str, dict]:
-    """The statistics the asset must give, from the CSV rows, as `rides` holds them (NULL
-    passenger counts loaded as 0)."""
-    zones, by_borough = _zones(), defaultdict(list)
-    for row in csv.DictReader(io.StringIO("".join(lines))):
-        borough = zones.get(int(row["PULocationID"])) if row["PULocationID"] else None
-        by_borough[borough or "Unknown"].append(row)
-    expected = {}
-    for borough, rows in by_borough.items():
-        fares = [float(r["fare_amount"]) for r in rows]
-        card = [r for r in rows if r["payment_type"] == "1"]
-        pickups = [dt.datetime.fromisoformat(r[pickup]) for r in rows]
-        start, end = dt.datetime.combine(month, dt.time()), dt.datetime.combine(next_month, dt.time())
-        expected[borough] = {
-            "trips": len(rows),
-            "passengers": sum(int(r["passenger_count"] or 0) for r in rows),
-            "total_fare": sum(fares),
-            "median_fare": statistics.median(fares),
-            "mean_distance": statistics.mean(float(r["trip_distance"]) for r in rows),
-            "card_tip_share": sum(float(r["tip_amount"]) for r in card) / sum(float(r["fare_amount"]) for r in card),
-            "pickups_outside_month": sum(not start <= p < end for p in pickups),
-        }
-    return expected
 
 
 @pytest.fixture
@@ -96,28 +64,14 @@ def test_monthly_trip_stats_match_the_fixture_rows(loaded, tmp_path, instance):
     assert checks["trips_add_up_to_the_slice"].passed
     assert checks["trips_add_up_to_the_slice"].metadata["rows_in_slice"].value == 3500
     got = {
-        r[0]: dict(
-            zip(
-                (
-                    "trips",
-                    "passengers",
-                    "total_fare",
-                    "median_fare",
-                    "mean_distance",
-                    "card_tip_share",
-                    "pickups_outside_month",
-                ),
-                r[1:],
-                strict=True,
-            )
-        )
+        r[0]: dict(zip(STAT_COLUMNS, r[1:], strict=True))
         for r in _table(
             tmp_path,
             "SELECT pickup_borough, trips, passengers, total_fare, median_fare, mean_distance, card_tip_share, "
             "pickups_outside_month FROM main.monthly_trip_stats WHERE color = 'green'",
         )
     }
-    expected = _expected(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1))
+    expected = expected_stats(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1))
     assert set(got) == set(expected)
     for borough, figures in expected.items():
         for name, value in figures.items():
@@ -135,7 +89,7 @@ def test_a_rerun_leaves_one_copy_of_a_partitions_rows(loaded, tmp_path, instance
             "SELECT color, strftime(month, '%Y-%m'), count(*), sum(trips) FROM main.monthly_trip_stats GROUP BY ALL",
         )
     )
-    green_boroughs = len(_expected(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1)))
+    green_boroughs = len(expected_stats(GREEN, "lpep_pickup_datetime", dt.date(2020, 10, 1), dt.date(2020, 11, 1)))
     assert per_slice[("green", "2020-10")] == (green_boroughs, 3500)
     assert per_slice[("yellow", "2020-07")][1] == 266
     assert per_slice[("fhv", "2019-01")] == (1, 18)  # fhv 2019-01 has no pickup zones: all "Unknown"
@@ -161,3 +115,39 @@ def test_the_chart_draws_one_line_per_color_loaded(loaded, tmp_path, instance):
     drawn = {color: pixels_near(code) for color, code in COLOR_OF.items()}
     assert drawn["green"] > 50 and drawn["yellow"] > 50  # each loaded color drew its marker and legend
     assert drawn["fhv"] == 0  # fhv has no statistics yet: no line for it
+
+
+def test_statistics_without_the_zones_fail_at_once_naming_the_fix(mirror, tmp_path, instance):
+    mirror.publish("yellow", "2020-07", YELLOW)
+    resources = local_resources(tmp_path, mirror)
+    assert dg.materialize(
+        TRIP_ASSETS, partition_key="yellow|2020-07-01", resources=resources, instance=instance
+    ).success
+    started = time.monotonic()
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["monthly_trip_stats"],
+        partition_key="yellow|2020-07-01",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success and time.monotonic() - started < 20  # no retries, no wait: no run loads them
+    [message] = step_failure_messages(result)
+    assert "partition yellow|2020-07-01: the warehouse has no table `zones`" in message
+    assert "--select taxi/zones" in message and "analytics_automation" in message
+
+
+def test_the_automation_sensor_requests_the_zones_on_a_fresh_instance(local_defs, instance):
+    fresh = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)
+    assert fresh.get_num_requested(ZONES_KEY) == 1
+    assert fresh.total_requested == 1  # not the statistics: they wait for the zones
+
+
+def test_the_automation_sensor_draws_the_chart_after_statistics_of_some_months(loaded, local_defs, instance):
+    resources, _ = loaded
+    before = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)  # the sensor's previous tick
+    _stats(resources, instance, "green|2020-10-01")  # one partition of 93
+    after = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=before.cursor)
+    assert after.get_num_requested(dg.AssetKey("trips_per_month_chart")) == 1
+    assert after.get_num_requested(ZONES_KEY) == 0

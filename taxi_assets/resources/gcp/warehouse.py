@@ -8,6 +8,7 @@ import random
 import re
 import time
 import uuid
+from typing import ClassVar
 
 import dagster as dg
 import pyarrow as pa
@@ -16,11 +17,11 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from pydantic import PrivateAttr
 
-from taxi_assets.partitions import COLORS, TripMonth
+from taxi_assets.partitions import COLORS
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import explained, missing_bucket
-from taxi_assets.resources.warehouse import SliceLoad, Warehouse, ZoneCoverage
-from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, STATS_TABLE, TRIP_SCHEMAS, ZONES_TABLE, rides_select_list
+from taxi_assets.resources.warehouse import SliceLoad, Warehouse
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
 
 _BIGQUERY_TYPES = {
     pa.int64(): "INT64",
@@ -32,6 +33,22 @@ _BIGQUERY_TYPES = {
 _MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
 # What BigQuery says when it aborts a transaction for another one on the same table.
 _CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
+
+
+_PARAMETER_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (str, "STRING"))
+
+
+def _parameter(name: str, value: object) -> bigquery.ScalarQueryParameter:
+    """A named query parameter, typed from the Python value (a datetime before a date: it is one)."""
+    if isinstance(value, dt.datetime):
+        kind = "TIMESTAMP" if value.tzinfo else "DATETIME"
+    elif isinstance(value, dt.date):
+        kind = "DATE"
+    else:
+        kind = next((t for cls, t in _PARAMETER_TYPES if isinstance(value, cls)), None)
+        if kind is None:
+            raise TypeError(f"query parameter {name}: no BigQuery type for {type(value).__name__}")
+    return bigquery.ScalarQueryParameter(name, kind, value)
 
 
 def _quote(name: str) -> str:
@@ -65,6 +82,7 @@ class BigQueryWarehouse(Warehouse):
 
     bigquery: BigQueryResource
     gcs: GCSResource
+    dialect: ClassVar[str] = "bigquery"
     dataset: str
     staging_expiry_hours: int = 24
     # BigQuery aborts a transaction that mutates a table another transaction is mutating. The
@@ -223,60 +241,34 @@ class BigQueryWarehouse(Warehouse):
             except google_exceptions.NotFound:
                 return 0
 
-    def monthly_stats(self, color, month):
-        next_month = TripMonth(color, month).next_month
-        with self.bigquery.get_client() as client:
-            rides = _quote(self._table_id(client, RIDES_TABLE))
-            zones = _quote(self._table_id(client, ZONES_TABLE))
-            # The median is BigQuery's approximate one (APPROX_QUANTILES): it has no exact aggregate.
-            sql = f"""
-SELECT TIMESTAMP(@month) AS month, @color AS color,
-       COALESCE(z.Borough, 'Unknown') AS pickup_borough,
-       COUNT(*) AS trips,
-       SUM(r.passenger_count) AS passengers,
-       SUM(r.fare_amount) AS total_fare,
-       APPROX_QUANTILES(r.fare_amount, 100)[SAFE_OFFSET(50)] AS median_fare,
-       AVG(r.trip_distance) AS mean_distance,
-       SAFE_DIVIDE(SUM(IF(r.payment_type = 1, r.tip_amount, NULL)), SUM(IF(r.payment_type = 1, r.fare_amount, NULL)))
-         AS card_tip_share,
-       COUNTIF(r.pickup_datetime < TIMESTAMP(@month) OR r.pickup_datetime >= TIMESTAMP(@next)) AS pickups_outside_month
-FROM {rides} r LEFT JOIN {zones} z ON r.PULocationID = z.LocationID
-WHERE r.color = @color AND r.month = @month
-GROUP BY pickup_borough
-ORDER BY pickup_borough"""
-            job = client.query(
-                sql, job_config=bigquery.QueryJobConfig(query_parameters=self._slice_params(color, month, next_month))
-            )
-            return job.result().to_dataframe(create_bqstorage_client=False)
+    def table_name(self, name: str) -> str:
+        project = self.bigquery.project
+        if project is None:  # Application Default Credentials name it
+            with self.bigquery.get_client() as client:
+                project = client.project
+        return _quote(f"{project}.{self.dataset}.{name}")
 
-    def trips_per_month(self):
+    def has_table(self, name: str) -> bool:
         with self.bigquery.get_client() as client:
-            stats = _quote(self._table_id(client, STATS_TABLE))
-            # Aliased: BigQuery names result columns as the table does (upper case, from the pandas IO manager).
-            sql = f"SELECT month AS month, color AS color, SUM(trips) AS trips FROM {stats} GROUP BY 1, 2 ORDER BY 1, 2"
-            return client.query(sql).result().to_dataframe(create_bqstorage_client=False)
+            try:
+                client.get_table(self._table_id(client, name))
+                return True
+            except google_exceptions.NotFound:
+                return False
 
-    def zone_coverage(self, color, month) -> ZoneCoverage:
+    def query(self, sql, params=None):
+        job_config = bigquery.QueryJobConfig(
+            query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
+        )
         with self.bigquery.get_client() as client:
-            rides = _quote(self._table_id(client, RIDES_TABLE))
-            zones = _quote(self._table_id(client, ZONES_TABLE))
-            sql = f"""
-WITH slice AS (SELECT PULocationID, DOLocationID FROM {rides} WHERE color = @color AND month = @month),
-ids AS (SELECT PULocationID AS id FROM slice UNION ALL SELECT DOLocationID AS id FROM slice)
-SELECT COUNT(id), COUNTIF(id IS NOT NULL AND id NOT IN (SELECT LocationID FROM {zones})), COUNTIF(id IS NULL)
-FROM ids"""
-            job_config = bigquery.QueryJobConfig(query_parameters=self._slice_params(color, month))
-            ids, unknown, missing = next(iter(client.query(sql, job_config=job_config).result()))
-        return ZoneCoverage(ids=ids, unknown=unknown, missing=missing)
+            return client.query(sql, job_config=job_config).result().to_dataframe(create_bqstorage_client=False)
 
     @staticmethod
-    def _slice_params(color: str, month: dt.date, next_month: dt.date | None = None) -> list:
+    def _slice_params(color: str, month: dt.date) -> list:
         params = [
             bigquery.ScalarQueryParameter("color", "STRING", color),
             bigquery.ScalarQueryParameter("month", "DATE", month),
         ]
-        if next_month is not None:
-            params.append(bigquery.ScalarQueryParameter("next", "DATE", next_month))
         return params
 
     def slice_row_counts(self):

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import duckdb
@@ -16,15 +17,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from taxi_assets import settings
-from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import SetupError, writing
-from taxi_assets.resources.warehouse import SliceLoad, Warehouse, ZoneCoverage
+from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.schema import (
     ALL_COLUMNS_VIEW,
     RIDES_SCHEMA,
     RIDES_TABLE,
-    STATS_TABLE,
-    ZONES_TABLE,
     rides_select_list,
 )
 
@@ -39,31 +37,6 @@ _DUCKDB_TYPES = {
     pa.timestamp("us"): "TIMESTAMP",
     pa.date32(): "DATE",
 }
-
-
-# Per pickup borough, over one slice; the month's rows stay in DuckDB. Card payments are type 1.
-_STATS_SQL = f"""
-SELECT CAST($month AS TIMESTAMP) AS month, $color AS color,
-       coalesce(z.Borough, 'Unknown') AS pickup_borough,
-       count(*) AS trips,
-       sum(r.passenger_count) AS passengers,
-       sum(r.fare_amount) AS total_fare,
-       median(r.fare_amount) AS median_fare,
-       avg(r.trip_distance) AS mean_distance,
-       sum(r.tip_amount) FILTER (WHERE r.payment_type = 1)
-         / nullif(sum(r.fare_amount) FILTER (WHERE r.payment_type = 1), 0) AS card_tip_share,
-       count(*) FILTER (WHERE r.pickup_datetime < $month OR r.pickup_datetime >= $next) AS pickups_outside_month
-FROM {RIDES_TABLE} r LEFT JOIN {ZONES_TABLE} z ON r.PULocationID = z.LocationID
-WHERE r.color = $color AND r.month = $month
-GROUP BY ALL
-ORDER BY pickup_borough
-"""
-_COVERAGE_SQL = f"""
-WITH slice AS (SELECT PULocationID, DOLocationID FROM {RIDES_TABLE} WHERE color = $color AND month = $month),
-ids AS (SELECT PULocationID AS id FROM slice UNION ALL SELECT DOLocationID FROM slice)
-SELECT count(id), count(id) FILTER (WHERE id NOT IN (SELECT LocationID FROM {ZONES_TABLE})), count(*) - count(id)
-FROM ids
-"""
 
 
 def _quote(name: str) -> str:
@@ -94,6 +67,7 @@ class DuckDBWarehouse(Warehouse):
     database: str | None = Field(
         default=None, description="DuckDB file; default $TAXI_DATA_DIR/warehouse.duckdb, read at launch"
     )
+    dialect: ClassVar[str] = "duckdb"
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long to wait for another process's lock on the file before failing"
     )
@@ -183,22 +157,17 @@ class DuckDBWarehouse(Warehouse):
                 {"color": color, "month": month},
             ).fetchone()[0]
 
-    def monthly_stats(self, color, month):
-        with self._connection() as conn:
-            return conn.execute(
-                _STATS_SQL, {"color": color, "month": month, "next": TripMonth(color, month).next_month}
-            ).fetch_df()
+    def table_name(self, name: str) -> str:
+        return _quote(name)
 
-    def trips_per_month(self):
+    def has_table(self, name: str) -> bool:
         with self._connection() as conn:
-            return conn.execute(
-                f"SELECT month, color, sum(trips) AS trips FROM {STATS_TABLE} GROUP BY ALL ORDER BY ALL"
-            ).fetch_df()
+            sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = $name"
+            return conn.execute(sql, {"name": name}).fetchone()[0] > 0
 
-    def zone_coverage(self, color, month) -> ZoneCoverage:
+    def query(self, sql, params=None):
         with self._connection() as conn:
-            ids, unknown, missing = conn.execute(_COVERAGE_SQL, {"color": color, "month": month}).fetchone()
-        return ZoneCoverage(ids=ids, unknown=unknown, missing=missing)
+            return conn.execute(sql, dict(params or {})).fetch_df()
 
     def slice_row_counts(self):
         with self._connection() as conn:

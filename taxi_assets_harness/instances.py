@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from taxi_assets_tests.emulators import free_port
-from taxi_assets_tests.graphql import graphql, location_loaded, wait_until
+from taxi_assets_harness.graphql import graphql, location_loaded, wait_until
+from taxi_assets_harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIP_ASSETS = ("raw_trips", "clean_trips", "gcs_parquet", "bq_rides_table")
@@ -97,9 +97,10 @@ def make_serve(workdir: Path, pg_url: str, env: dict[str, str], instance_yaml: s
             )
 
 
-def launch_backfill(port: int, partitions: list[str]) -> str:
-    """A partition backfill of the whole graph, as the UI's "Materialize" over a partition selection."""
-    assets = ", ".join(f'{{path: ["{name}"]}}' for name in TRIP_ASSETS)
+def launch_backfill(port: int, partitions: list[str], asset_names: tuple[str, ...] = TRIP_ASSETS) -> str:
+    """A partition backfill of `asset_names` (the trip assets by default), as the UI's "Materialize"
+    over a partition selection."""
+    assets = ", ".join(f'{{path: ["{name}"]}}' for name in asset_names)
     launched = graphql(
         port,
         f"mutation {{ launchPartitionBackfill(backfillParams: {{ assetSelection: [{assets}], "
@@ -132,3 +133,22 @@ def backfill_runs(port: int, backfill_id: str, limit: int = 1000) -> list[dict]:
         f"{{ runs(limit: {limit}) {{ runId status startTime endTime tags {{ key value }} "
         f"stepStats {{ startTime endTime }} }} }} }} }}",
     )["partitionBackfillOrError"]["runs"]
+
+
+def latest_materialization_ms(port: int, asset: str) -> float | None:
+    """When the asset ("taxi/zones" for a key of two parts) was last materialized (epoch ms), or None."""
+    found = graphql(
+        port,
+        f"{{ assetOrError(assetKey: {{path: {json.dumps(asset.split('/'))}}}) {{ ... on Asset "
+        f"{{ assetMaterializations(limit: 1) {{ timestamp }} }} }} }}",
+    )["assetOrError"]
+    materializations = found.get("assetMaterializations") or []
+    return float(materializations[0]["timestamp"]) if materializations else None
+
+
+def partitions_materialized(port: int, asset: str) -> int:
+    return graphql(
+        port,
+        f'{{ assetNodeOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on AssetNode '
+        f"{{ partitionStats {{ numMaterialized }} }} }} }}",
+    )["assetNodeOrError"]["partitionStats"]["numMaterialized"]

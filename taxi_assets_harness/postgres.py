@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from taxi_assets_tests.emulators import free_port
+from taxi_assets_harness.ports import free_port
 
 
 def server_binaries() -> Path | None:
