@@ -35,6 +35,7 @@ def expected_stats(lines: list[str], pickup: str, month: dt.date, next_month: dt
     for borough, rows in by_borough.items():
         fares = [float(r["fare_amount"]) for r in rows]
         card = [r for r in rows if r["payment_type"] == "1"]
+        card_fares = sum(float(r["fare_amount"]) for r in card)
         pickups = [dt.datetime.fromisoformat(r[pickup]) for r in rows]
         start, end = dt.datetime.combine(month, dt.time()), dt.datetime.combine(next_month, dt.time())
         expected[borough] = {
@@ -43,7 +44,8 @@ def expected_stats(lines: list[str], pickup: str, month: dt.date, next_month: dt
             "total_fare": sum(fares),
             "median_fare": statistics.median(fares),
             "mean_distance": statistics.mean(float(r["trip_distance"]) for r in rows),
-            "card_tip_share": sum(float(r["tip_amount"]) for r in card) / sum(float(r["fare_amount"]) for r in card),
+            # NULL in SQL where no card fare was paid
+            "card_tip_share": sum(float(r["tip_amount"]) for r in card) / card_fares if card_fares else None,
             "pickups_outside_month": sum(not start <= p < end for p in pickups),
         }
     return expected
