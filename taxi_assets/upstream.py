@@ -1,11 +1,13 @@
-"""The upstream release files: where they are, and a streaming, verified, retried download."""
+"""The upstream trip files of either source TAXI_SOURCE picks (the DataTalksClub releases' CSV.gz
+files, or the TLC's own Parquet files): a streaming, verified, retried download, a HEAD probe, and
+the small zone lookup."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
-import random
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,17 +19,14 @@ import requests
 import urllib3
 from isal import isal_zlib
 
+from taxi_assets.retrying import retry
+
 CHUNK_BYTES = 1 << 20
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"  # at the start of a Parquet file and at the end of its footer
-
-
-def release_url(base_url: str, color: str, ym: str) -> str:
-    """`{base}/{color}/{color}_tripdata_{YYYY-MM}.csv.gz`, the DataTalksClub release layout."""
-    return f"{base_url.rstrip('/')}/{color}/{color}_tripdata_{ym}.csv.gz"
 
 
 def checked_base_url(url: str) -> str:
@@ -261,26 +260,30 @@ def download(
     log = log or logging.getLogger(__name__)
     # A session of our own is closed at the end; a caller's stays open.
     with contextlib.nullcontext(session) if session is not None else requests.Session() as session:
-        started = time.perf_counter()
-        for attempt in range(1, attempts + 1):
+        started, tries = time.perf_counter(), itertools.count(1)
+
+        def fetch_once() -> Downloaded:
+            attempt = next(tries)
             try:
                 size, sha256, fingerprint = _fetch_once(session, url, dest, timeout_seconds, suffix, not_published)
-                return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
-            except TransientUpstreamError as exc:
-                dest.unlink(missing_ok=True)
-                pause = random.uniform(0, backoff_seconds * 2 ** (attempt - 1))
-                elapsed = time.perf_counter() - started
-                out_of_time = give_up_after_seconds is not None and elapsed + pause > give_up_after_seconds
-                if attempt == attempts or out_of_time:
-                    raise TransientUpstreamError(
-                        f"{exc} (gave up after {attempt} attempt{'s' * (attempt > 1)} in {elapsed:.0f} s)"
-                    ) from exc
-                log.warning("attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause)
-                time.sleep(pause)
             except BaseException:
-                dest.unlink(missing_ok=True)
+                dest.unlink(missing_ok=True)  # no partial file, not even while pausing before a retry
                 raise
-    raise AssertionError("unreachable")
+            return Downloaded(url, dest, size, sha256, fingerprint, attempt, time.perf_counter() - started)
+
+        return retry(
+            fetch_once,
+            retry_on=TransientUpstreamError,
+            attempts=attempts,
+            give_up_after_seconds=give_up_after_seconds,
+            first_pause=backoff_seconds,
+            on_retry=lambda attempt, exc, pause, _: log.warning(
+                "attempt %d/%d failed: %s; retrying in %.1f s", attempt, attempts, exc, pause
+            ),
+            on_give_up=lambda attempt, exc, elapsed: TransientUpstreamError(
+                f"{exc} (gave up after {attempt} attempt{'s' * (attempt > 1)} in {elapsed:.0f} s)"
+            ),
+        )
 
 
 def probe(
@@ -309,7 +312,7 @@ def probe(
 
 
 def zone_lookup_url(base_url: str) -> str:
-    """`{base}/misc/taxi_zone_lookup.csv`: the 265 taxi zones, in the releases beside the trip files."""
+    """`{base}/misc/taxi_zone_lookup.csv`: the 265 taxi zones, beside the trip files at either source."""
     return f"{base_url.rstrip('/')}/misc/taxi_zone_lookup.csv"
 
 
@@ -317,23 +320,28 @@ def fetch_small(url: str, *, attempts: int, backoff_seconds: float, timeout_seco
     """A small file's bytes (a few KB, read into memory), with the trip files' rules: 404 is
     NotPublished at once, 401/403 and other 4xx fail at once, 5xx, 429 and timeouts are retried."""
     shown = redact(url)
-    for attempt in range(1, attempts + 1):
+
+    def get() -> bytes:
         try:
             response = requests.get(url, timeout=timeout_seconds)
         except requests.TooManyRedirects:
             raise UpstreamError(f"{shown}: redirect loop") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            error: UpstreamError = TransientUpstreamError(f"{shown}: {type(exc).__name__}: {exc}")
-        else:
-            status = f"HTTP {response.status_code} {response.reason}"
-            if response.status_code == 200:
-                return response.content
-            if response.status_code == 404:
-                raise NotPublished(f"{shown}: not published upstream (HTTP 404)")
-            if response.status_code not in RETRYABLE_STATUS:
-                raise UpstreamError(f"{shown}: {status}")
-            error = TransientUpstreamError(f"{shown}: {status}")
-        if attempt == attempts:
-            raise TransientUpstreamError(f"{error} (gave up after {attempts} attempts)")
-        time.sleep(random.uniform(0, backoff_seconds * 2 ** (attempt - 1)))
-    raise AssertionError("unreachable")
+            raise TransientUpstreamError(f"{shown}: {type(exc).__name__}: {exc}") from exc
+        status = f"HTTP {response.status_code} {response.reason}"
+        if response.status_code == 200:
+            return response.content
+        if response.status_code == 404:
+            raise NotPublished(f"{shown}: not published upstream (HTTP 404)")
+        if response.status_code not in RETRYABLE_STATUS:
+            raise UpstreamError(f"{shown}: {status}")
+        raise TransientUpstreamError(f"{shown}: {status}")
+
+    return retry(
+        get,
+        retry_on=TransientUpstreamError,
+        attempts=attempts,
+        first_pause=backoff_seconds,
+        on_give_up=lambda _, exc, __: TransientUpstreamError(f"{exc} (gave up after {attempts} attempts)"),
+        chain=False,
+    )

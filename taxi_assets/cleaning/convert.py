@@ -1,7 +1,9 @@
-"""Raw release CSV (gzip) -> typed Parquet with the color's pinned schema, streamed batch by batch.
+"""A raw trip file of either source TAXI_SOURCE picks (a DataTalksClub release's CSV.gz, or one of
+the TLC's Parquet files) -> typed Parquet with the color's pinned schema, streamed batch by batch.
 
-Memory stays bounded whatever the month's size: the CSV is parsed in blocks on one thread, a few
-blocks ahead of this one (`parse.py`), which casts each block to the pinned schema (`cast.py`),
+Memory stays bounded whatever the month's size: the input is read in blocks on one thread, a few
+blocks ahead of this one (a CSV by `parse.py`, a Parquet file by `parquet_input.py`), which sets a
+block's bad rows aside if asked to (`quarantine.py`), casts the block to the pinned schema (`cast.py`),
 counts what the checks need (`stats.py`), and buffers blocks until a row group is full.
 """
 

@@ -1,4 +1,5 @@
-"""The upstream release mirror: its base URL and how patiently to download from it."""
+"""The upstream source TAXI_SOURCE picks (the DataTalksClub releases' CSV.gz files, or the TLC's own
+Parquet files): its base URL and how patiently to download from it."""
 
 from __future__ import annotations
 

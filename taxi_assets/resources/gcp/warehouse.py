@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import random
 import re
-import time
 import uuid
 from typing import ClassVar
 
@@ -21,6 +19,7 @@ from taxi_assets.partitions import COLORS
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import explained, missing_bucket
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
+from taxi_assets.retrying import retry
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
 
 _BIGQUERY_TYPES = {
@@ -213,19 +212,19 @@ class BigQueryWarehouse(Warehouse):
             return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
 
     def _swap(self, client: bigquery.Client, script: str) -> None:
-        for attempt in range(1, self.swap_attempts + 1):
-            try:
-                client.query(script).result()
-                return
-            except google_exceptions.GoogleAPICallError as exc:
-                if not _CONCURRENT_UPDATE.search(str(exc)) or attempt == self.swap_attempts:
-                    raise
-                pause = random.uniform(0.5, 1.0) * self.swap_backoff_seconds * 2 ** (attempt - 1)
-                dg.get_dagster_logger().warning(
-                    f"slice swap aborted by a concurrent transaction on rides (attempt {attempt} of "
-                    f"{self.swap_attempts}); retrying in {pause:.1f} s: {exc.message}"
-                )
-                time.sleep(pause)
+        retry(
+            lambda: client.query(script).result(),
+            retry_on=lambda exc: (
+                isinstance(exc, google_exceptions.GoogleAPICallError) and bool(_CONCURRENT_UPDATE.search(str(exc)))
+            ),
+            attempts=self.swap_attempts,
+            first_pause=self.swap_backoff_seconds,
+            jitter=0.5,  # two swaps that collided do not run again in step
+            on_retry=lambda attempt, exc, pause, _: dg.get_dagster_logger().warning(
+                f"slice swap aborted by a concurrent transaction on rides (attempt {attempt} of "
+                f"{self.swap_attempts}); retrying in {pause:.1f} s: {exc.message}"
+            ),
+        )
 
     @staticmethod
     def _scalar(client, sql: str, params=()) -> int:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import random
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -19,6 +17,7 @@ from pydantic import Field
 from taxi_assets import settings
 from taxi_assets.resources.errors import SetupError, writing
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
+from taxi_assets.retrying import retry
 from taxi_assets.schema import (
     ALL_COLUMNS_VIEW,
     RIDES_SCHEMA,
@@ -55,6 +54,12 @@ def _disk_errors() -> Iterator[None]:
         raise
 
 
+def _held_by(exc: BaseException) -> str:
+    """Who holds the lock, as DuckDB's error says: "another process (PID 1234)"."""
+    holder = re.search(r"\(PID \d+\)", str(exc))
+    return f"another process {holder.group(0)}" if holder else "another process"
+
+
 class WarehouseLocked(SetupError):
     """Another process held the DuckDB file for longer than the bound: the step waited its retries
     already, so it fails at once."""
@@ -75,31 +80,32 @@ class DuckDBWarehouse(Warehouse):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         database = self.database or str(settings.duckdb_path())
-        started = time.monotonic()
-        pause, next_log = 0.1, 0.0
-        while True:
-            try:
-                conn = duckdb.connect(database, config=DUCKDB_SETTINGS)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                waited = time.monotonic() - started
-                holder = re.search(r"\(PID \d+\)", str(exc))
-                held_by = f"another process {holder.group(0)}" if holder else "another process"
-                if waited >= self.lock_timeout_seconds:
-                    raise WarehouseLocked(
-                        f"{database} is locked by {held_by}: gave up after {self.lock_timeout_seconds:.0f} s "
-                        "(lock_timeout_seconds). Is a long load still running, or a program holding the file open?"
-                    ) from None
-                if waited >= next_log:  # at the first wait, then every 30 s
-                    dg.get_dagster_logger().warning(
-                        f"waiting for the warehouse lock on {database}, held by {held_by} "
-                        f"({waited:.0f} s so far, giving up after {self.lock_timeout_seconds:.0f} s)"
-                    )
-                    next_log = waited + 30
-                time.sleep(min(pause, self.lock_timeout_seconds - waited) * random.uniform(0.5, 1.0))
-                pause = min(pause * 2, 2.0)
+        next_log = 0.0
+
+        def waiting(attempt: int, exc: BaseException, pause: float, waited: float) -> None:
+            nonlocal next_log
+            if waited >= next_log:  # at the first wait, then every 30 s
+                dg.get_dagster_logger().warning(
+                    f"waiting for the warehouse lock on {database}, held by {_held_by(exc)} "
+                    f"({waited:.0f} s so far, giving up after {self.lock_timeout_seconds:.0f} s)"
+                )
+                next_log = waited + 30
+
+        conn = retry(
+            lambda: duckdb.connect(database, config=DUCKDB_SETTINGS),
+            retry_on=lambda exc: isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower(),
+            give_up_after_seconds=self.lock_timeout_seconds,
+            wait_whole_bound=True,  # the lock may go at any moment: keep looking until the bound
+            first_pause=0.1,  # a short query's lock is gone within a few tenths of a second
+            max_pause=2.0,  # a long load's lock is noticed within 2 s of its release
+            jitter=0.5,  # two waiting runs do not try the file in step
+            on_retry=waiting,
+            on_give_up=lambda _, exc, __: WarehouseLocked(
+                f"{database} is locked by {_held_by(exc)}: gave up after {self.lock_timeout_seconds:.0f} s "
+                "(lock_timeout_seconds). Is a long load still running, or a program holding the file open?"
+            ),
+            chain=False,  # the message says all that DuckDB's error did
+        )
         try:
             conn.execute("SET enable_progress_bar = false")  # it would be printed into the run's logs
             yield conn
