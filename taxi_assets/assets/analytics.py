@@ -175,6 +175,7 @@ def _chart_png(trips: pd.DataFrame) -> bytes:
     group_name=ANALYTICS,
     kinds={"matplotlib", "png"},
     io_manager_key=LAKE_IO,
+    metadata={"lake/path": "reports/trips_per_month.png"},
     deps=[STATS_TABLE],
     automation_condition=dg.AutomationCondition.eager(),
 )
