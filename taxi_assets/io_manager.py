@@ -1,12 +1,25 @@
 """The one way assets persist data in the lake.
 
-An asset returns what it made, and this IO manager stores it under the asset's key from
-`layout.py`:
-- `NewFile(path)`: a finished local file (the download, the typed Parquet), moved into the lake;
+Where: each lake asset declares its place in its own definition metadata (see `layout.py`):
+`lake/path`, a template over the partition's fields (or a fixed name when it is not partitioned),
+and `lake/side/{name}` for each side file that goes with a version. Like Dagster's own IO managers
+(DbIOManager's `partition_expr`, UPathIOManager's paths from the asset key), this IO manager finds
+the key from the context: `context.definition_metadata` when storing, the upstream asset's
+`context.upstream_output.definition_metadata` when loading, and the run's partition. It names no
+asset: a new lake asset needs no edit here. An asset that declares no `lake/path` fails at once,
+saying how to declare one.
+
+What: an asset returns what it made, and it is stored under the asset's key:
+- `NewFile(path, side_files={name: path or None})`: a finished local file (the download, the typed
+  Parquet), moved into the lake; each side file the asset declares is stored beside it under its
+  own template, or removed when the output carries none, so no stale side file describes the new
+  version (clean_trips' quarantined lines, `lake/side/rejected`). A side file the asset does not
+  declare is refused before anything is written;
 - `PublishCopy(handle)`: a copy of an upstream stored object under this asset's key, made by the
-  storage itself (a hard link, a server-side GCS copy);
-- a `LakeFile` handle of this very asset's stored object: keep it as it is (raw_trips, when the
-  upstream file has not changed).
+  storage itself (a hard link, a server-side GCS copy); declared side files are removed;
+- a `LakeFile` handle of this very asset's stored object: keep it as it is, side files too
+  (raw_trips, when the upstream file has not changed). The asset gets that handle from
+  `stored_file(context, lake)`, which asks the `lake` resource for the key its own metadata names.
 
 Downstream assets receive a `LakeFile` handle: the object's URI, size and generation, the Parquet
 footer's facts (read once), and its bytes on local disk on demand. When this process stored the
@@ -20,7 +33,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +41,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
-from taxi_assets import settings
-from taxi_assets.layout import REPORT_KEYS, key_for, rejected_key
+from taxi_assets import layout, settings
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
@@ -56,16 +68,18 @@ class ParquetFacts:
 
 @dataclass(frozen=True)
 class NewFile:
-    """An asset's output: a finished local file, to be stored under the asset's lake key; for
-    clean_trips, with the lines it set aside (or None: then no rejected file describes this version)."""
+    """An asset's output: a finished local file, to be stored under the asset's lake key, with its
+    side files by the names the asset declares (`lake/side/{name}` metadata); a declared side file
+    that is absent or None is removed from the lake."""
 
     path: Path
-    rejected: Path | None = None
+    side_files: Mapping[str, Path | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class LakeFile:
-    """A stored object, as the IO manager hands it to the next asset."""
+    """A stored object, as the IO manager hands it to the next asset (and `stored_file` to the asset
+    that stored it)."""
 
     key: str
     uri: str
@@ -76,6 +90,20 @@ class LakeFile:
     # uploaded), and how to fetch them otherwise.
     local: Path | None = field(default=None, repr=False, compare=False)
     fetch: Callable[[Path], Path] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, lake: Lake, stored: LakeObject, parquet: ParquetFacts | None, local: Path | None = None) -> LakeFile:
+        """A handle on `stored`: its bytes where they already are on this machine (the lake's own
+        folder, or `local`), fetched from `lake` otherwise."""
+        return cls(
+            key=stored.key,
+            uri=stored.uri,
+            size=stored.size,
+            generation=stored.generation,
+            parquet=parquet,
+            local=lake.local_path(stored.key) or local,
+            fetch=lambda dest, key=stored.key: lake.download(key, dest),
+        )
 
     @contextlib.contextmanager
     def local_copy(self) -> Iterator[Path]:
@@ -107,15 +135,52 @@ class PublishCopy:
     source: LakeFile
 
 
-def _month(context: dg.OutputContext | dg.InputContext, asset_name: str) -> TripMonth | None:
-    """The partition being stored or loaded; None for the unpartitioned reports."""
-    if asset_name in REPORT_KEYS and not context.has_asset_partitions:
-        return None
-    return TripMonth.only(list(context.asset_partition_keys) if context.has_asset_partitions else [])
+@contextlib.contextmanager
+def _declared(asset: str) -> Iterator[None]:
+    """A lake path an asset declares wrongly fails its step at once: a retry would repeat it."""
+    try:
+        yield
+    except ValueError as exc:
+        raise dg.Failure(description=f"{asset}: {exc}", allow_retries=False) from exc
+
+
+def _partition_keys(context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext) -> Sequence[str]:
+    """The partition keys of the asset being stored or loaded (of the upstream asset, for an input)."""
+    if isinstance(context, dg.AssetExecutionContext):
+        if context.has_partition_key:
+            return [context.partition_key]
+        return context.partition_keys if context.has_partition_key_range else []
+    return list(context.asset_partition_keys) if context.has_asset_partitions else []
+
+
+def _place(asset: str, metadata: Mapping[str, object], partition_keys: Sequence[str]) -> tuple[TripMonth | None, str]:
+    """The partition (None for an asset that is not partitioned) and the key where the asset's
+    definition metadata puts it."""
+    with _declared(asset):
+        template = layout.path_of(metadata)
+    # A partitioned asset stores one partition per run; a run over a range is refused here.
+    month = TripMonth.only(partition_keys) if layout.is_partitioned(template) or partition_keys else None
+    with _declared(asset):
+        return month, layout.key_for(template, month)
+
+
+def _footer_facts(lake: Lake, key: str) -> ParquetFacts | None:
+    return ParquetFacts.from_footer(lake.parquet_footer(key)) if key.endswith(".parquet") else None
+
+
+def stored_file(context: dg.AssetExecutionContext, lake: Lake) -> LakeFile | None:
+    """What `lake` holds now for the asset being materialized and its partition, or None. The key
+    comes from the asset's own `lake/path` metadata, as the lake IO manager stores it; returning the
+    handle keeps the stored object as it is."""
+    asset = context.asset_key.to_user_string()
+    month, key = _place(asset, context.assets_def.metadata_by_key[context.asset_key], _partition_keys(context))
+    with failing_fast(month or asset):
+        stored = lake.stat(key)
+        return LakeFile.of(lake, stored, _footer_facts(lake, key)) if stored else None
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
-    """Stores `raw_trips`, `clean_trips` and `gcs_parquet`, one partition per run, in the lake."""
+    """Stores each lake asset where its definition metadata says, one partition per run."""
 
     lake: Lake
     # This process's stored objects whose bytes are still on local disk, and footers already read:
@@ -125,46 +190,37 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def _handle(self, stored: LakeObject) -> LakeFile:
         kept_generation, kept_path = self._kept.get(stored.key, (None, None))
-        local = self.lake.local_path(stored.key) or (kept_path if kept_generation == stored.generation else None)
         facts = None
         if stored.key.endswith(".parquet"):
             facts_generation, facts = self._facts.get(stored.key, (None, None))
             if facts is None or facts_generation != stored.generation:
-                facts = ParquetFacts.from_footer(self.lake.parquet_footer(stored.key))
+                facts = _footer_facts(self.lake, stored.key)
                 self._facts[stored.key] = (stored.generation, facts)
-        return LakeFile(
-            key=stored.key,
-            uri=stored.uri,
-            size=stored.size,
-            generation=stored.generation,
-            parquet=facts,
-            local=local,
-            fetch=lambda dest, key=stored.key: self.lake.download(key, dest),
-        )
-
-    def stored(self, context: dg.AssetExecutionContext) -> LakeFile | None:
-        """What the lake holds now for this asset and partition, or None."""
-        key = key_for(context.asset_key.to_user_string(), TripMonth.from_context(context))
-        stored = self.lake.stat(key)
-        return self._handle(stored) if stored else None
+        return LakeFile.of(self.lake, stored, facts, local=kept_path if kept_generation == stored.generation else None)
 
     def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile) -> None:
         asset = context.asset_key.to_user_string()
-        month = _month(context, asset)
-        key = key_for(asset, month)
+        metadata = context.definition_metadata
+        month, key = _place(asset, metadata, _partition_keys(context))
+        side_files = obj.side_files if isinstance(obj, NewFile) else {}
+        with _declared(asset):
+            side_keys = {name: layout.key_for(side, month) for name, side in layout.side_paths_of(metadata).items()}
+            if set(side_files) - set(side_keys):
+                raise ValueError(
+                    f"returned side files {sorted(set(side_files) - set(side_keys))} it does not declare; "
+                    f"declare each as {layout.SIDE_PATH}{{name}} metadata"
+                )
         with failing_fast(month or asset), writing(self.lake.uri(key)):
-            self._store(context, key, obj, month)
+            self._store(context, key, obj)
+            if not isinstance(obj, LakeFile):  # a kept object keeps its side files too
+                self._store_side_files(context, side_files, side_keys)
 
-    def _store(
-        self, context: dg.OutputContext, key: str, obj: NewFile | PublishCopy | LakeFile, month: TripMonth | None
-    ) -> None:
+    def _store(self, context: dg.OutputContext, key: str, obj: NewFile | PublishCopy | LakeFile) -> None:
         if isinstance(obj, NewFile):
             facts = ParquetFacts.from_footer(pq.read_metadata(obj.path)) if key.endswith(".parquet") else None
             stored = self.lake.store(obj.path, key)
             if obj.path.is_file():  # uploaded, not moved: keep it for the next step of this process
                 self._kept[key] = (stored.generation, obj.path)
-            if context.asset_key.to_user_string() == "clean_trips":
-                self._store_rejected(context, obj.rejected, rejected_key(month))
         elif isinstance(obj, PublishCopy):
             facts = obj.source.parquet
             stored = self.lake.copy(obj.source.key, key)
@@ -182,23 +238,28 @@ class LakeIOManager(dg.ConfigurableIOManager):
             self._facts[key] = (stored.generation, facts)
         context.add_output_metadata(stored.metadata())
 
-    def _store_rejected(self, context: dg.OutputContext, path: Path | None, key: str) -> None:
-        """The quarantined lines beside the staged file; a stale file of an earlier version goes."""
-        if path is None:
-            self.lake.delete(key)
-            return
-        stored = self.lake.store(path, key)
-        context.add_output_metadata({"rejected_uri": dg.MetadataValue.text(stored.uri)})
+    def _store_side_files(
+        self, context: dg.OutputContext, files: Mapping[str, Path | None], side_keys: Mapping[str, str]
+    ) -> None:
+        """Each declared side file beside the object; a stale one of an earlier version goes."""
+        for name, key in side_keys.items():
+            path = files.get(name)
+            if path is None:
+                self.lake.delete(key)
+                continue
+            with writing(self.lake.uri(key)):
+                stored = self.lake.store(path, key)
+            context.add_output_metadata({f"{name}_uri": dg.MetadataValue.text(stored.uri)})
 
     def load_input(self, context: dg.InputContext) -> LakeFile:
         upstream = context.upstream_output.asset_key.to_user_string()
-        month = _month(context, upstream)
-        key = key_for(upstream, month)
+        month, key = _place(upstream, context.upstream_output.definition_metadata, _partition_keys(context))
         with failing_fast(month or upstream):
             stored = self.lake.stat(key)
             if stored is None:
                 raise dg.Failure(
-                    description=f"partition {month}: {upstream} is not in the lake at {self.lake.uri(key)}; "
+                    description=f"{f'partition {month}: ' if month else ''}{upstream} is not in the lake at "
+                    f"{self.lake.uri(key)}; "
                     f"materialize {upstream} first",
                     allow_retries=False,
                 )

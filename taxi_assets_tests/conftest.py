@@ -204,6 +204,15 @@ def month(key: str) -> TripMonth:
     return TripMonth.from_key(key)
 
 
+# Keys in the layout existing lakes have (test_layout.py holds the assets' declarations to it).
+def raw_key(m: TripMonth) -> str:
+    return f"raw/{m.color}/{m.file_stem}.csv.gz"
+
+
+def published_key(m: TripMonth) -> str:
+    return f"data/{m.color}/{m.file_stem}.parquet"
+
+
 @pytest.fixture(scope="session")
 def gcp_emulators(tmp_path_factory):
     """GCS and BigQuery emulators for the whole session (started once: ~1 s)."""
@@ -263,10 +272,12 @@ def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
     from taxi_assets.resources.source import TripSource
     from taxi_assets.resources.workdir import WorkDir
 
+    lake = LocalLake(root=str(root / "lake"))
     return {
         "source": TripSource(base_url=mirror.base_url, backoff_seconds=0.01),
         "workdir": WorkDir(root=str(root / "work")),
-        "lake_io_manager": LakeIOManager(lake=LocalLake(root=str(root / "lake"))),
+        "lake": lake,
+        "lake_io_manager": LakeIOManager(lake=lake),
         "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
         "warehouse_io_manager": DuckDBPandasIOManager(database=str(root / "warehouse.duckdb"), schema="main"),
     }

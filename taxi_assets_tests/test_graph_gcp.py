@@ -12,10 +12,10 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from taxi_assets.layout import published_key
 from taxi_assets_tests.conftest import (
     build_test_defs,
     month,
+    published_key,
     real_rows,
     run_partition,
     step_failure_messages,

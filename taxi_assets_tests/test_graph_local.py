@@ -7,8 +7,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.layout import published_key, raw_key
-from taxi_assets_tests.conftest import fhv_month, month, real_rows, run_partition, step_failure_messages
+from taxi_assets_tests.conftest import (
+    fhv_month,
+    month,
+    published_key,
+    raw_key,
+    real_rows,
+    run_partition,
+    step_failure_messages,
+)
 
 SOURCES = {
     "yellow|2021-01-01": real_rows("yellow_tripdata_2021-01_head3000.csv"),

@@ -228,6 +228,7 @@ def _chart_png(trips: pd.DataFrame) -> bytes:
     group_name=ANALYTICS,
     kinds={"matplotlib", "png"},
     io_manager_key=LAKE_IO,
+    metadata={"lake/path": "reports/trips_per_month.png"},
     deps=[STATS_TABLE],
     # eager() without its "no dependency missing": the one dependency is partitioned, and most of
     # its partitions are never loaded, so eager() alone would never draw the chart.

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
@@ -120,6 +121,10 @@ def _checks(
     group_name=GROUP,
     kinds={"pyarrow", "parquet", LAKE_KIND},
     io_manager_key=LAKE_IO,
+    metadata=layout.lake_metadata(
+        layout.partition_path("staging/clean_trips", ".parquet"),
+        rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
+    ),
     check_specs=CLEAN_CHECKS,
 )
 def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
@@ -153,7 +158,7 @@ def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw
         context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
     pinned = TRIP_SCHEMAS[month.color]
     return dg.MaterializeResult(
-        value=NewFile(out, rejected=rejected if result.rows_rejected else None),
+        value=NewFile(out, side_files={"rejected": rejected if result.rows_rejected else None}),
         metadata={**_metadata(result, month.color, raw_downloaded), "rows_rejected": result.rows_rejected},
         check_results=_checks(result, pq.read_schema(out), pinned, config),
     )

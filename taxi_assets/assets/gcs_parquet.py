@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, STORAGE_RETRY
 from taxi_assets.io_manager import LakeFile, PublishCopy
 from taxi_assets.partitions import trip_partitions
@@ -12,6 +13,7 @@ from taxi_assets.partitions import trip_partitions
     group_name=GROUP,
     kinds={"parquet", LAKE_KIND},
     io_manager_key=LAKE_IO,
+    metadata=layout.lake_metadata(layout.partition_path("data", ".parquet")),
     retry_policy=STORAGE_RETRY,
 )
 def gcs_parquet(context: dg.AssetExecutionContext, clean_trips: LakeFile):

@@ -5,10 +5,12 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import Field
 
+from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
-from taxi_assets.io_manager import LakeFile, LakeIOManager, NewFile
+from taxi_assets.io_manager import LakeFile, NewFile, stored_file
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.errors import failing_fast, writing
+from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.sources import SOURCE
@@ -53,6 +55,7 @@ def _unchanged_upstream(
     group_name=GROUP,
     kinds={"python", "csv", LAKE_KIND},
     io_manager_key=LAKE_IO,
+    metadata=layout.lake_metadata(layout.partition_path("raw", SOURCE.suffix)),  # .csv.gz or .parquet
     pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
 )
 def raw_trips(
@@ -60,7 +63,7 @@ def raw_trips(
     config: RawTripsConfig,
     source: TripSource,
     workdir: WorkDir,
-    lake_io_manager: dg.ResourceParam[LakeIOManager],
+    lake: Lake,
 ):
     """The month's upstream file (`{color}_tripdata_{YYYY-MM}.csv.gz` from the releases, `.parquet`
     from the TLC), byte for byte, in the lake's raw area. Streamed to disk, verified complete
@@ -72,8 +75,7 @@ def raw_trips(
     month = TripMonth.from_context(context)
     url = source.url_for(month)
     if not config.force_download:
-        with failing_fast(month):
-            stored = lake_io_manager.stored(context)
+        stored = stored_file(context, lake)
         previous = _unchanged_upstream(context, month, source, stored)
         if previous is not None:
             context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")

@@ -1,8 +1,10 @@
 """The lake's interface: where raw files, staged Parquet and published Parquet are stored.
 
 Two implementations, one per target: a folder (`resources/local/lake.py`) and a GCS bucket
-(`resources/gcp/lake.py`). Only the lake IO manager (`io_manager.py`) calls a lake; keys come
-from `layout.py`. Every write is a replace: the object appears whole under its key or not at all.
+(`resources/gcp/lake.py`). The lake IO manager (`io_manager.py`) stores and loads through it; an
+asset that must see what is stored before it decides (raw_trips) gets the same lake as the `lake`
+resource and asks `io_manager.stored_file`. Keys come from each asset's own metadata (`layout.py`).
+Every write is a replace: the object appears whole under its key or not at all.
 """
 
 from __future__ import annotations

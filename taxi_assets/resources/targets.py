@@ -54,6 +54,8 @@ def resources_for(target: str) -> dict[str, object]:
     return {
         "source": TripSource(),
         "workdir": WorkDir(),
+        # The IO manager stores and loads; an asset that asks what is stored (raw_trips) asks the lake.
+        "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),
         "warehouse": warehouse,
         "warehouse_io_manager": tables,
