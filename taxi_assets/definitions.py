@@ -6,10 +6,10 @@ from taxi_assets import settings
 from taxi_assets.assets import ALL_ASSETS
 from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.jobs import trips_job
-from taxi_assets.resources.targets import resources_for
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import SOURCE
+from taxi_assets.targets import resources_for
 
 
 def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:

@@ -15,7 +15,7 @@ import dagster as dg
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
-from taxi_assets.sensors import TRIGGER_TAG, loaded_fingerprints
+from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import UpstreamError
 
 

@@ -19,34 +19,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import dagster as dg
 import requests
 
-from taxi_assets.assets.raw_trips import FINGERPRINT, raw_trips
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.source import TripSource
+from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import Fingerprint, UpstreamError
 
-TRIGGER_TAG = "taxi/trigger"
 # A tick must finish within Dagster's sensor evaluation timeout (60 s by default); files not
 # checked in time are checked next tick.
 TICK_BUDGET_SECONDS = 40
-
-
-def loaded_fingerprints(instance: dg.DagsterInstance) -> dict[str, str | None]:
-    """Partition key -> the upstream fingerprint its latest raw_trips materialization recorded."""
-    found: dict[str, str | None] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=raw_trips.key), limit=1000, cursor=cursor, ascending=False
-        )
-        for record in page.records:
-            materialization = record.asset_materialization
-            if materialization.partition not in found:  # newest first: the first one seen is the latest
-                value = materialization.metadata.get(FINGERPRINT)
-                found[materialization.partition] = value.value if value is not None else None
-        if not page.has_more:
-            return found
-        cursor = page.cursor
 
 
 def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:

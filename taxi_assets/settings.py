@@ -1,15 +1,17 @@
-"""Every environment variable the project reads, with its default, and when it is read.
+"""The project's own environment variables, with their defaults, and when they are read.
+(Dagster's, Google's and `make serve`'s are listed with these in docs/configuration.md.)
 
 Two moments, on purpose:
 - when the code location loads: `TAXI_TARGET` picks the resource classes (local or gcp), because
   the asset graph shows them (kinds, descriptions); `TAXI_SOURCE` picks the upstream, and with it
-  the colors, the partition grid and the pinned schemas; `TAXI_LAST_MONTH` ends the releases' grid.
+  the colors, the partition grid and the pinned schemas; `TAXI_LAST_MONTH` ends the releases' grid;
+  `TAXI_DATA_DIR` names the DuckDB file that `targets.py` hands to both of its users.
   Changing them means reloading the code location.
-- when a run or a sensor tick starts: everything else (paths, URLs, credentials). Resources hold
+- when a run or a sensor tick starts: everything else (lake and work paths, URLs, credentials). Resources hold
   `None` for "from the environment" and call these functions when they are used, never at import,
   so `import taxi_assets.definitions` reads nothing else and a changed value needs no reload.
 GCP's required settings (`GCP_PROJECT`, `GCS_BUCKET`, `BQ_DATASET`) are Dagster `EnvVar`s in
-`resources/targets.py`: they resolve at launch too, and the UI shows their names, never values.
+`targets.py`: they resolve at launch too, and the UI shows their names, never values.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_definitions_load_with_every_asset_described(local_env):
 def test_unknown_target_is_refused():
     import pytest
 
-    from taxi_assets.resources.targets import resources_for
+    from taxi_assets.targets import resources_for
 
     with pytest.raises(ValueError, match="TAXI_TARGET must be one of"):
         resources_for("aws")

@@ -7,7 +7,8 @@ import dagster as dg
 
 from taxi_assets.assets import raw_trips
 from taxi_assets.resources.source import TripSource
-from taxi_assets.sensors import TRIGGER_TAG, upstream_files_sensor
+from taxi_assets.run_history import TRIGGER_TAG
+from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows
 
 PUBLISHED = {

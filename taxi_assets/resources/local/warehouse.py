@@ -14,7 +14,6 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
-from taxi_assets import settings
 from taxi_assets.resources.errors import SetupError, writing
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.retrying import retry
@@ -69,17 +68,15 @@ class DuckDBWarehouse(Warehouse):
     """One DuckDB file. DuckDB lets one process write it at a time: another run's load, or any other
     program with the file open, holds a lock, and this waits for it (bounded, and logged)."""
 
-    database: str | None = Field(
-        default=None, description="DuckDB file; default $TAXI_DATA_DIR/warehouse.duckdb, read at launch"
-    )
     dialect: ClassVar[str] = "duckdb"
+    database: str = Field(description="The DuckDB file ($TAXI_DATA_DIR/warehouse.duckdb, from targets.py)")
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long to wait for another process's lock on the file before failing"
     )
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        database = self.database or str(settings.duckdb_path())
+        database = self.database
         next_log = 0.0
 
         def waiting(attempt: int, exc: BaseException, pause: float, waited: float) -> None:
@@ -128,7 +125,7 @@ class DuckDBWarehouse(Warehouse):
             )
         )
         slice_params = {"color": color, "month": month}
-        with writing(self.database or settings.duckdb_path()), _disk_errors(), self._connection() as conn:
+        with writing(self.database), _disk_errors(), self._connection() as conn:
             conn.execute(self._create_table_sql())
             conn.execute("BEGIN TRANSACTION")
             try:

@@ -1,7 +1,11 @@
 """Resources per target: `resources_for(target)` is the one place that tells local from gcp.
 
-Nothing here reads the environment, with one exception said below: paths, URLs and credentials
-resolve when a run starts (`settings.py`, and `EnvVar` for GCP's required settings).
+The wiring of the code location, beside `definitions.py`: it is the one module that puts the IO
+manager and the resources together, so imports run one way (definitions -> targets -> io_manager,
+resources). The local target's DuckDB file is read here, once, when the code location loads, and
+handed to both its users (our warehouse and Dagster's DuckDB IO manager), so the UI shows it and
+the two cannot disagree; URLs and credentials resolve when a run starts (`settings.py`, and
+`EnvVar` for GCP's required settings).
 """
 
 from __future__ import annotations
@@ -22,13 +26,9 @@ from taxi_assets.settings import TARGETS
 def _local() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
     from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-    # Dagster's DuckDB IO manager takes its file as config, so it is resolved when the definitions
-    # are built (our own resources resolve it when a run starts; the two agree unless
-    # TAXI_DATA_DIR changes under a running code location).
-    tables = DuckDBPandasIOManager(
-        database=str(settings.duckdb_path()), schema="main", connection_config=DUCKDB_SETTINGS
-    )
-    return LocalLake(), DuckDBWarehouse(), tables
+    database = str(settings.duckdb_path())
+    tables = DuckDBPandasIOManager(database=database, schema="main", connection_config=DUCKDB_SETTINGS)
+    return LocalLake(), DuckDBWarehouse(database=database), tables
 
 
 def _gcp() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
