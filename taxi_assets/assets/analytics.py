@@ -9,6 +9,7 @@ per borough comes back to the worker.
 import base64
 import io
 import time
+from textwrap import shorten
 
 import dagster as dg
 import pandas as pd
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from taxi_assets.assets.analytics_sql import MONTHLY_STATS, TRIPS_PER_MONTH, ZONE_COVERAGE
 from taxi_assets.assets.bq_rides_table import bq_rides_table
-from taxi_assets.assets.common import LAKE_IO, WAREHOUSE_KIND, markdown_table
+from taxi_assets.assets.common import LAKE_IO, WAREHOUSE_KIND, column_schema, markdown_table
 from taxi_assets.io_manager import NewFile
 from taxi_assets.partitions import TripMonth, trip_partitions
 from taxi_assets.resources.errors import failing_fast, writing
@@ -25,7 +26,7 @@ from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
 from taxi_assets.sources import SOURCE
-from taxi_assets.upstream import UpstreamError
+from taxi_assets.upstream import UpstreamError, redact
 
 ANALYTICS = "analytics"
 WAREHOUSE_IO = "warehouse_io_manager"
@@ -58,39 +59,67 @@ ZONES_WHEN_MISSING = (
 ).with_label("missing, not in progress, last attempt not failed")
 
 
+ZONE_COLUMNS = ("LocationID", "Borough", "Zone", "service_zone")
+
+
+def _read_zones(url: str, data: bytes) -> pd.DataFrame:
+    """The lookup as a table, or a Failure naming the file and what is wrong with it: nothing is
+    stored unless the whole lookup is right."""
+
+    def bad(reason: str) -> dg.Failure:
+        return dg.Failure(
+            description=f"taxi zones: {redact(url)}: {reason}; the zones table is unchanged", allow_retries=False
+        )
+
+    try:
+        zones = pd.read_csv(
+            io.BytesIO(data),
+            keep_default_na=False,
+            na_values=[""],
+            dtype={"LocationID": "int64", "Borough": "string", "Zone": "string", "service_zone": "string"},
+        )
+    except (ValueError, pd.errors.ParserError) as exc:  # a value that is not an id, a ragged line
+        raise bad(f"not a zone lookup CSV ({shorten(str(exc), 200)})") from None
+    if tuple(zones.columns) != ZONE_COLUMNS:
+        raise bad(f"columns {shorten(', '.join(map(str, zones.columns)), 200)}, expected {', '.join(ZONE_COLUMNS)}")
+    if len(zones) != ZONE_COUNT or not zones["LocationID"].is_unique:
+        raise bad(f"{len(zones)} rows with {zones['LocationID'].nunique()} distinct LocationIDs, expected {ZONE_COUNT}")
+    return zones
+
+
 @dg.asset(
     key=ZONES_KEY,
     group_name=ANALYTICS,
     kinds={"pandas", WAREHOUSE_KIND},
-    io_manager_key=WAREHOUSE_IO,
     automation_condition=ZONES_WHEN_MISSING,
     check_specs=[
         dg.AssetCheckSpec(ZONES_COMPLETE, asset=ZONES_KEY, blocking=True, description="265 rows, unique LocationID")
     ],
 )
-def taxi_zones(context: dg.AssetExecutionContext, source: TripSource):
+def taxi_zones(context: dg.AssetExecutionContext, source: TripSource, warehouse: Warehouse):
     """The taxi zone lookup (`{TAXI_SOURCE_URL}/misc/taxi_zone_lookup.csv`): LocationID, Borough,
     Zone, service_zone for the 265 zones, as the warehouse table `zones`. "N/A" and "NA" are real
-    values in it (zone 265's service zone, zone 264's name), read as text, not as NULL."""
+    values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
+    before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
+    step: a bad lookup fails the run and leaves the table as it was."""
     try:
         url, data = source.zone_lookup()
     except UpstreamError as exc:
         raise dg.Failure(description=f"taxi zones: {exc}", allow_retries=False) from exc
-    zones = pd.read_csv(
-        io.BytesIO(data),
-        keep_default_na=False,
-        na_values=[""],
-        dtype={"LocationID": "int64", "Borough": "string", "Zone": "string", "service_zone": "string"},
-    )
-    unique = zones["LocationID"].is_unique
+    zones = _read_zones(url, data)
+    with failing_fast("taxi/zones"):
+        rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))
     return dg.MaterializeResult(
-        value=zones,
-        metadata={"dagster/row_count": len(zones), "source_url": dg.MetadataValue.url(url)},
+        metadata={
+            "dagster/row_count": rows,
+            "source_url": dg.MetadataValue.url(redact(url)),
+            "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
+        },
         check_results=[
             dg.AssetCheckResult(
                 check_name=ZONES_COMPLETE,
-                passed=len(zones) == ZONE_COUNT and unique,
-                metadata={"rows": len(zones), "unique_location_ids": bool(unique)},
+                passed=rows == ZONE_COUNT,
+                metadata={"rows": rows, "unique_location_ids": True},
             )
         ],
     )

@@ -19,6 +19,7 @@ import dagster as dg
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class Warehouse(dg.ConfigurableResource):
     @abc.abstractmethod
     def slice_rows(self, color: str, month: dt.date) -> int:
         """Rows in one slice of `rides` (0 when there are none, or no table yet)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def replace_table(self, name: str, table: pa.Table) -> int:
+        """Replace a whole small table (the zone lookup) in one step, so a reader sees the old rows or
+        the new ones, never none; returns the rows stored."""
         raise NotImplementedError
 
     @abc.abstractmethod

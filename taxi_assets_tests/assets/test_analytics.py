@@ -151,3 +151,34 @@ def test_the_automation_sensor_draws_the_chart_after_statistics_of_some_months(l
     after = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=before.cursor)
     assert after.get_num_requested(dg.AssetKey("trips_per_month_chart")) == 1
     assert after.get_num_requested(ZONES_KEY) == 0
+
+
+@pytest.mark.parametrize(
+    "broken, reason",
+    [
+        ("extra_columns", "columns LocationID, Borough, Zone, service_zone, extra1, extra2, expected"),
+        ("too_many_rows", "1000000 rows with 1000000 distinct LocationIDs, expected 265"),
+        ("duplicate_ids", "265 rows with 264 distinct LocationIDs, expected 265"),
+    ],
+)
+def test_a_bad_zone_lookup_fails_and_leaves_the_zones_table_as_it_was(
+    loaded, mirror, tmp_path, instance, broken, reason
+):
+    resources, _ = loaded
+    lines = (mirror.root / "misc" / "taxi_zone_lookup.csv").read_text().splitlines()
+    if broken == "extra_columns":
+        lines = [line + (",extra1,extra2" if i == 0 else ",1,2") for i, line in enumerate(lines)]
+    elif broken == "too_many_rows":
+        lines = lines[:1] + [f'{i},"Queens","Zone {i}","Boro Zone"' for i in range(1, 1_000_001)]
+    else:
+        lines[-1] = lines[-2]
+    (mirror.root / "misc" / "taxi_zone_lookup.csv").write_text("\n".join(lines) + "\n")
+    result = dg.materialize(
+        ALL_ASSETS, selection=[ZONES_KEY], resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "taxi zones: " in message and "misc/taxi_zone_lookup.csv" in message and reason in message, message
+    assert "the zones table is unchanged" in message
+    rows = _table(tmp_path, "SELECT count(*), count(DISTINCT LocationID), max(Zone) FROM main.zones")
+    assert rows[0][:2] == (265, 265)  # the good lookup, whole

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import re
 import uuid
 from typing import ClassVar
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster_gcp import BigQueryResource, GCSResource
 from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
@@ -239,6 +241,27 @@ class BigQueryWarehouse(Warehouse):
                 return self._scalar(client, sql, self._slice_params(color, month))
             except google_exceptions.NotFound:
                 return 0
+
+    def replace_table(self, name: str, table: pa.Table) -> int:
+        # One load job with WRITE_TRUNCATE: BigQuery swaps the table's contents atomically when the
+        # job succeeds, and leaves them as they were when it fails.
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        buffer.seek(0)
+        with self.bigquery.get_client() as client:
+            self._ensure_dataset(client)
+            table_id = self._table_id(client, name)
+            with self._explained(client, f"replace {table_id}", "bigquery.jobs.create, bigquery.tables.updateData"):
+                client.load_table_from_file(
+                    buffer,
+                    table_id,
+                    job_config=bigquery.LoadJobConfig(
+                        source_format=bigquery.SourceFormat.PARQUET,
+                        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                        schema=_bq_schema(table.schema),
+                    ),
+                ).result()
+                return self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}")
 
     def table_name(self, name: str) -> str:
         project = self.bigquery.project

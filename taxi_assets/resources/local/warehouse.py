@@ -160,6 +160,20 @@ class DuckDBWarehouse(Warehouse):
                 {"color": color, "month": month},
             ).fetchone()[0]
 
+    def replace_table(self, name: str, table: pa.Table) -> int:
+        with writing(self.database), _disk_errors(), self._connection() as conn:
+            conn.register("incoming", table)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM incoming")
+                rows = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return rows
+
     def table_name(self, name: str) -> str:
         return _quote(name)
 
