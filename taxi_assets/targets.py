@@ -32,7 +32,7 @@ def _local() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
 
 
 def _gcp() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
-    # Imported here: the Google libraries cost ~1 s of import time that the local target never needs.
+    # Imported here: the Google libraries are slow to import and the local target never needs them.
     from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
     from taxi_assets.resources.gcp.lake import GCSLake
     from taxi_assets.resources.gcp.pandas_io import TaxiBigQueryPandasIOManager

@@ -7,10 +7,9 @@ to their pinned types; a DOUBLE that must become an integer is checked first: a 
 month naming the column, the row and the value, as the CSV path does.
 
 A month written as one row group (yellow 2023-01 is) must not be read whole: pyarrow's batch
-reader with a small read buffer and no pre-buffering decodes a page at a time. Measured on a
-generated 20M-row fhvhv month in one row group (746 MB): 237 MB peak RSS reading it all with a 1 MB
-buffer and 64k-row batches, 338 MB with 8 MB and 128k. DuckDB's reader (tried first) allocates a
-whole column chunk: 711 MB for one column of that file, out of memory under a 256 MB cap.
+reader with a small read buffer and no pre-buffering decodes a page at a time; a 1 MB buffer and
+64k-row batches held the least memory. DuckDB's reader (tried first) allocates a whole column chunk
+and ran out of memory under its cap. Figures: docs/decisions.md#bounded-memory-on-parquet-input.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading a raw release file: its header, its CSV blocks, and what a parse error means.
 
-The gzip stream is inflated by ISA-L, 4x faster than zlib (Arrow's own gzip stream): the parse
-thread spends under a second instead of two decompressing a 7.7M-row month.
+The gzip stream is inflated by ISA-L, several times faster than zlib (Arrow's own gzip stream),
+which saves the parse thread time (figures: docs/performance.md#tuned-settings).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from taxi_assets.cleaning.errors import BadTripFile, IntegersWrittenAsFloats
 from taxi_assets.cleaning.prefetch import prefetched
 from taxi_assets.schema import INT, TRIP_SCHEMAS
 
-# Figures measured on generated yellow months, 2 cores (benchmarks/run.py):
-CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; 8 MB blocks held 2.3x the Arrow memory (7.7M rows: 461 vs 204 MB)
+# Tuned on generated yellow months, 2 cores (benchmarks/run.py; figures: docs/performance.md#tuned-settings):
+CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; bigger blocks held more Arrow memory for the same speed
 PREFETCH_BATCHES = 16  # ~32 MB of CSV: keeps the parser busy while a row group is encoded
 CSV_PARSE_THREADS = False  # Arrow's CSV thread pool competed with the Parquet encoder for the 2 cores
 

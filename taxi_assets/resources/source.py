@@ -42,7 +42,8 @@ class TripSource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=60.0, description="Connect and per-read timeout")
     give_up_after_seconds: float = Field(default=300.0, description="No new attempt after this long")
     # HEAD requests wait on the network, not the CPU, so this does not follow the core count: 8 at
-    # once check the releases' 93 files in a few seconds without hammering GitHub.
+    # once check the releases' 93 files well inside a tick (docs/performance.md#the-sensor) without
+    # hammering GitHub.
     max_concurrent_requests: int = Field(default=8, description="Concurrent HEAD requests of a sensor tick")
 
     @property

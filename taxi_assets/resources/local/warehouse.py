@@ -24,8 +24,8 @@ from taxi_assets.schema import (
     rides_select_list,
 )
 
-# Insertion order means nothing in `rides`; dropping it and capping DuckDB's buffers took a
-# 1.37M-row load from 1.1 s / 470 MB to 0.85 s / 290 MB (7.7M rows: 3.5 s / 410 MB).
+# Insertion order means nothing in `rides`; dropping it and capping DuckDB's buffers made loads
+# faster and smaller (docs/performance.md#tuned-settings).
 DUCKDB_SETTINGS = {"preserve_insertion_order": False, "memory_limit": "256MB"}
 
 _DUCKDB_TYPES = {

@@ -1,22 +1,75 @@
 """The Google clients: emulators reached anonymously, keys turned into credentials in memory, and a
-bad key refused without being quoted."""
+bad key refused without being quoted. Checked from outside: what a loopback endpoint receives, who
+a client says it acts as, and the errors."""
 
 import base64
+import http.server
+import json
+import os
 
 import pytest
 
+from taxi_assets.mirror import serve_folder
 from taxi_assets.resources.errors import SetupError
-from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
+from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource, identity
 
 
-def test_emulators_are_reached_anonymously(monkeypatch):
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
-    monkeypatch.setenv("BQ_LOCATION", "EU")
-    assert type(TaxiGCSResource(project="p").get_client()._credentials).__name__ == "AnonymousCredentials"
+@pytest.fixture
+def key(emulator_adc, monkeypatch):
+    """A real service-account key, base64 as GCP_CREDENTIALS takes it (its token endpoint, on
+    loopback, hands out a dummy token), and no Application Default Credentials file.
+    Returns (the key, the account's email)."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    return base64.b64encode(emulator_adc.read_bytes()).decode(), json.loads(emulator_adc.read_text())["client_email"]
+
+
+def test_emulators_are_reached_anonymously_even_with_a_key_set(key, monkeypatch, tmp_path):
+    """Both clients go to the emulator hosts (BIGQUERY_EMULATOR_HOST without a scheme, as the
+    emulator prints it) and send no Authorization header: the key is not used there."""
+    monkeypatch.setenv("GCP_CREDENTIALS", key[0])
+    seen = []
+
+    class Recording(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serve_folder(tmp_path, handler=lambda *a, **k: Recording(*a)) as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url.removeprefix("http://"))
+        monkeypatch.setenv("BQ_LOCATION", "EU")
+        assert list(TaxiGCSResource(project="p").get_client().list_buckets()) == []
+        with TaxiBigQueryResource(project="p").get_client() as client:
+            assert client.location == "EU"  # BQ_LOCATION, read when the client is made
+            assert list(client.list_datasets()) == []
+    assert [path.split("?")[0] for path, _ in seen] == ["/storage/v1/b", "/bigquery/v2/projects/p/datasets"]
+    assert [authorization for _, authorization in seen] == [None, None]
+
+
+def test_a_key_becomes_the_clients_credentials_in_memory(key, monkeypatch):
+    """Without emulators, both clients act as the key's service account, from GCP_CREDENTIALS or
+    from the resource's config, and no credentials file is named to the process while the client
+    is open (dagster-gcp's own BigQueryResource writes one and sets GOOGLE_APPLICATION_CREDENTIALS)."""
+    encoded, email = key
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GCP_CREDENTIALS", raising=False)
+    assert identity(TaxiGCSResource(project="p", gcp_credentials=encoded).get_client()) == email
+    with TaxiBigQueryResource(project="p", gcp_credentials=encoded).get_client() as client:
+        assert identity(client) == email
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ
+    monkeypatch.setenv("GCP_CREDENTIALS", encoded)
+    assert identity(TaxiGCSResource(project="p").get_client()) == email
     with TaxiBigQueryResource(project="p").get_client() as client:
-        assert client.location == "EU"  # BQ_LOCATION, read when the client is made
-        assert client._connection.API_BASE_URL == "http://127.0.0.1:9"
+        assert identity(client) == email
 
 
 def test_a_key_that_is_not_a_key_is_refused_without_quoting_it(monkeypatch):
