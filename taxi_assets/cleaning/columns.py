@@ -21,10 +21,17 @@ def pin_columns(color: str, columns: list[str], file_label: str, what: str) -> d
             found[name] = column
     missing = [n for n in pinned.names if n not in found and n not in OPTIONAL_COLUMNS[color]]
     if unknown or missing:
-        problems = [f"unexpected column(s) {unknown}"] if unknown else []
+        problems = [f"unexpected column(s) {_listed(unknown)}"] if unknown else []
         problems += [f"missing column(s) {missing}"] if missing else []
         raise BadTripFile(
             f"{file_label}: wrong {what} for a {color} trip file: {'; '.join(problems)}. "
-            f"The file has {columns}; expected {pinned.names}"
+            f"The file has {_listed(columns)}; expected {pinned.names}"
         )
     return found
+
+
+def _listed(names: list[str], limit: int = 30) -> str:
+    """A list of column names for a message, cut after `limit` names and each name after 60
+    characters (a 10,000-column header made a 179,000-character message)."""
+    shown = [name if len(name) <= 60 else name[:60] + "..." for name in names[:limit]]
+    return str(shown) if len(names) <= limit else f"{str(shown)[:-1]}, ... ({len(names) - limit} more)]"

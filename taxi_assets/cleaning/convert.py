@@ -33,8 +33,14 @@ PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3  # smaller than level 1 at the same speed; levels 6 and 9 gained nothing
 
 
+# And at most this much buffered, whatever the rows hold: 512k rows of a typical month are 80-120 MB
+# in Arrow; rows of long strings would otherwise buffer gigabytes before a row group is written.
+ROW_GROUP_BYTES = 128 << 20
+
+
 class RowGroups:
-    """Collects batches and writes a Parquet row group each time ROW_GROUP_ROWS are buffered."""
+    """Collects batches and writes a Parquet row group each time ROW_GROUP_ROWS or ROW_GROUP_BYTES
+    are buffered."""
 
     def __init__(self, out_path: Path, schema: pa.Schema):
         self.writer = pq.ParquetWriter(
@@ -47,18 +53,19 @@ class RowGroups:
             use_dictionary=[f.name for f in schema if f.type != TIMESTAMP],
         )
         self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
+        self.pending_rows = self.pending_bytes = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
-        if self.pending_rows >= ROW_GROUP_ROWS:
+        self.pending_bytes += batch.nbytes
+        if self.pending_rows >= ROW_GROUP_ROWS or self.pending_bytes >= ROW_GROUP_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self.pending:
             self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=self.pending_rows)
-        self.pending, self.pending_rows = [], 0
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
         # Hand freed blocks back to the OS: the allocator would keep them cached, and the
         # warehouse load that follows in the same process needs room.
         pa.default_memory_pool().release_unused()

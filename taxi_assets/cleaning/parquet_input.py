@@ -23,10 +23,17 @@ import pyarrow.parquet as pq
 
 from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile
+from taxi_assets.cleaning.parse import shorten
 from taxi_assets.schema import INT, STRING, TRIP_SCHEMAS
 
 BATCH_ROWS = 64 * 1024
 READ_BUFFER_BYTES = 1 << 20
+# A batch's decoded size, whatever its rows hold: 64k rows of one dictionary-encoded 20 KB string
+# (a 2 MB file) decode to 1.3 GB. Strings are read dictionary-encoded and decoded a slice at a time.
+BATCH_BYTES = 16 << 20
+# One column chunk's uncompressed size, its dictionary page included: the biggest real month's are
+# ~200 MB; a compressed dictionary page of a 1 GB string would be read whole before any batch.
+MAX_COLUMN_CHUNK_BYTES = 1 << 30
 
 
 def _whole_numbers(column: pa.Array, name: str, rows_before: int, file_label: str) -> pa.Array:
@@ -43,6 +50,8 @@ def _whole_numbers(column: pa.Array, name: str, rows_before: int, file_label: st
 
 
 def _to_pinned(column: pa.Array, field: pa.Field, rows_before: int, file_label: str) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
     if pa.types.is_null(column.type):  # an all-NULL column written with the null type
         return pa.nulls(len(column), field.type)
     floating = pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)
@@ -53,24 +62,67 @@ def _to_pinned(column: pa.Array, field: pa.Field, rows_before: int, file_label: 
     return column.cast(field.type, safe=True)
 
 
+def _row_bytes(batch: pa.RecordBatch) -> pa.Array:
+    """Each row's decoded size in bytes, counting dictionary-encoded strings at their values' length
+    (fixed-width columns at their width; anything else at the batch's average)."""
+    sizes = pa.array([0] * batch.num_rows, pa.int64())
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            lengths = pc.binary_length(column.dictionary).cast(pa.int64())
+            per_row = pc.fill_null(pc.take(lengths, column.indices), 0)
+        else:
+            per_row = pa.scalar(column.nbytes // max(batch.num_rows, 1), pa.int64())
+        sizes = pc.add(sizes, per_row)
+    return sizes
+
+
+def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    """The batch in slices of at most BATCH_BYTES decoded (at least one row each)."""
+    ends = pc.cumulative_sum(_row_bytes(batch)).to_numpy()
+    start = 0
+    while start < batch.num_rows:
+        taken = int(ends[start - 1]) if start else 0
+        stop = max(int((ends <= taken + BATCH_BYTES).sum()), start + 1)
+        yield batch.slice(start, stop - start)
+        start = stop
+
+
+def _check_column_chunks(parquet: pq.ParquetFile, file_label: str) -> None:
+    meta = parquet.metadata
+    for group in range(meta.num_row_groups):
+        for index in range(meta.num_columns):
+            chunk = meta.row_group(group).column(index)
+            if chunk.total_uncompressed_size > MAX_COLUMN_CHUNK_BYTES:
+                raise BadTripFile(
+                    f"{file_label}: column {chunk.path_in_schema!r} of row group {group} is "
+                    f"{chunk.total_uncompressed_size:,} bytes uncompressed, over the limit of "
+                    f"{MAX_COLUMN_CHUNK_BYTES:,} (MAX_COLUMN_CHUNK_BYTES)"
+                )
+
+
 def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.RecordBatch]:
-    """The file's rows as record batches of the color's pinned schema."""
+    """The file's rows as record batches of the color's pinned schema, each at most BATCH_ROWS
+    rows and about BATCH_BYTES decoded."""
     pinned = TRIP_SCHEMAS[color]
     try:
-        parquet = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+        schema = pq.read_schema(path)
+        strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        parquet = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False, read_dictionary=strings)
+        _check_column_chunks(parquet, file_label)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise BadTripFile(f"{file_label}: not a readable Parquet file: {exc}") from exc
+        raise BadTripFile(f"{file_label}: not a readable Parquet file: {shorten(str(exc))}") from None
     in_file = pin_columns(color, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
     rows_before = 0
     try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):
-            columns = [
-                _to_pinned(batch.column(in_file[f.name]), f, rows_before, file_label)
-                if f.name in in_file
-                else pa.nulls(batch.num_rows, f.type)
-                for f in pinned
-            ]
-            rows_before += batch.num_rows
-            yield pa.RecordBatch.from_arrays(columns, schema=pinned)
+        for whole in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):
+            for batch in _slices(whole):
+                columns = [
+                    _to_pinned(batch.column(in_file[f.name]), f, rows_before, file_label)
+                    if f.name in in_file
+                    else pa.nulls(batch.num_rows, f.type)
+                    for f in pinned
+                ]
+                rows_before += batch.num_rows
+                yield pa.RecordBatch.from_arrays(columns, schema=pinned)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise BadTripFile(f"{file_label}: unreadable: {exc}") from exc
+        raise BadTripFile(f"{file_label}: unreadable: {shorten(str(exc))}") from None

@@ -6,6 +6,7 @@ which saves the parse thread time (figures: docs/performance.md#tuned-settings).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 from collections.abc import Callable, Iterator
@@ -27,13 +28,42 @@ PREFETCH_BATCHES = 16  # ~32 MB of CSV: keeps the parser busy while a row group 
 CSV_PARSE_THREADS = False  # Arrow's CSV thread pool competed with the Parquet encoder for the 2 cores
 
 
+# A header is a few hundred bytes; a line this long is not one (a gzip bomb of NULs without a
+# newline grew the process by 2.4 GB reading it whole).
+MAX_HEADER_BYTES = 64 << 10
+# The error path re-reads the file line by line to locate a problem: lines are read at most this
+# long, so a giant line cannot take the memory the parser was kept from taking.
+MAX_DIAGNOSED_LINE_BYTES = 1 << 20
+
+
 def read_header(raw_path: Path, file_label: str) -> list[str]:
     try:
         with igzip.open(raw_path, "rt", newline="") as text:
-            first = text.readline()
-    except (OSError, EOFError) as exc:
-        raise BadTripFile(f"{file_label}: not a readable gzip file: {exc}") from exc
-    return next(csv.reader([first]), [])
+            first = text.readline(MAX_HEADER_BYTES)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise BadTripFile(f"{file_label}: not a readable gzip file: {shorten(str(exc))}") from None
+    if len(first) >= MAX_HEADER_BYTES and not first.endswith("\n"):
+        raise BadTripFile(f"{file_label}: the first line is longer than {MAX_HEADER_BYTES} bytes: not a CSV header")
+    try:
+        return next(csv.reader([first]), [])
+    except csv.Error as exc:
+        raise BadTripFile(f"{file_label}: the first line is not a CSV header: {shorten(str(exc))}") from None
+
+
+def _bounded_lines(path: Path) -> Iterator[str]:
+    """The file's text lines, each cut at MAX_DIAGNOSED_LINE_BYTES (the rest of a longer line is
+    skipped), so locating a problem never holds a giant line."""
+    with igzip.open(path, "rt", newline="") as text:
+        while line := text.readline(MAX_DIAGNOSED_LINE_BYTES):
+            if len(line) >= MAX_DIAGNOSED_LINE_BYTES and not line.endswith("\n"):
+                while (rest := text.readline(MAX_DIAGNOSED_LINE_BYTES)) and not rest.endswith("\n"):
+                    pass
+            yield line
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """A message part cut to `limit` characters, saying how much was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def header_to_pinned(color: str, header: list[str], file_label: str) -> list[str]:
@@ -69,26 +99,40 @@ class CsvSource:
         """Every column as text, rows of the wrong shape handed to `on_invalid_row` (quarantine)."""
         return cls(path, names, dict.fromkeys(names, pa.string()), file_label, on_invalid_row)
 
-    def _reader(self, types: dict[str, pa.DataType], include: list[str] | None = None) -> pacsv.CSVStreamingReader:
-        return pacsv.open_csv(
-            igzip.open(self.path, "rb"),
-            read_options=pacsv.ReadOptions(
-                column_names=self.names, skip_rows=1, block_size=CSV_BLOCK_BYTES, use_threads=CSV_PARSE_THREADS
-            ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=self.on_invalid_row),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, include_columns=include),
-        )
+    @contextlib.contextmanager
+    def _reader(
+        self, types: dict[str, pa.DataType], include: list[str] | None = None
+    ) -> Iterator[pacsv.CSVStreamingReader]:
+        """Arrow's streaming reader over the inflated file, closed (with the file) on the way out:
+        a reader left to the garbage collector after an error could still be reading the Python
+        file from Arrow's own thread when the interpreter exits, which aborts the process."""
+        with igzip.open(self.path, "rb") as raw:
+            reader = pacsv.open_csv(
+                raw,
+                read_options=pacsv.ReadOptions(
+                    column_names=self.names, skip_rows=1, block_size=CSV_BLOCK_BYTES, use_threads=CSV_PARSE_THREADS
+                ),
+                parse_options=pacsv.ParseOptions(newlines_in_values=False, invalid_row_handler=self.on_invalid_row),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, strings_can_be_null=True, include_columns=include
+                ),
+            )
+            try:
+                yield reader
+            finally:
+                reader.close()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The file's record batches, parsed a few blocks ahead on a second thread. A parse error
         becomes BadTripFile naming the column and line (or IntegersWrittenAsFloats)."""
         try:
-            yield from prefetched(self._reader(self.types), PREFETCH_BATCHES, name="csv-parse")
+            with self._reader(self.types) as reader:
+                yield from prefetched(reader, PREFETCH_BATCHES, name="csv-parse")
         except pa.ArrowInvalid as exc:
             self._diagnose(exc)
-            raise BadTripFile(f"{self.file_label}: unreadable: {exc}") from exc
+            raise BadTripFile(f"{self.file_label}: unreadable: {shorten(str(exc))}") from exc
         except (OSError, EOFError) as exc:  # EOFError: a gzip stream cut short
-            raise BadTripFile(f"{self.file_label}: unreadable: {exc}") from exc
+            raise BadTripFile(f"{self.file_label}: unreadable: {shorten(str(exc))}") from exc
 
     # The error path only: re-read the file to say where the problem is.
 
@@ -101,12 +145,12 @@ class CsvSource:
             target = self.types[column]
             found = self._first_bad_value(column, target)
             if not found:
-                raise BadTripFile(f"{self.file_label}: column {column!r}: {message}") from exc
+                raise BadTripFile(f"{self.file_label}: column {column!r}: {shorten(message)}") from exc
             line, value = found
             if target == INT and _INTEGRAL_FLOAT.fullmatch(value):
                 raise IntegersWrittenAsFloats(column) from exc
             raise BadTripFile(
-                f"{self.file_label}: column {column!r}, line {line}: cannot read {value!r} as {target}"
+                f"{self.file_label}: column {column!r}, line {line}: cannot read {shorten(repr(value))} as {target}"
             ) from exc
         if "Expected" in message and "columns" in message:
             found = self._first_misshapen_line()
@@ -119,7 +163,11 @@ class CsvSource:
 
     def _first_bad_value(self, column: str, target: pa.DataType) -> tuple[int, str] | None:
         """The line and text of the first value of `column` that does not convert to `target`."""
-        reader = self._reader({n: pa.string() for n in self.names}, include=[column])
+        with self._reader({n: pa.string() for n in self.names}, include=[column]) as reader:
+            return self._first_failing_value(reader, target)
+
+    @staticmethod
+    def _first_failing_value(reader: pacsv.CSVStreamingReader, target: pa.DataType) -> tuple[int, str] | None:
         rows_before = 0
         for batch in reader:
             values = batch.column(0)
@@ -139,10 +187,12 @@ class CsvSource:
         return None
 
     def _first_misshapen_line(self) -> tuple[int, str] | None:
-        with igzip.open(self.path, "rt", newline="") as text:
-            for line_number, row in enumerate(csv.reader(text), start=1):
+        try:
+            for line_number, row in enumerate(csv.reader(_bounded_lines(self.path)), start=1):
                 if len(row) != len(self.names):
                     return line_number, ",".join(row)
+        except csv.Error:  # a field beyond the csv module's limit: the parser's own message stands
+            return None
         return None
 
 
