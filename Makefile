@@ -30,8 +30,8 @@ test-fast: install  ## the suite without the slow end-to-end tests (dagster dev,
 	TAXI_SOURCE=tlc $(BIN)/pytest taxi_assets_tests/tlc
 
 dev: install  ## the Dagster UI on http://127.0.0.1:3000
-	mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
-	$(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+	umask 077 && mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
+	umask 077 && $(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1  # run storage and logs private
 
 serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL)
 	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/serve.py

@@ -5,8 +5,10 @@
 Starts a code server (gRPC) for `taxi_assets.definitions`, the webserver (127.0.0.1 and
 DAGSTER_WEBSERVER_PORT, default 3000: it has no authentication, so bind it elsewhere only behind
 one, with DAGSTER_WEBSERVER_HOST) and the daemon (run queue, sensors, backfills, run monitoring and
-retries), each logging to `$DAGSTER_HOME/serve-logs/`. Ctrl-C (or SIGTERM) stops all three. One that
-exits on its own is started again; one that keeps exiting (5 times in 10 minutes) stops the service.
+retries), each logging to `$DAGSTER_HOME/serve-logs/`. What they write is private to the user
+(umask 077; DAGSTER_HOME created 0700); a DAGSTER_WEBSERVER_HOST beyond loopback gets a warning.
+Ctrl-C (or SIGTERM) stops all three. One that exits on its own is started again; one that keeps
+exiting (5 times in 10 minutes) stops the service.
 """
 
 from __future__ import annotations
@@ -50,12 +52,39 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
     raise SystemExit(f"nothing answered on port {port} after {timeout:.0f} s; see {log}")
 
 
+def warn_if_exposed(host: str) -> None:
+    """The webserver has no authentication: say so on stderr when it listens beyond loopback."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"WARNING: DAGSTER_WEBSERVER_HOST={host}: the Dagster UI has no authentication; anyone who can reach "
+            "this address can launch runs and read run logs. Bind it to 127.0.0.1 and put an authenticating "
+            "proxy in front to expose it.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def private_home(home: Path) -> None:
+    """Everything this service and its processes write from now on is private to the user
+    (umask 077: folders 0700, files 0600: run logs, compute logs, the instance's files), and
+    DAGSTER_HOME is created 0700. An existing home that others can read is reported, not changed."""
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        print(
+            f"note: {home} (DAGSTER_HOME) can be read by others; `chmod 700 {home}` to make it private", file=sys.stderr
+        )
+
+
 def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
         return 2
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
+    web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
+    warn_if_exposed(web_host)
+    private_home(home)
     # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
     logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -67,7 +96,6 @@ def main() -> int:
         )
         return 2
     grpc_port = int(os.environ.get("DAGSTER_CODE_SERVER_PORT") or 4266)
-    web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
     web_port = int(os.environ.get("DAGSTER_WEBSERVER_PORT") or 3000)
     workspace = home / "workspace.yaml"
     workspace.write_text(

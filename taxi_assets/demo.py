@@ -28,8 +28,9 @@ DEMO_PARTITIONS = ("yellow|2021-01-01", "yellow|2020-07-01", "green|2020-10-01",
 
 
 def ensure_dagster_home(home: Path) -> None:
-    """Create DAGSTER_HOME with the project's instance settings unless it has its own."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Create DAGSTER_HOME (0700: run history and logs are private to the user) with the project's
+    instance settings unless it has its own."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(Path(__file__).parent / "dagster.yaml", config)

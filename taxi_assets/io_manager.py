@@ -30,9 +30,7 @@ local file it uploaded: nothing is downloaded again. A month never has to fit in
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from taxi_assets import layout, settings
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
+from taxi_assets.resources.workdir import owned_temp_folder
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,8 @@ class LakeFile:
             return
         if self.fetch is None:
             raise FileNotFoundError(f"{self.uri} has no local copy and no way to fetch one")
-        work = settings.work_dir()
-        work.mkdir(parents=True, exist_ok=True)
-        # Named like the work folder's process folders, so a killed process's download is swept.
-        folder = Path(tempfile.mkdtemp(prefix="input-", suffix=f".{os.getpid()}", dir=work))
+        # Marked and named like the work folder's process folders, so a killed process's download is swept.
+        folder = owned_temp_folder(settings.work_dir(), "input")
         try:
             yield self.fetch(folder / Path(self.key).name)
         finally:

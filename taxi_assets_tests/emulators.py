@@ -133,6 +133,30 @@ def _name_multipart_content_type(body: bytes) -> bytes:
     return body.replace(b"content-type: */*\r\n", b"content-type: application/octet-stream\r\n", 1)
 
 
+def service_account_key(email: str, token_uri: str, project: str = "taxi-test") -> str:
+    """A service-account JSON key with a fresh RSA private key (valid for nothing) whose tokens
+    come from `token_uri`."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": project,
+            "private_key_id": "test",
+            "private_key": key.decode(),
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": token_uri,
+        }
+    )
+
+
 @contextlib.contextmanager
 def oauth_token_endpoint(workdir: Path) -> Iterator[Path]:
     """Application Default Credentials that work offline: a service-account key (a fresh RSA key,
@@ -142,9 +166,6 @@ def oauth_token_endpoint(workdir: Path) -> Iterator[Path]:
     import http.server
     import json
     import threading
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     class Token(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -162,20 +183,9 @@ def oauth_token_endpoint(workdir: Path) -> Iterator[Path]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     credentials = workdir / "adc.json"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     credentials.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "taxi-test",
-                "private_key_id": "emulator",
-                "private_key": key.decode(),
-                "client_email": "emulator@taxi-test.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token",
-            }
+        service_account_key(
+            "emulator@taxi-test.iam.gserviceaccount.com", f"http://127.0.0.1:{server.server_address[1]}/token"
         )
     )
     try:

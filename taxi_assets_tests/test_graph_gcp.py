@@ -2,10 +2,13 @@
 against local emulators: same assets, same partitions, resources chosen by TAXI_TARGET."""
 
 import base64
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
@@ -118,31 +121,24 @@ def test_location_preflight_fails_before_loading(gcp_emulators, gcp_env, mirror,
     assert [t.table_id for t in client.list_tables(gcp_env["dataset"])] == []
 
 
-SECRET = "FAKE-PRIVATE-KEY-MATERIAL-0123456789"
-
-
-def _fake_key(project: str) -> str:
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": project,
-            "private_key_id": "abc123",
-            "private_key": f"-----BEGIN PRIVATE KEY-----\\n{SECRET}\\n-----END PRIVATE KEY-----\\n",
-            "client_email": "taxi@taxi-test.iam.gserviceaccount.com",
-            "client_id": "1",
-            "token_uri": "https://oauth2.googleapis.com/token",
-        }
-    )
+def _fake_key(emulator_adc) -> tuple[str, str]:
+    """A key that works against the emulators (its tokens come from a loopback endpoint), and a
+    piece of its private key to search for."""
+    key = emulator_adc.read_text()
+    return key, json.loads(key)["private_key"].splitlines()[5][:48]
 
 
 @pytest.mark.parametrize("given_as", ["GCP_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"])
-def test_a_service_account_key_appears_nowhere_dagster_keeps_or_prints(gcp_env, mirror, tmp_path, given_as):
+def test_a_service_account_key_appears_nowhere_dagster_keeps_or_prints(
+    gcp_env, emulator_adc, mirror, tmp_path, given_as
+):
     """A fake key, given the two ways users give one. Two CLI runs (one that succeeds, one that
     fails on a missing bucket, so exceptions are recorded too), then every byte of DAGSTER_HOME
     (event log, run config, metadata, captured compute logs) and everything printed is searched."""
-    key = _fake_key(gcp_env["project"])
+    key, secret = _fake_key(emulator_adc)
     encoded = base64.b64encode(key.encode()).decode()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS")
     if given_as == "GCP_CREDENTIALS":
         env["GCP_CREDENTIALS"] = encoded
     else:
@@ -160,7 +156,7 @@ def test_a_service_account_key_appears_nowhere_dagster_keeps_or_prints(gcp_env, 
     assert "does not exist (GCS_BUCKET)" in printed  # the failure was recorded, with its exception
     kept = b"".join(p.read_bytes() for p in (tmp_path / "home").rglob("*") if p.is_file())
     assert b"RUN_SUCCESS" in kept or b"ASSET_MATERIALIZATION" in kept  # the search covers real records
-    for needle in (SECRET, encoded[:40], encoded[-40:]):
+    for needle in (secret, encoded[:40], encoded[-40:]):
         assert needle not in printed
         assert needle.encode() not in kept
 
@@ -207,3 +203,106 @@ def test_zones_stats_and_chart_through_bigquery_pandas_io_manager(gcp_emulators,
     bucket = storage.Client(project=gcp_env["project"]).bucket(gcp_env["bucket"])
     blob = bucket.get_blob("reports/trips_per_month.png")
     assert blob is not None and blob.download_as_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _HeldTokenEndpoint:
+    """An OAuth token endpoint on loopback that notes who asks (the JWT's `iss`, the service
+    account whose private key signed it) and holds its answer until released: a run waiting on it
+    is in the middle of storing a table, credentials made, the key in use."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.issuers: list[str] = []
+        endpoint = self
+
+        class Token(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                from urllib.parse import parse_qs
+
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                claims = form["assertion"][0].split(".")[1]
+                endpoint.issuers.append(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["iss"])
+                endpoint.asked.set()
+                endpoint.release.wait(120)
+                body = json.dumps({"access_token": "t", "token_type": "Bearer", "expires_in": 3600}).encode()
+                with contextlib.suppress(OSError):  # the asker was killed meanwhile
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _files_holding(root, needle: bytes) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                found.append(str(path))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_run_killed_while_storing_a_table_leaves_no_key_file(gcp_env, mirror, tmp_path):
+    """GCP_CREDENTIALS (wrapped, as GNU base64 prints it) on the gcp target, nothing else to go
+    by. `taxi/zones` is materialized from the CLI in a process group of its own; while the
+    analytics IO manager stores the table, its client asks the token endpoint for a token, signed
+    with the key (so the key reached it, in memory); then the whole group is killed with SIGKILL.
+    No file under the run's temp folder, DAGSTER_HOME or work folder holds the private key, during
+    the run or after the kill (dagster-gcp's setup_gcp_creds kept one for the whole run)."""
+    from taxi_assets_tests.emulators import service_account_key
+
+    email = "killed-run@taxi-test.iam.gserviceaccount.com"
+    token = _HeldTokenEndpoint()
+    key = service_account_key(email, token.url, project=gcp_env["project"])
+    needle = json.dumps(json.loads(key)["private_key"].splitlines()[5])[1:-1].encode()  # as a JSON dump has it
+    mirror.publish_zones()
+    for folder in ("tmp", "home"):
+        (tmp_path / folder).mkdir()
+    env = {
+        **os.environ,
+        "GCP_CREDENTIALS": base64.encodebytes(key.encode()).decode(),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "TMPDIR": str(tmp_path / "tmp"),  # the temp folder, and with it the gcp target's work folder
+    }
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "TAXI_WORK_DIR"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
+    command += ["--select", "taxi/zones"]
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not token.asked.wait(0.2):
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never asked for a token"
+        assert set(token.issuers) == {email}  # the key's own account: credentials made from the key
+        during = _files_holding(tmp_path, needle)
+        assert run.poll() is None  # killed mid-run: the table is waiting for its token
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+        token.close()
+    assert during == []
+    assert _files_holding(tmp_path, needle) == []

@@ -1,12 +1,14 @@
 """Google clients for the gcp target, on dagster-gcp's GCSResource and BigQueryResource, and what
 their refusals mean.
 
-Extended in two ways: a base64 service-account key (`GCP_CREDENTIALS`) for GCS too, turned into
-credentials in memory (dagster-gcp writes it to a temp file and sets an environment variable for
-the process); and the emulators the tests use (`STORAGE_EMULATOR_HOST`, `BIGQUERY_EMULATOR_HOST`),
-reached with anonymous credentials. Without a key, Application Default Credentials apply
-(`gcloud auth application-default login`, GOOGLE_APPLICATION_CREDENTIALS, or the attached
-service account). No credential is ever logged or put in an error message.
+Extended in two ways: a base64 service-account key (`GCP_CREDENTIALS`, on one line or wrapped as
+GNU base64 prints it) for GCS too, turned into credentials in memory (dagster-gcp writes it to a
+temp file and sets an environment variable for the process; no file holding the key is ever
+written here: the analytics IO manager builds its clients with `bigquery_client` too); and the
+emulators the tests use (`STORAGE_EMULATOR_HOST`, `BIGQUERY_EMULATOR_HOST`), reached with the key's
+credentials when one is given, anonymous ones otherwise. Without a key, Application Default
+Credentials apply (`gcloud auth application-default login`, GOOGLE_APPLICATION_CREDENTIALS, or the
+attached service account). No credential is ever logged or put in an error message.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from taxi_assets.resources.errors import AccessDenied, SetupError
 KEY_HELP = "GCP_CREDENTIALS: a base64-encoded service-account JSON key (optional)"
 
 
-def _credentials(encoded_key: str | None) -> Credentials | None:
+def key_credentials(encoded_key: str | None) -> Credentials | None:
     """Credentials from a base64 key, or None for Application Default Credentials."""
     encoded_key = encoded_key or settings.gcp_credentials()
     if not encoded_key:
@@ -37,7 +39,8 @@ def _credentials(encoded_key: str | None) -> Credentials | None:
     from google.oauth2 import service_account
 
     try:
-        info = json.loads(base64.b64decode(encoded_key, validate=True))
+        # GNU base64 wraps at 76 columns: the line breaks (and any other whitespace) are not the key.
+        info = json.loads(base64.b64decode("".join(encoded_key.split()), validate=True))
         return service_account.Credentials.from_service_account_info(info)
     except Exception as exc:  # the message could quote the key: say only what kind of problem
         raise SetupError(f"GCP_CREDENTIALS is not a base64 service-account JSON key ({type(exc).__name__})") from None
@@ -49,9 +52,10 @@ class TaxiGCSResource(GCSResource):
     gcp_credentials: str | None = Field(default=None, description=KEY_HELP)
 
     def get_client(self) -> storage.Client:
+        credentials = key_credentials(self.gcp_credentials)
         if os.environ.get("STORAGE_EMULATOR_HOST"):
-            return storage.Client(project=self.project, credentials=AnonymousCredentials())
-        return storage.Client(project=self.project, credentials=_credentials(self.gcp_credentials))
+            return storage.Client(project=self.project, credentials=credentials or AnonymousCredentials())
+        return storage.Client(project=self.project, credentials=credentials)
 
 
 class TaxiBigQueryResource(BigQueryResource):
@@ -60,24 +64,29 @@ class TaxiBigQueryResource(BigQueryResource):
 
     @contextlib.contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:
-        location = self.location or settings.bq_location()
-        emulator = os.environ.get("BIGQUERY_EMULATOR_HOST")
-        if emulator:
-            endpoint = emulator if "://" in emulator else f"http://{emulator}"
-            client = bigquery.Client(
-                project=self.project,
-                location=location,
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": endpoint},
-            )
-        else:
-            client = bigquery.Client(
-                project=self.project, location=location, credentials=_credentials(self.gcp_credentials)
-            )
+        client = bigquery_client(self.project, self.location, self.gcp_credentials)
         try:
             yield client
         finally:
             client.close()
+
+
+def bigquery_client(project: str | None, location: str | None, gcp_credentials: str | None) -> bigquery.Client:
+    """A BigQuery client with the key's credentials made in memory (`GCP_CREDENTIALS` when
+    `gcp_credentials` is None; Application Default Credentials without either), in `location`
+    (default BQ_LOCATION), at BIGQUERY_EMULATOR_HOST when set (anonymous there without a key)."""
+    location = location or settings.bq_location()
+    credentials = key_credentials(gcp_credentials)
+    emulator = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if emulator:
+        endpoint = emulator if "://" in emulator else f"http://{emulator}"
+        return bigquery.Client(
+            project=project,
+            location=location,
+            credentials=credentials or AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+        )
+    return bigquery.Client(project=project, location=location, credentials=credentials)
 
 
 def identity(client) -> str:
