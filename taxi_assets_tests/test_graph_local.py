@@ -271,3 +271,32 @@ def test_quarantine_keeps_the_good_rows_and_sets_the_bad_ones_aside(mirror, loca
     assert run_partition(local_defs, key, instance, run_config=_quarantine()).success
     assert not rejected.exists()
     assert _slices(local_env) == {("yellow", "2021-01"): 3000}
+
+
+def test_upstream_text_is_inert_in_the_ui_and_in_spreadsheets(mirror, local_env, local_defs, instance):
+    """A cell that is an image is shown as text in the UI's preview (the viewer's browser fetches
+    nothing); a quarantined line that starts like a formula gets a leading ' in the rejected file."""
+    import csv
+    import gzip
+
+    lines = real_rows("yellow_tripdata_2021-01_head3000.csv")
+    lines[1] = lines[1].replace(",N,", ",![px](http://127.0.0.1:9/pixel.png),", 1)  # the preview's first row
+    lines[1234] = '=HYPERLINK("http://127.0.0.1:9/"),1\n'  # a bad line, shaped as a formula
+    mirror.publish("yellow", "2021-01", lines)
+    result = run_partition(local_defs, "yellow|2021-01-01", instance, run_config=_quarantine())
+    assert result.success, step_failure_messages(result)
+    [clean] = result.asset_materializations_for_node("clean_trips")
+    preview = clean.metadata["preview"].value
+    assert "\\!\\[px\\]\\(http\\://127.0.0.1\\:9/pixel.png\\)" in preview and "![px](" not in preview
+    with gzip.open(local_env / "lake" / "rejected" / "yellow" / "yellow_tripdata_2021-01.csv.gz", "rt") as f:
+        [row] = list(csv.DictReader(f))
+    assert row["line"] == "1235" and row["text"] == "'" + lines[1234].rstrip("\n")
+
+
+def test_a_share_that_is_not_a_share_is_refused_naming_the_setting(mirror, local_defs, instance):
+    mirror.publish("yellow", "2021-01", real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    result = run_partition(local_defs, "yellow|2021-01-01", instance, run_config=_quarantine(float("nan")))
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert "config max_rejected_fraction must be a share from 0 to 1, got nan" in message
+    assert not result.asset_materializations_for_node("gcs_parquet")

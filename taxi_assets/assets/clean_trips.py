@@ -135,6 +135,12 @@ def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw
     rows are set aside in the lake's rejected/ area and counted by a check. Stored in the lake's staging area: only
     gcs_parquet publishes it, after the blocking checks pass."""
     month = TripMonth.from_context(context)
+    if not 0 <= config.max_rejected_fraction <= 1:  # NaN too: it would let any share of bad rows publish
+        raise dg.Failure(
+            description=f"partition {month}: config max_rejected_fraction must be a share from 0 to 1, "
+            f"got {config.max_rejected_fraction}",
+            allow_retries=False,
+        )
     label = f"partition {month}, file {raw_trips.uri}"
     out = workdir.path(f"{month.file_stem}.parquet")
     rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None

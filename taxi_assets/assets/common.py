@@ -1,5 +1,7 @@
 """What the assets share: their group, IO manager, kinds, retry policy and metadata helpers."""
 
+import re
+
 import dagster as dg
 import pyarrow as pa
 
@@ -28,11 +30,27 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     )
 
 
+# What a cell could use to make the viewer's browser fetch something or follow a link (an image,
+# a link, HTML, a bare URL or address that GFM links by itself) or to break the table: each is
+# shown as the character it is. Digits, "-" and "." are left alone, so dates and numbers read as
+# they are (a "www." gets its dot escaped).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~:@])")
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+def markdown_text(value: object, limit: int = 100) -> str:
+    """Upstream text for a Markdown cell: escaped, on one line, cut at `limit` characters."""
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return _WWW.sub(r"\1\\.", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
+
+
 def markdown_table(table: pa.Table) -> str:
-    """A few rows as a Markdown table for the UI (pyarrow's, so no `tabulate` dependency)."""
+    """A few rows as a Markdown table for the UI (pyarrow's, so no `tabulate` dependency). Values
+    come from upstream files: each is escaped, so an image or a link in a cell is inert."""
 
     def cell(value) -> str:
-        return "" if value is None else str(value).replace("|", "\\|")
+        return "" if value is None else markdown_text(value)
 
     lines = ["| " + " | ".join(table.column_names) + " |", "|" + "---|" * table.num_columns]
     lines += ["| " + " | ".join(cell(v) for v in row.values()) + " |" for row in table.to_pylist()]

@@ -50,7 +50,7 @@ def read_header(raw_path: Path, file_label: str) -> list[str]:
         raise BadTripFile(f"{file_label}: the first line is not a CSV header: {shorten(str(exc))}") from None
 
 
-def _bounded_lines(path: Path) -> Iterator[str]:
+def bounded_lines(path: Path) -> Iterator[str]:
     """The file's text lines, each cut at MAX_DIAGNOSED_LINE_BYTES (the rest of a longer line is
     skipped), so locating a problem never holds a giant line."""
     with igzip.open(path, "rt", newline="") as text:
@@ -188,7 +188,7 @@ class CsvSource:
 
     def _first_misshapen_line(self) -> tuple[int, str] | None:
         try:
-            for line_number, row in enumerate(csv.reader(_bounded_lines(self.path)), start=1):
+            for line_number, row in enumerate(csv.reader(bounded_lines(self.path)), start=1):
                 if len(row) != len(self.names):
                     return line_number, ",".join(row)
         except csv.Error:  # a field beyond the csv module's limit: the parser's own message stands

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from isal import igzip
 
+from taxi_assets.cleaning.parse import bounded_lines
 from taxi_assets.schema import INT, TIMESTAMP, TRIP_SCHEMAS
 
 _INTEGER_TEXT = r"^\s*[-+]?\d+(\.0*)?\s*$"  # "3", "-2", and "3.0" as some files write integers
@@ -94,15 +95,25 @@ def split_block(batch: pa.RecordBatch, color: str, first_index: int, rejected: R
     return typed.filter(pc.invert(bad_any))
 
 
+# What a spreadsheet reads as the start of a formula (OWASP's CSV injection list): such a cell gets
+# a leading "'", which spreadsheets show as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
 def write_rejected(raw_path: Path, rejected: Rejected, out_path: Path) -> None:
-    """`line,reason,text` for each rejected line, the text copied whole from the raw file."""
+    """`line,reason,text` for each rejected line, the text copied from the raw file (a line longer
+    than parse.MAX_DIAGNOSED_LINE_BYTES is cut there; a cell a spreadsheet would run is made inert)."""
     wanted = rejected.reasons
-    with igzip.open(raw_path, "rt", newline="") as source, igzip.open(out_path, "wt", newline="") as out:
+    with igzip.open(out_path, "wt", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["line", "reason", "text"])
         last = max(wanted)
-        for number, text in enumerate(source, start=1):
+        for number, text in enumerate(bounded_lines(raw_path), start=1):
             if number in wanted:
-                writer.writerow([number, wanted[number], text.rstrip("\r\n")])
+                writer.writerow([number, inert(wanted[number]), inert(text.rstrip("\r\n"))])
             if number >= last:
                 break
