@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Python, pyarrow and the package take ~120 MB here; a month of ordinary rows ~500 MB.
 BUDGET_MB = 450
 CHILD = """
-import datetime as dt, json, resource, sys
+import datetime as dt, json, re, sys
 from pathlib import Path
 from taxi_assets.cleaning import BadTripFile, clean_trip_file
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -31,7 +31,9 @@ try:
     outcome = {"rows": result.rows}
 except BadTripFile as exc:
     outcome = {"error": str(exc)}
-outcome["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+# VmHWM: this process's own peak (ru_maxrss would carry over the parent's from before exec)
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+outcome["peak_mb"] = peak_kb // 1024
 print(json.dumps(outcome))
 """
 
