@@ -7,6 +7,7 @@ import gzip
 import http.server
 import os
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -44,10 +45,18 @@ class Mirror:
     - "html": answer 200 with a web page, as a release's HTML page would;
     - "loop": redirect to itself, forever;
     - "elsewhere": redirect (302) to the same file on another loopback host (`storage_url`), as
-      GitHub release downloads redirect to their storage host.
+      GitHub release downloads redirect to their storage host;
+    - "endless": answer 200 without a Content-Length and send a valid start (a gzip stream, a
+      Parquet magic, CSV rows: by the path's suffix) that never ends, as fast as the client reads;
+    - "trickle": the same endless body, TRICKLE_BYTES every TRICKLE_SECONDS (no read ever times out);
+    - "huge": announce a Content-Length of HUGE_BYTES, then send the endless body.
+    An endless body stops when the client goes away, or after ENDLESS_SECONDS.
     """
 
     STALL_SECONDS = 5
+    TRICKLE_BYTES, TRICKLE_SECONDS = 64, 0.02
+    HUGE_BYTES = 5 << 40
+    ENDLESS_SECONDS = 120
 
     def __init__(self, root: Path):
         self.root = root
@@ -88,6 +97,31 @@ class Mirror:
 
     def fail_always(self, color: str, ym: str, fault: str) -> None:
         self.always[self._url_path(color, ym)] = fault
+
+    def fail_zones_always(self, fault: str) -> None:
+        """A fault for every request of the zone lookup (`misc/taxi_zone_lookup.csv`)."""
+        self.always["/misc/taxi_zone_lookup.csv"] = fault
+
+    @staticmethod
+    def endless_body(path: str):
+        """Pieces of a body that never ends and never turns invalid, for a file at `path`."""
+        if path.endswith(".csv"):
+            yield b"LocationID,Borough,Zone,service_zone\n"
+            row = b"1,EWR,Newark Airport,EWR\n" * 40_000
+            while True:
+                yield row
+        elif path.endswith(".parquet"):
+            yield b"PAR1"
+            noise = os.urandom(1 << 20)
+            while True:
+                yield noise
+        else:  # a gzip stream of random bytes: after a full flush each block stands alone, so repeat one
+            deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+            noise = os.urandom(1 << 20)
+            yield deflate.compress(noise) + deflate.flush(zlib.Z_FULL_FLUSH)
+            block = deflate.compress(noise) + deflate.flush(zlib.Z_FULL_FLUSH)
+            while True:
+                yield block
 
     def handler(self):
         mirror = self
@@ -136,6 +170,9 @@ class Mirror:
                 fault = self._fault()
                 if self._answer_fault(fault):
                     return
+                if fault in ("endless", "trickle", "huge"):
+                    self._send_endless(fault)
+                    return
                 if fault in ("cut", "stall"):
                     data = Path(self.translate_path(self.path)).read_bytes()
                     self.send_response(200)
@@ -148,6 +185,32 @@ class Mirror:
                     self.close_connection = True
                     return
                 super().do_GET()
+
+            def _send_endless(self, fault: str) -> None:
+                self.send_response(200)
+                content_type = "text/csv" if self.path.endswith(".csv") else "application/octet-stream"
+                self.send_header("Content-Type", content_type)
+                if fault == "huge":
+                    self.send_header("Content-Length", str(mirror.HUGE_BYTES))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                stop = time.monotonic() + mirror.ENDLESS_SECONDS
+                try:
+                    for piece in mirror.endless_body(self.path):
+                        if time.monotonic() > stop:
+                            return
+                        if fault != "trickle":
+                            self.wfile.write(piece)
+                            continue
+                        for at in range(0, len(piece), mirror.TRICKLE_BYTES):
+                            self.wfile.write(piece[at : at + mirror.TRICKLE_BYTES])
+                            self.wfile.flush()
+                            time.sleep(mirror.TRICKLE_SECONDS)
+                            if time.monotonic() > stop:
+                                return
+                except OSError:  # the client went away
+                    return
 
         return Handler
 

@@ -4,15 +4,18 @@ Parquet files): its base URL and how patiently to download from it."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import dagster as dg
 import requests
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from taxi_assets.partitions import TripMonth
 from taxi_assets.sources import SOURCE
 from taxi_assets.upstream import (
+    MAX_DOWNLOAD_BYTES,
+    MAX_LOOKUP_BYTES,
     Downloaded,
     Fingerprint,
     checked_base_url,
@@ -31,7 +34,12 @@ class TripSource(dg.ConfigurableResource):
 
     A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
     with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
-    that is the whole bound on how long a partition keeps trying a broken upstream file.
+    that is the whole bound on how long a partition keeps trying a broken upstream file, a transfer
+    still going when it passes included. A file over `max_download_bytes` (the zone lookup:
+    `max_lookup_bytes`) fails at once, before it is read if its announced size says so.
+
+    Values are checked when the resource is built (at load, and when a run starts with its config):
+    a bad one fails naming the setting.
     """
 
     base_url: str | None = Field(
@@ -45,6 +53,31 @@ class TripSource(dg.ConfigurableResource):
     # once check the releases' 93 files well inside a tick (docs/performance.md#the-sensor) without
     # hammering GitHub.
     max_concurrent_requests: int = Field(default=8, description="Concurrent HEAD requests of a sensor tick")
+    max_download_bytes: int = Field(
+        default=MAX_DOWNLOAD_BYTES, description="Largest trip file accepted, in bytes (the biggest real month is ~1 GB)"
+    )
+    max_lookup_bytes: int = Field(default=MAX_LOOKUP_BYTES, description="Largest zone lookup accepted (~12 KB real)")
+
+    @field_validator("attempts", "max_concurrent_requests", "max_download_bytes", "max_lookup_bytes")
+    @classmethod
+    def _at_least_one(cls, value: int, info) -> int:
+        if value < 1:
+            raise ValueError(f"TripSource.{info.field_name} must be at least 1, got {value}")
+        return value
+
+    @field_validator("timeout_seconds", "give_up_after_seconds")
+    @classmethod
+    def _positive_seconds(cls, value: float, info) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"TripSource.{info.field_name} must be a number of seconds above 0, got {value}")
+        return value
+
+    @field_validator("backoff_seconds")
+    @classmethod
+    def _seconds(cls, value: float, info) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"TripSource.{info.field_name} must be a number of seconds, 0 or more, got {value}")
+        return value
 
     @property
     def base(self) -> str:
@@ -61,6 +94,7 @@ class TripSource(dg.ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             timeout_seconds=self.timeout_seconds,
             give_up_after_seconds=self.give_up_after_seconds,
+            max_bytes=self.max_download_bytes,
             suffix=SOURCE.suffix,
             not_published=SOURCE.not_published,
             log=log,
@@ -70,7 +104,12 @@ class TripSource(dg.ConfigurableResource):
         """The zone lookup's URL (as shown) and its bytes."""
         url = zone_lookup_url(self.base)
         data = fetch_small(
-            url, attempts=self.attempts, backoff_seconds=self.backoff_seconds, timeout_seconds=self.timeout_seconds
+            url,
+            attempts=self.attempts,
+            backoff_seconds=self.backoff_seconds,
+            timeout_seconds=self.timeout_seconds,
+            give_up_after_seconds=self.give_up_after_seconds,
+            max_bytes=self.max_lookup_bytes,
         )
         return redact(url), data
 
