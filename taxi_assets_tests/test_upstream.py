@@ -211,9 +211,11 @@ def _in_a_child(code: str) -> dict:
     import sys
 
     script = (
-        "import json, resource\n"
+        "import json, re\n"
         f"{code}\n"
-        "result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        # VmHWM: this process's own peak (ru_maxrss would carry over the parent's from before exec)
+        "status = open('/proc/self/status').read()\n"
+        "result['peak_rss_mb'] = int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024\n"
         "print(json.dumps(result))\n"
     )
     done = subprocess.run(

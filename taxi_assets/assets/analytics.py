@@ -105,7 +105,7 @@ def taxi_zones(context: dg.AssetExecutionContext, source: TripSource, warehouse:
     try:
         url, data = source.zone_lookup()
     except UpstreamError as exc:
-        raise dg.Failure(description=f"taxi zones: {exc}", allow_retries=False) from exc
+        raise dg.Failure(description=f"taxi zones: {exc}; the zones table is unchanged", allow_retries=False) from exc
     zones = _read_zones(url, data)
     with failing_fast("taxi/zones"):
         rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))

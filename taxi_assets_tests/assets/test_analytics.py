@@ -157,7 +157,8 @@ def test_the_automation_sensor_draws_the_chart_after_statistics_of_some_months(l
     "broken, reason",
     [
         ("extra_columns", "columns LocationID, Borough, Zone, service_zone, extra1, extra2, expected"),
-        ("too_many_rows", "1000000 rows with 1000000 distinct LocationIDs, expected 265"),
+        ("too_many_rows", "300 rows with 300 distinct LocationIDs, expected 265"),
+        ("a_million_rows", "over the limit of 1,048,576 (max_lookup_bytes)"),
         ("duplicate_ids", "265 rows with 264 distinct LocationIDs, expected 265"),
     ],
 )
@@ -168,8 +169,9 @@ def test_a_bad_zone_lookup_fails_and_leaves_the_zones_table_as_it_was(
     lines = (mirror.root / "misc" / "taxi_zone_lookup.csv").read_text().splitlines()
     if broken == "extra_columns":
         lines = [line + (",extra1,extra2" if i == 0 else ",1,2") for i, line in enumerate(lines)]
-    elif broken == "too_many_rows":
-        lines = lines[:1] + [f'{i},"Queens","Zone {i}","Boro Zone"' for i in range(1, 1_000_001)]
+    elif broken in ("too_many_rows", "a_million_rows"):
+        rows = 300 if broken == "too_many_rows" else 1_000_000
+        lines = lines[:1] + [f'{i},"Queens","Zone {i}","Boro Zone"' for i in range(1, rows + 1)]
     else:
         lines[-1] = lines[-2]
     (mirror.root / "misc" / "taxi_zone_lookup.csv").write_text("\n".join(lines) + "\n")
