@@ -300,3 +300,33 @@ def test_a_share_that_is_not_a_share_is_refused_naming_the_setting(mirror, local
     [message] = step_failure_messages(result)
     assert "config max_rejected_fraction must be a share from 0 to 1, got nan" in message
     assert not result.asset_materializations_for_node("gcs_parquet")
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://alice:TOPSECRET-4711@127.0.0.1:65536/releases",  # not a port: requests' InvalidURL
+        "http://alice:TOPSECRET-4711@127.0.0.1:9/releases",  # nothing listens: a connection refused
+    ],
+    ids=["invalid-url", "refused"],
+)
+def test_credentials_in_the_source_url_appear_nowhere_dagster_keeps_or_prints(tmp_path, base_url):
+    """A CLI run against a URL with credentials that fails: every byte of DAGSTER_HOME (event log,
+    compute logs) and everything printed is searched for the password."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_DATA_DIR": str(tmp_path / "data")}
+    env["TAXI_SOURCE_URL"] = base_url
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
+    command += ["--select", "raw_trips", "--partition", "yellow|2020-07-01"]
+    command += ["--config-json", '{"resources": {"source": {"config": {"attempts": 1}}}}']
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    printed = done.stdout + done.stderr
+    assert "http://***@127.0.0.1:" in printed  # the failure is there, with the URL redacted
+    kept = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+    assert b"STEP_FAILURE" in kept  # the search covers the recorded failure
+    assert "TOPSECRET" not in printed and b"TOPSECRET" not in kept
