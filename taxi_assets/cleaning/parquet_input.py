@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile
-from taxi_assets.schema import INT, STRING, TRIP_SCHEMAS
+from taxi_assets.schema import INT, STRING
 
 BATCH_ROWS = 64 * 1024
 READ_BUFFER_BYTES = 1 << 20
@@ -54,14 +54,13 @@ def _to_pinned(column: pa.Array, field: pa.Field, rows_before: int, file_label: 
     return column.cast(field.type, safe=True)
 
 
-def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.RecordBatch]:
+def parquet_batches(path: Path, color: str, pinned: pa.Schema, file_label: str) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of the color's pinned schema."""
-    pinned = TRIP_SCHEMAS[color]
     try:
         parquet = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadTripFile(f"{file_label}: not a readable Parquet file: {exc}") from exc
-    in_file = pin_columns(color, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
+    in_file = pin_columns(color, pinned, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
     rows_before = 0
     try:
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):

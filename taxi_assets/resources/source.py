@@ -1,5 +1,5 @@
-"""The upstream source TAXI_SOURCE picks (the DataTalksClub releases' CSV.gz files, or the TLC's own
-Parquet files): its base URL and how patiently to download from it."""
+"""The upstream source a code location serves (the DataTalksClub releases' CSV.gz files, or the TLC's
+own Parquet files): which one, its base URL and how patiently to download from it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import Source, source_named
 from taxi_assets.upstream import (
     Downloaded,
     Fingerprint,
@@ -25,15 +26,18 @@ from taxi_assets.upstream import (
 
 
 class TripSource(dg.ConfigurableResource):
-    """NYC TLC trip files, from the source TAXI_SOURCE names: the DataTalksClub `nyc-tlc-data`
-    releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a mirror with the
-    same layout.
+    """NYC TLC trip files, from the source `source` names (`build_defs` sets it): the DataTalksClub
+    `nyc-tlc-data` releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a
+    mirror with the same layout.
 
     A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
     with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
     that is the whole bound on how long a partition keeps trying a broken upstream file.
     """
 
+    source: str | None = Field(
+        default=None, description="releases or tlc: the layout, format and grid of the files; default TAXI_SOURCE"
+    )
     base_url: str | None = Field(
         default=None, description="Base URL; default TAXI_SOURCE_URL (releases) or TAXI_TLC_URL (tlc) at launch"
     )
@@ -46,11 +50,16 @@ class TripSource(dg.ConfigurableResource):
     max_concurrent_requests: int = Field(default=8, description="Concurrent HEAD requests of a sensor tick")
 
     @property
+    def spec(self) -> Source:
+        """The source served: its colors, grid, URLs, file format and "not published" statuses."""
+        return source_named(self.source or settings.source())
+
+    @property
     def base(self) -> str:
-        return checked_base_url(self.base_url or SOURCE.default_base_url())
+        return checked_base_url(self.base_url or self.spec.default_base_url())
 
     def url_for(self, month: TripMonth) -> str:
-        return SOURCE.url(self.base, month.color, month.ym)
+        return self.spec.url(self.base, month.color, month.ym)
 
     def fetch(self, month: TripMonth, dest: Path, log: logging.Logger | None = None) -> Downloaded:
         return download(
@@ -60,8 +69,8 @@ class TripSource(dg.ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             timeout_seconds=self.timeout_seconds,
             give_up_after_seconds=self.give_up_after_seconds,
-            suffix=SOURCE.suffix,
-            not_published=SOURCE.not_published,
+            suffix=self.spec.suffix,
+            not_published=self.spec.not_published,
             log=log,
         )
 
@@ -79,5 +88,5 @@ class TripSource(dg.ConfigurableResource):
             self.url_for(month),
             session=session,
             timeout_seconds=min(self.timeout_seconds, 15.0),
-            not_published=SOURCE.not_published,
+            not_published=self.spec.not_published,
         )
