@@ -115,9 +115,10 @@ class DuckDBWarehouse(Warehouse):
         )
         return f"CREATE TABLE IF NOT EXISTS {RIDES_TABLE} ({columns})"
 
-    def replace_slice(self, *, source_uri, color, month, fill_passenger_count) -> SliceLoad:
+    def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
         if "://" in source_uri:
             raise ValueError(f"DuckDB warehouse loads local lake files only, got {source_uri}")
+        del file_schema  # DuckDB reads the Parquet file's own schema
         select = ", ".join(
             ["$color AS color", "$month AS month"]
             + rides_select_list(
