@@ -77,6 +77,9 @@ class DuckDBWarehouse(Warehouse):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         database = self.database
+        # DuckDB creates the file, not its folder: on a fresh data folder the first run may be the
+        # zones' (nothing has written the lake yet).
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
         next_log = 0.0
 
         def waiting(attempt: int, exc: BaseException, pause: float, waited: float) -> None:

@@ -59,3 +59,10 @@ def test_only_local_files_are_loaded(tmp_path):
         DuckDBWarehouse(database=str(tmp_path / "w.duckdb")).replace_slice(
             source_uri="gs://b/k.parquet", color="fhv", month=MONTH, file_schema=FHV, fill_passenger_count=True
         )
+
+
+def test_a_table_replaced_in_a_data_folder_that_does_not_exist_yet(tmp_path):
+    """On a fresh deployment the zones run can be the first to write: the folder is made."""
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "new" / "data" / "warehouse.duckdb"))
+    assert warehouse.replace_table("zones", pa.table({"LocationID": [1, 2]})) == 2
+    assert warehouse.replace_table("zones", pa.table({"LocationID": [3]})) == 1  # replaced, not appended
