@@ -39,3 +39,11 @@ bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row yellow months, 
 
 clean:
 	rm -rf $(TAXI_DATA_DIR)
+
+.PHONY: image
+image:  ## the deployment's image from Containerfile, with podman or docker (IMAGE=name, BASE=base image, PIP_CERT, PIP_INDEX_URL)
+	@engine=$$(command -v podman || command -v docker) || { echo "make image: needs podman or docker" >&2; exit 1; }; \
+	args="--build-arg BASE=$${BASE:-python:3.11-slim} --build-arg PIP_INDEX_URL=$${PIP_INDEX_URL:-}"; \
+	case "$$engine" in *podman) args="$$args --network host"; \
+	  if [ -n "$${PIP_CERT:-}" ]; then args="$$args -v $$PIP_CERT:/etc/pip-ca.crt:ro --build-arg PIP_CERT=/etc/pip-ca.crt"; fi;; esac; \
+	set -x; $$engine build -f Containerfile -t $${IMAGE:-taxi-assets:latest} $$args .
