@@ -38,11 +38,16 @@ pytestmark = [
 ]
 
 
+def which(name: str) -> str | None:
+    """A program on PATH, or in /usr/sbin or /sbin (runc and debootstrap live there; not every PATH has them)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def podman_env() -> dict[str, str]:
     """podman with runc and no raised ulimits where runc is there (crun fails on these machines:
     taxi_assets_tests/fixtures/containers.conf), unless the caller set CONTAINERS_CONF."""
     env = dict(os.environ)
-    if "CONTAINERS_CONF" not in env and shutil.which("runc"):
+    if "CONTAINERS_CONF" not in env and which("runc"):
         env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
     return env
 
@@ -75,7 +80,8 @@ def ensure_base_image(scratch: Path) -> None:
     """Debian minbase with python3 and python3-venv, imported as BASE_IMAGE, unless already there."""
     if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
         return
-    if shutil.which("debootstrap") is None:
+    debootstrap = which("debootstrap")
+    if debootstrap is None:
         pytest.skip(f"no {BASE_IMAGE} and no debootstrap to build it (apt-get install debootstrap)")
     mirror, suite = debian_mirror()
     rootfs = scratch / "rootfs"
