@@ -1,61 +1,57 @@
-"""Print constraints.txt: the pinned closure of taxi_assets' runtime dependencies, from the venv this
-runs in (its installed versions, each dependency's extras followed; the dev extras left out).
+"""Print constraints.txt: pinned versions of everything the image installs, the runtime dependencies
+of taxi_assets and its `k8s` extra (dagster-k8s: Helm's run pods load an instance whose run launcher
+is K8sRunLauncher), and none of the dev extras.
 
-    .venv/bin/python deploy/constraints.py > constraints.txt   # after `make install`
+    .venv/bin/python deploy/constraints.py > constraints.txt   # after `make install`; needs the index
 
-Markers are evaluated for the running interpreter (Python 3.11 on Linux, like the image's)."""
+pip's resolver (`pip install --dry-run --report`) picks the set for the running interpreter (Python
+3.11 on Linux, like the image's), held to the versions installed in this venv where it has them, so
+the image runs what the tests ran."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
+import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = """\
-# Pinned versions of taxi_assets' runtime dependencies (the closure of pyproject.toml's
-# [project].dependencies, extras included), as installed in the project's venv on Python 3.11 / Linux.
-# The image installs from this file (Containerfile); `pip install -c constraints.txt .` does the same
+EXTRAS = "k8s"
+HEADER = f"""\
+# Pinned versions of everything the image installs: taxi_assets' runtime dependencies and its
+# [{EXTRAS}] extra, resolved for Python 3.11 / Linux and held to the versions of the project's venv.
+# The Containerfile installs from this file; `pip install -c constraints.txt '.[{EXTRAS}]'` does the same
 # elsewhere. Regenerate after changing the dependencies: .venv/bin/python deploy/constraints.py > constraints.txt
 """
 
 
-def closure(requirements: list[str]) -> dict[str, tuple[str, str]]:
-    pinned: dict[str, tuple[str, str]] = {}
-    visited: set[tuple[str, frozenset[str]]] = set()
+def installed() -> list[str]:
+    """This venv's versions, as constraints (editable installs and the project itself left out)."""
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    return [line for line in frozen if "==" in line and not line.lower().startswith(("taxi-assets", "taxi_assets"))]
 
-    def visit(name: str, extras: frozenset[str]) -> None:
-        if (canonicalize_name(name), extras) in visited:
-            return
-        visited.add((canonicalize_name(name), extras))
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:  # a marker-excluded or optional dependency that is not installed
-            return
-        pinned[canonicalize_name(dist.metadata["Name"])] = (dist.metadata["Name"], dist.version)
-        for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
-                visit(req.name, frozenset(req.extras))
 
-    for line in requirements:
-        req = Requirement(line)
-        visit(req.name, frozenset(req.extras))
-    return pinned
+def resolve() -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as scratch:
+        constraints = Path(scratch) / "installed.txt"
+        constraints.write_text("\n".join(installed()) + "\n")
+        report = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
+            + ["--report", "-", "-c", str(constraints), f"{ROOT}[{EXTRAS}]"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    pins = {item["metadata"]["name"]: item["metadata"]["version"] for item in json.loads(report)["install"]}
+    return {name: version for name, version in pins.items() if name.lower().replace("_", "-") != "taxi-assets"}
 
 
 def main() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pinned = closure(project["dependencies"])
-    pinned.pop(canonicalize_name(project["name"]), None)
-    print(HEADER + "".join(f"{name}=={version}\n" for _, (name, version) in sorted(pinned.items())), end="")
+    pins = resolve()
+    print(HEADER + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins, key=str.lower)), end="")
 
 
 if __name__ == "__main__":
