@@ -1,6 +1,7 @@
 """Print constraints.txt: pinned versions of everything the image installs, the runtime dependencies
-of taxi_assets and its `k8s` extra (dagster-k8s: Helm's run pods load an instance whose run launcher
-is K8sRunLauncher), and none of the dev extras.
+of taxi_assets and its `docker` and `k8s` extras (dagster-docker, dagster-k8s: each run's container
+or pod loads an instance whose run launcher is DockerRunLauncher or K8sRunLauncher), and none of
+the dev extras.
 
     .venv/bin/python deploy/constraints.py > constraints.txt   # after `make install`; needs the index
 
@@ -17,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = "k8s"
+EXTRAS = "docker,k8s"
 HEADER = f"""\
 # Pinned versions of everything the image installs: taxi_assets' runtime dependencies and its
-# [{EXTRAS}] extra, resolved for Python 3.11 / Linux and held to the versions of the project's venv.
+# [{EXTRAS}] extras, resolved for Python 3.11 / Linux and held to the versions of the project's venv.
 # The Containerfile installs from this file; `pip install -c constraints.txt '.[{EXTRAS}]'` does the same
 # elsewhere. Regenerate after changing the dependencies: .venv/bin/python deploy/constraints.py > constraints.txt
 """
