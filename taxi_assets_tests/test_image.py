@@ -69,3 +69,21 @@ def test_the_image_alone_materializes_a_partition_as_a_non_root_user(image, mirr
         slices = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
     assert slices == [("yellow", "2020-07", len(ROWS) - 1)]
     assert any(p.suffix == ".parquet" for p in (data / "lake").rglob("*"))
+
+
+def test_the_image_has_every_roles_command_and_no_compiler_or_cache(image):
+    """One image for every role: the code server, the webserver, the daemon, the runs (with either
+    launcher's package, for run containers and pods), and nothing left from the build."""
+    script = (
+        "set -e; id -u; "
+        "for c in cc gcc g++ make; do if command -v $c; then echo COMPILER $c; fi; done; "
+        "for d in /root/.cache /home/taxi/.cache /tmp/pip*; do if [ -e $d ]; then echo CACHE $d; fi; done; "
+        "dagster code-server start --help >/dev/null; dagster-webserver --help >/dev/null; "
+        "dagster-daemon run --help >/dev/null; dagster api execute_run --help >/dev/null; "
+        "python -c 'import dagster_docker, dagster_k8s, dagster_postgres, taxi_assets.definitions'; echo OK"
+    )
+    out = podman("run", "--rm", "--user", "0", image, "sh", "-c", script, capture_output=True, check=False)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    lines = out.stdout.split()
+    assert lines[0] == "0" and lines[-1] == "OK"  # run as root here only to look into /root
+    assert not [line for line in out.stdout.splitlines() if line.startswith(("COMPILER", "CACHE"))], out.stdout
