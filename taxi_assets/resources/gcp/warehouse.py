@@ -7,7 +7,8 @@ import datetime as dt
 import io
 import re
 import uuid
-from typing import ClassVar
+from collections.abc import Callable, Iterator
+from typing import ClassVar, TypeVar
 
 import dagster as dg
 import pyarrow as pa
@@ -19,7 +20,7 @@ from pydantic import PrivateAttr
 
 from taxi_assets.partitions import COLORS
 from taxi_assets.resources.errors import SetupError
-from taxi_assets.resources.gcp.clients import explained, missing_bucket
+from taxi_assets.resources.gcp.clients import explained, location_not_found, missing_bucket, retrying_transient
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.retrying import retry
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
@@ -35,6 +36,8 @@ _MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
 # What BigQuery says when it aborts a transaction for another one on the same table.
 _CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
 
+
+T = TypeVar("T")
 
 _PARAMETER_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (str, "STRING"))
 
@@ -91,29 +94,81 @@ class BigQueryWarehouse(Warehouse):
     # meet, and then the aborted swap is run again after a pause.
     swap_attempts: int = 5
     swap_backoff_seconds: float = 2.0
+    # A quota, a rate limit or a server-side error (a 403 quotaExceeded, a 429, a 5xx): the same call
+    # again after a pause doubling from `transient_backoff_seconds` (at most 60 s), up to
+    # `transient_attempts` calls; then the step fails naming the quota.
+    transient_attempts: int = 6
+    transient_backoff_seconds: float = 4.0
     _checked_buckets: set = PrivateAttr(default_factory=set)
 
     def _table_id(self, client: bigquery.Client, name: str) -> str:
         return f"{client.project}.{self.dataset}.{name}"
 
-    def _explained(self, client, doing: str, needs: str) -> contextlib.AbstractContextManager:
-        grant = (
+    def _grant(self) -> str:
+        return (
             f"roles/bigquery.dataEditor on dataset {self.dataset} and roles/bigquery.jobUser on the project, "
             "and roles/storage.objectAdmin on the bucket"
         )
-        return explained(client, service="BigQuery", doing=doing, needs=needs, grant=grant)
+
+    @contextlib.contextmanager
+    def _explained(self, client, doing: str, needs: str, grant: str | None = None) -> Iterator[None]:
+        """`explained` (permissions, billing), and a job that did not find the dataset in its location."""
+        try:
+            with explained(client, service="BigQuery", doing=doing, needs=needs, grant=grant or self._grant()):
+                yield
+        except google_exceptions.NotFound as exc:
+            job_location = location_not_found(exc)
+            if job_location is None:
+                raise
+            raise SetupError(self._elsewhere(client, job_location, exc.message)) from None
+
+    def _elsewhere(self, client: bigquery.Client, job_location: str, said: str) -> str:
+        dataset_id = f"{client.project}.{self.dataset}"
+        try:
+            actual = f"is in {client.get_dataset(dataset_id).location}"
+        except google_exceptions.GoogleAPICallError:
+            actual = "is not there"
+        return (
+            f"BigQuery ran the job in location {job_location} (BQ_LOCATION), but dataset {dataset_id} {actual}: "
+            f"set BQ_LOCATION to the dataset's location, or BQ_DATASET to a dataset in {job_location}. "
+            f"Server said: {said}"
+        )
+
+    def _call(self, client, doing: str, needs: str, fn: Callable[[], T], grant: str | None = None) -> T:
+        """One BigQuery operation: retried while it meets a quota, a rate limit or a server-side error,
+        and its refusals classified (`_explained`)."""
+        with self._explained(client, doing, needs, grant):
+            return retrying_transient(
+                fn,
+                service="BigQuery",
+                doing=doing,
+                attempts=self.transient_attempts,
+                first_pause=self.transient_backoff_seconds,
+            )
 
     def _ensure_dataset(self, client: bigquery.Client) -> bigquery.Dataset:
         dataset_id = f"{client.project}.{self.dataset}"
-        with self._explained(
-            client, f"read or create dataset {dataset_id}", "bigquery.datasets.get / bigquery.datasets.create"
-        ):
+
+        def get() -> bigquery.Dataset | None:
             try:
                 return client.get_dataset(dataset_id)
             except google_exceptions.NotFound:
-                dataset = bigquery.Dataset(dataset_id)
-                dataset.location = client.location
-                return client.create_dataset(dataset, exists_ok=True)
+                return None
+
+        dataset = self._call(client, f"read dataset {dataset_id}", "bigquery.datasets.get", get)
+        if dataset is not None:
+            return dataset
+        created = bigquery.Dataset(dataset_id)
+        created.location = client.location
+        return self._call(
+            client,
+            f"create dataset {dataset_id} in {client.location}",
+            "bigquery.datasets.create on the project",
+            lambda: client.create_dataset(created, exists_ok=True),
+            grant=f"roles/bigquery.dataEditor on the project, or create the dataset once yourself "
+            f"(`bq --location={client.location} mk --dataset {dataset_id.replace('.', ':', 1)}`) and grant "
+            f"{self._grant()}",
+        )
 
     def _preflight(self, dataset: bigquery.Dataset, bucket_name: str) -> None:
         """Fail at once, naming both locations, instead of a load job's "Cannot read and write in
@@ -145,8 +200,12 @@ class BigQueryWarehouse(Warehouse):
         table = bigquery.Table(self._table_id(client, RIDES_TABLE), schema=_bq_schema(RIDES_SCHEMA))
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field="month")
         table.clustering_fields = ["color"]
-        with self._explained(client, f"create table {table.table_id}", "bigquery.tables.create"):
-            client.create_table(table, exists_ok=True)
+        self._call(
+            client,
+            f"create table {table.table_id}",
+            "bigquery.tables.create",
+            lambda: client.create_table(table, exists_ok=True),
+        )
 
     def swap_script(self, client, staging_id: str, color: str, month: dt.date, fill_passenger_count: bool) -> str:
         """The transaction that replaces the slice with the staging table's rows."""
@@ -177,7 +236,7 @@ class BigQueryWarehouse(Warehouse):
         staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color], timestamps="DATETIME"))
         # Dropped after the swap; the expiry only collects what a killed worker left behind.
         staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.staging_expiry_hours)
-        client.create_table(staging)
+        client.create_table(staging, exists_ok=True)  # a retried load finds it
         client.load_table_from_uri(
             source_uri,
             staging_id,
@@ -200,20 +259,30 @@ class BigQueryWarehouse(Warehouse):
             # Named before it is created, so that a failed load job drops it too.
             staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
             try:
-                with self._explained(client, f"load {source_uri} into {rides}", needs):
-                    self._load_staging(client, staging_id, source_uri, color)
-                    self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
-                    loaded = self._scalar(
-                        client,
-                        f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month",
-                        self._slice_params(color, month),
-                    )
-                    total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
+                doing = f"load {source_uri} into {rides}"
+                self._call(client, doing, needs, lambda: self._load_staging(client, staging_id, source_uri, color))
+                script = self.swap_script(client, staging_id, color, month, fill_passenger_count)
+                self._call(client, doing, needs, lambda: self._transaction(client, script, RIDES_TABLE))
+                count = f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month"
+                loaded = self._call(
+                    client,
+                    f"count {rides}",
+                    "bigquery.jobs.create, bigquery.tables.getData",
+                    lambda: self._scalar(client, count, self._slice_params(color, month)),
+                )
+                total = self._call(
+                    client,
+                    f"count {rides}",
+                    "bigquery.jobs.create, bigquery.tables.getData",
+                    lambda: self._scalar(client, f"SELECT COUNT(*) FROM {rides}"),
+                )
             finally:
                 client.delete_table(staging_id, not_found_ok=True)
             return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
 
-    def _swap(self, client: bigquery.Client, script: str) -> None:
+    def _transaction(self, client: bigquery.Client, script: str, table: str) -> None:
+        """Run a multi-statement transaction, again after a pause when BigQuery aborted it for a
+        concurrent one on `table` (each statement of it is idempotent)."""
         retry(
             lambda: client.query(script).result(),
             retry_on=lambda exc: (
@@ -223,7 +292,7 @@ class BigQueryWarehouse(Warehouse):
             first_pause=self.swap_backoff_seconds,
             jitter=0.5,  # two swaps that collided do not run again in step
             on_retry=lambda attempt, exc, pause, _: dg.get_dagster_logger().warning(
-                f"slice swap aborted by a concurrent transaction on rides (attempt {attempt} of "
+                f"transaction aborted by a concurrent transaction on {table} (attempt {attempt} of "
                 f"{self.swap_attempts}); retrying in {pause:.1f} s: {exc.message}"
             ),
         )
@@ -247,21 +316,27 @@ class BigQueryWarehouse(Warehouse):
         # job succeeds, and leaves them as they were when it fails.
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        buffer.seek(0)
         with self.bigquery.get_client() as client:
             self._ensure_dataset(client)
             table_id = self._table_id(client, name)
-            with self._explained(client, f"replace {table_id}", "bigquery.jobs.create, bigquery.tables.updateData"):
-                client.load_table_from_file(
-                    buffer,
-                    table_id,
-                    job_config=bigquery.LoadJobConfig(
-                        source_format=bigquery.SourceFormat.PARQUET,
-                        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                        schema=_bq_schema(table.schema),
-                    ),
-                ).result()
-                return self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}")
+            job_config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                schema=_bq_schema(table.schema),
+            )
+
+            def load() -> None:
+                buffer.seek(0)  # again from the start when retried
+                client.load_table_from_file(buffer, table_id, job_config=job_config).result()
+
+            needs = "bigquery.jobs.create, bigquery.tables.create, bigquery.tables.updateData"
+            self._call(client, f"replace {table_id}", needs, load)
+            return self._call(
+                client,
+                f"count {table_id}",
+                "bigquery.jobs.create, bigquery.tables.getData",
+                lambda: self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}"),
+            )
 
     def table_name(self, name: str) -> str:
         project = self.bigquery.project
@@ -283,7 +358,12 @@ class BigQueryWarehouse(Warehouse):
             query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
         with self.bigquery.get_client() as client:
-            return client.query(sql, job_config=job_config).result().to_dataframe(create_bqstorage_client=False)
+            return self._call(
+                client,
+                "run a query",
+                "bigquery.jobs.create and bigquery.tables.getData",
+                lambda: client.query(sql, job_config=job_config).result().to_dataframe(create_bqstorage_client=False),
+            )
 
     @staticmethod
     def _slice_params(color: str, month: dt.date) -> list:

@@ -39,3 +39,17 @@ def test_a_missing_bucket_is_a_setup_error_with_the_fix(gcp_env, tmp_path):
         SetupError, match=r"gs://no-such-bucket does not exist \(GCS_BUCKET\).*gcloud storage buckets create"
     ):
         lake.store(made, "raw/x")
+
+
+def test_a_missing_object_in_a_bucket_named_bucket_is_not_a_missing_bucket(gcp_env, tmp_path):
+    """A 404 is the bucket's own only when GCS says so (or the bucket is really not there): an
+    object's 404 names its bucket, here one whose name contains "bucket"."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import storage
+
+    name = f"{gcp_env['bucket']}-bucket"
+    storage.Client(project=gcp_env["project"]).create_bucket(name)
+    lake = GCSLake(gcs=TaxiGCSResource(project=gcp_env["project"]), bucket=name)
+    with pytest.raises(NotFound) as err:
+        lake.download("data/missing.parquet", tmp_path / "x")
+    assert not isinstance(err.value, SetupError)
