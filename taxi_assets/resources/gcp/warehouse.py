@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import ClassVar, TypeVar
 
 import dagster as dg
@@ -32,7 +32,31 @@ _BIGQUERY_TYPES = {
     pa.timestamp("us"): "TIMESTAMP",
     pa.date32(): "DATE",
 }
-_MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
+# The regions inside the EU multi-region (BigQuery's "Locations" page): regions in EU member states
+# only, not europe-west2 (London) or europe-west6 (Zurich). The US multi-region loads from anywhere.
+_EU_REGIONS = frozenset(
+    {
+        "europe-central2",
+        "europe-north1",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west3",
+        "europe-west4",
+        "europe-west8",
+        "europe-west9",
+        "europe-west10",
+        "europe-west12",
+    }
+)
+# Cloud Storage's predefined dual-regions and the multi-region that contains both their regions.
+_DUAL_REGIONS = {
+    "asia1": None,  # asia-northeast1 + asia-northeast2 (BigQuery has no ASIA multi-region)
+    "eur4": "eu",  # europe-north1 + europe-west4
+    "eur5": None,  # europe-west1 + europe-west2 (London is not in the EU)
+    "eur7": "eu",  # europe-west3 + europe-west8
+    "eur8": None,  # europe-west6 + europe-west3 (Zurich is not in the EU)
+    "nam4": "us",  # us-central1 + us-east1
+}
 # What BigQuery says when it aborts a transaction for another one on the same table.
 _CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
 
@@ -55,6 +79,32 @@ def _parameter(name: str, value: object) -> bigquery.ScalarQueryParameter:
     return bigquery.ScalarQueryParameter(name, kind, value)
 
 
+def _literal(value: object) -> str:
+    """A query parameter's value as a GoogleSQL literal of its type."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+    if isinstance(value, dt.datetime):
+        return f"{'TIMESTAMP' if value.tzinfo else 'DATETIME'} '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    raise TypeError(f"no BigQuery literal for {type(value).__name__}")
+
+
+def _inline(sql: str, params: Mapping[str, object]) -> str:
+    """`sql` with each @name replaced by its value as a literal; an unknown name is an error."""
+
+    def value(found: re.Match) -> str:
+        if found.group(1) not in params:
+            raise KeyError(f"query parameter @{found.group(1)} has no value")
+        return _literal(params[found.group(1)])
+
+    return re.sub(r"@(\w+)", value, sql)
+
+
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "\\`") + "`"
 
@@ -71,11 +121,14 @@ def _bq_schema(schema: pa.Schema, timestamps: str = "TIMESTAMP") -> list[bigquer
 def bucket_loadable_into(bucket_location: str, dataset_location: str) -> bool:
     """Whether BigQuery loads from a bucket in `bucket_location` into a dataset in
     `dataset_location`: a US multi-region dataset loads from anywhere; otherwise the bucket must
-    be in the dataset's region, or inside the dataset's multi-region."""
+    be in the dataset's region, or inside the dataset's multi-region (a region, or a predefined
+    dual-region both of whose regions are in it)."""
     bucket, dataset = bucket_location.lower(), dataset_location.lower()
     if dataset == "us" or bucket == dataset:
         return True
-    return bucket.startswith(_MULTI_REGION_PREFIXES.get(dataset, ()))
+    if dataset == "eu":
+        return bucket in _EU_REGIONS or _DUAL_REGIONS.get(bucket) == "eu"
+    return False
 
 
 class BigQueryWarehouse(Warehouse):
@@ -157,6 +210,13 @@ class BigQueryWarehouse(Warehouse):
 
         dataset = self._call(client, f"read dataset {dataset_id}", "bigquery.datasets.get", get)
         if dataset is not None:
+            if dataset.location.lower() != client.location.lower():
+                # Its jobs would run in BQ_LOCATION and not find it ("Dataset ... was not found in location").
+                raise SetupError(
+                    f"dataset {dataset_id} is in location {dataset.location}, but BQ_LOCATION is {client.location}: "
+                    f"set BQ_LOCATION={dataset.location}, or BQ_DATASET to a new dataset (created in "
+                    f"{client.location})"
+                )
             return dataset
         created = bigquery.Dataset(dataset_id)
         created.location = client.location
@@ -337,6 +397,26 @@ class BigQueryWarehouse(Warehouse):
                 "bigquery.jobs.create, bigquery.tables.getData",
                 lambda: self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}"),
             )
+
+    def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
+        with self.bigquery.get_client() as client:
+            self._ensure_dataset(client)
+            table_id = self._table_id(client, name)
+            table = _quote(table_id)
+            create = f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+            self._call(
+                client, f"create table {table_id}", "bigquery.tables.create", lambda: client.query(create).result()
+            )
+            # Like the slice swap: one multi-statement transaction, literals for the parameters (the
+            # emulator takes none in scripts), run again when a concurrent one on the table aborted it.
+            script = (
+                "BEGIN TRANSACTION;\n"
+                f"DELETE FROM {table} WHERE {_inline(delete_where, params)};\n"
+                f"INSERT INTO {table} {_inline(select, params)};\n"
+                "COMMIT TRANSACTION;"
+            )
+            needs = "bigquery.jobs.create, bigquery.tables.updateData and bigquery.tables.getData"
+            self._call(client, f"replace rows of {table_id}", needs, lambda: self._transaction(client, script, name))
 
     def table_name(self, name: str) -> str:
         project = self.bigquery.project
