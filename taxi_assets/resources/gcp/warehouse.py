@@ -302,6 +302,10 @@ class BigQueryWarehouse(Warehouse):
             staging_id,
             job_config=bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.PARQUET,
+                # WRITE_TRUNCATE replaces the pre-created schema with the Parquet file's (timestamps
+                # as DATETIME, the same columns): harmless, since the swap casts every column to
+                # rides' types. WRITE_TRUNCATE_DATA (google-cloud-bigquery 3.47 has it) would keep
+                # the schema; not used because bqemulator does not know it.
                 write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
             ),
         ).result()
