@@ -233,7 +233,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 self._kept[key] = (stored.generation, obj.path)
         elif isinstance(obj, PublishCopy):
             facts = obj.source.parquet
-            stored = self.lake.copy(obj.source.key, key)
+            stored = self.lake.copy(obj.source.key, key, src_generation=obj.source.generation)
         elif isinstance(obj, LakeFile) and obj.key == key:
             facts = obj.parquet
             stored = self.lake.stat(key)

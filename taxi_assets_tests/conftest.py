@@ -348,8 +348,6 @@ def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
 def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
     """The local target's resources in a folder, reading from the test mirror: for materializing
     single assets with `dg.materialize`."""
-    from dagster_duckdb_pandas import DuckDBPandasIOManager
-
     from taxi_assets.io_manager import LakeIOManager
     from taxi_assets.resources.local.lake import LocalLake
     from taxi_assets.resources.local.warehouse import DuckDBWarehouse
@@ -362,5 +360,4 @@ def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
         "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),
         "warehouse": DuckDBWarehouse(database=str(root / "warehouse.duckdb")),
-        "warehouse_io_manager": DuckDBPandasIOManager(database=str(root / "warehouse.duckdb"), schema="main"),
     }

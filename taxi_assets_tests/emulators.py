@@ -200,17 +200,27 @@ class RewritingProxy:
     to make the real BigQuery client meet a server-side failure in the middle of a script.
 
     `rewrite(body) -> body` sees every request body; `rewritten` counts the bodies it changed.
+    `answer(method, path, body) -> (status, payload) | None`, when given, may answer a request
+    itself (a JSON payload, as Google's servers send errors) instead of forwarding it; `requests`
+    lists every request as "METHOD /path" (no query string), answered or forwarded, in order.
     """
 
-    def __init__(self, target: str, rewrite):
+    def __init__(self, target: str, rewrite=lambda body: body, answer=None):
         self.target = target.rstrip("/")
         self.rewrite = rewrite
+        self.answer = answer
         self.rewritten = 0
+        self.requests: list[str] = []
         self.url = ""
+
+    def count(self, method: str, path_end: str) -> int:
+        """Requests with this method whose path ends with `path_end`."""
+        return sum(1 for r in self.requests if r.startswith(method + " ") and r.endswith(path_end))
 
     @contextlib.contextmanager
     def running(self) -> Iterator[str]:
         import http.server
+        import json
         import threading
 
         proxy = self
@@ -224,6 +234,17 @@ class RewritingProxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.requests.append(f"{self.command} {self.path.split('?')[0]}")
+                answered = proxy.answer(self.command, self.path, body) if proxy.answer else None
+                if answered is not None:
+                    status, payload = answered
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=UTF-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if body is not None:
                     changed = proxy.rewrite(body)
                     proxy.rewritten += changed != body
@@ -256,3 +277,15 @@ class RewritingProxy:
         finally:
             server.shutdown()
             server.server_close()
+
+
+def google_error(code: int, status: str, reason: str, message: str, **extra) -> dict:
+    """An error payload as Google's JSON APIs send it (BigQuery's and GCS's error formats)."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason, **extra}],
+            "status": status,
+        }
+    }

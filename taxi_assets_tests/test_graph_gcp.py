@@ -173,7 +173,7 @@ def test_missing_bucket_fails_at_once_with_the_fix(gcp_emulators, gcp_env, mirro
     assert "Exceeded max_retries" not in message  # failed at once, not after the outage retries
 
 
-def test_zones_stats_and_chart_through_bigquery_pandas_io_manager(gcp_emulators, gcp_env, gcp_defs, mirror, instance):
+def test_zones_stats_and_chart_written_by_the_warehouse(gcp_emulators, gcp_env, gcp_defs, mirror, instance):
     _publish(mirror, ["green|2020-10-01", "yellow|2020-07-01"])
     mirror.publish_zones()
     for key in ("green|2020-10-01", "yellow|2020-07-01"):

@@ -1,9 +1,8 @@
 """What the data is for: the zone lookup, monthly statistics per pickup borough, and a chart.
 
-Small tables, so they travel as pandas DataFrames and are stored by Dagster's own pandas IO
-managers (`warehouse_io_manager`: DuckDB locally, BigQuery on gcp) as warehouse tables beside
-`rides`. The heavy part, the statistics over a month of rides, is SQL run by the warehouse: one row
-per borough comes back to the worker.
+Small tables beside `rides`, written by the warehouse itself: the zones replaced in one step, the
+statistics computed and stored in SQL in one transaction per partition (one row per borough comes
+back to the worker, for the metadata).
 """
 
 import base64
@@ -15,8 +14,15 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from taxi_assets.assets.analytics_sql import MONTHLY_STATS, TRIPS_PER_MONTH, ZONE_COVERAGE
-from taxi_assets.assets.common import LAKE_IO, WAREHOUSE_KIND, column_schema, markdown_table
+from taxi_assets.assets.analytics_sql import (
+    MONTHLY_STATS,
+    STATS_COLUMNS,
+    STATS_OF_PARTITION,
+    STATS_PARTITION,
+    TRIPS_PER_MONTH,
+    ZONE_COVERAGE,
+)
+from taxi_assets.assets.common import LAKE_IO, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, markdown_table
 from taxi_assets.io_manager import NewFile
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
@@ -28,24 +34,12 @@ from taxi_assets.sources import Source
 from taxi_assets.upstream import UpstreamError, redact
 
 ANALYTICS = "analytics"
-WAREHOUSE_IO = "warehouse_io_manager"
 ZONE_COUNT = 265
 ZONES_COMPLETE = "has_265_zones_with_unique_ids"
 TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
 ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
 AUTOMATION_SENSOR = "analytics_automation"
-
-
-def stats_partition_expr(source: Source, target: str) -> str | dict[str, str]:
-    """How the stock IO managers find a partition's rows: by month and color on the releases' month
-    x color grid; on the tlc source's list of keys ("yellow|2021-01-01"), by that key rebuilt in SQL."""
-    if source.name == "releases":
-        return {"month": "month", "color": "color"}
-    return {
-        "duckdb": "color || '|' || strftime(month, '%Y-%m-%d')",
-        "bigquery": "CONCAT(color, '|', FORMAT_TIMESTAMP('%Y-%m-%d', month))",
-    }[WAREHOUSE_KIND[target]]  # the stock IO managers name the table after the key's last part
 
 
 # Requested whenever the table is missing, the first evaluation included (`on_missing()` skips
@@ -171,10 +165,12 @@ def build_monthly_trip_stats(
     @dg.asset(
         partitions_def=partitions_def,
         group_name=ANALYTICS,
-        kinds={"pandas", "sql", WAREHOUSE_KIND[target]},
-        io_manager_key=WAREHOUSE_IO,
+        kinds={"sql", WAREHOUSE_KIND[target]},
         deps=["bq_rides_table", ZONES_KEY],
-        metadata={"partition_expr": stats_partition_expr(source, target)},
+        # One writer of the table at a time, like the slice swaps; a transaction aborted by a
+        # concurrent one anyway (two instances, CLI runs) is run again by the warehouse.
+        pool="warehouse",
+        retry_policy=STORAGE_RETRY,
         # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
         automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
         check_specs=[
@@ -196,23 +192,32 @@ def build_monthly_trip_stats(
         """Per pickup borough, for the month x color slice of `rides`: trips, passengers, total and
         median fare, mean distance, the tip share of card fares (tips / fares where payment_type = 1),
         and trips whose pickup falls outside the month. Computed by the warehouse in SQL over the
-        slice; the table `monthly_trip_stats` gets exactly this partition's rows replaced on rerun."""
+        slice, and stored by it: in one transaction, this partition's rows of the table
+        `monthly_trip_stats` are deleted and the new ones inserted (a rerun replaces them)."""
         month = TripMonth.from_context(context, source.colors)
         with failing_fast(month):
             _wait_for_zones(context, warehouse, month)
             tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
             params = {"color": month.color, "month": month.month}
-            stats = warehouse.query(
-                MONTHLY_STATS[warehouse.dialect].format(**tables), {**params, "next": month.next_month}
+            dialect = warehouse.dialect
+            warehouse.replace_rows(
+                STATS_TABLE,
+                columns=STATS_COLUMNS[dialect],
+                delete_where=STATS_PARTITION[dialect],
+                select=MONTHLY_STATS[dialect].format(**tables),
+                params={**params, "next": month.next_month},
             )
+            stats_table = warehouse.table_name(STATS_TABLE)
+            stats = warehouse.query(STATS_OF_PARTITION[dialect].format(stats=stats_table), params)
             stats["passengers"] = stats["passengers"].astype("Int64")  # a count; NULL where a color has none
             slice_rows = warehouse.slice_rows(month.color, month.month)
-            coverage = warehouse.query(ZONE_COVERAGE[warehouse.dialect].format(**tables), params).iloc[0]
+            coverage = warehouse.query(ZONE_COVERAGE[dialect].format(**tables), params).iloc[0]
         ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
         counted = int(stats["trips"].sum()) if len(stats) else 0
         return dg.MaterializeResult(
-            value=stats,
             metadata={
+                "dagster/row_count": len(stats),
+                "table": stats_table,
                 "boroughs": len(stats),
                 "trips": counted,
                 "preview": dg.MetadataValue.md(markdown_table(pa.Table.from_pandas(stats, preserve_index=False))),

@@ -67,3 +67,37 @@ TRIPS_PER_MONTH = {
     "duckdb": "SELECT month, color, sum(trips) AS trips FROM {stats} GROUP BY ALL ORDER BY ALL",
     "bigquery": "SELECT month AS month, color AS color, SUM(trips) AS trips FROM {stats} GROUP BY 1, 2 ORDER BY 1, 2",
 }
+
+# monthly_trip_stats: written by the warehouse in one transaction (`Warehouse.replace_rows`): the
+# partition's rows deleted, MONTHLY_STATS' rows inserted, in this column order.
+STATS_COLUMNS = {
+    "duckdb": "month TIMESTAMP, color VARCHAR, pickup_borough VARCHAR, trips BIGINT, passengers BIGINT, "
+    "total_fare DOUBLE, median_fare DOUBLE, mean_distance DOUBLE, card_tip_share DOUBLE, pickups_outside_month BIGINT",
+    "bigquery": "month TIMESTAMP, color STRING, pickup_borough STRING, trips INT64, passengers INT64, "
+    "total_fare FLOAT64, median_fare FLOAT64, mean_distance FLOAT64, card_tip_share FLOAT64, "
+    "pickups_outside_month INT64",
+}
+# One partition's rows of monthly_trip_stats.
+STATS_PARTITION = {
+    "duckdb": "color = $color AND month = CAST($month AS TIMESTAMP)",
+    "bigquery": "color = @color AND month = TIMESTAMP(@month)",
+}
+# Those rows, read back after the transaction. Aliased: a table the BigQuery pandas IO manager made
+# before has upper-case column names.
+_STATS_NAMES = (
+    "month",
+    "color",
+    "pickup_borough",
+    "trips",
+    "passengers",
+    "total_fare",
+    "median_fare",
+    "mean_distance",
+    "card_tip_share",
+    "pickups_outside_month",
+)
+STATS_OF_PARTITION = {
+    dialect: f"SELECT {', '.join(f'{name} AS {name}' for name in _STATS_NAMES)} FROM {{stats}} "
+    f"WHERE {where} ORDER BY pickup_borough"
+    for dialect, where in STATS_PARTITION.items()
+}

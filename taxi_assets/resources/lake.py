@@ -16,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from taxi_assets.resources.errors import SetupError
+
 
 @dataclass(frozen=True)
 class LakeObject:
@@ -44,6 +46,11 @@ class LakeObject:
         return entries
 
 
+class SourceReplaced(SetupError):
+    """The version of an object a step was handed (and its checks passed on) is no longer the one
+    stored: another run replaced it. Not retried: a retry would copy the other run's version."""
+
+
 class Lake(dg.ConfigurableResource):
     """Interface of both lakes."""
 
@@ -59,9 +66,10 @@ class Lake(dg.ConfigurableResource):
         raise NotImplementedError
 
     @abc.abstractmethod
-    def copy(self, src_key: str, dst_key: str) -> LakeObject:
+    def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
         """Publish a copy of an object under another key, atomically, without passing its bytes
-        through this process where the storage allows."""
+        through this process where the storage allows. With `src_generation`, exactly that version
+        of the source is copied, or SourceReplaced is raised and nothing is published."""
         raise NotImplementedError
 
     @abc.abstractmethod

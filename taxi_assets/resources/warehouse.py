@@ -4,7 +4,7 @@ Two implementations, one per target: DuckDB (`resources/local/warehouse.py`) and
 (`resources/gcp/warehouse.py`). Replacing a slice is atomic and idempotent: in one transaction the
 old slice goes and the new one comes in, read by the warehouse itself from the published lake file.
 The analytics assets bring their own SQL, one text per dialect (`assets/analytics_sql.py`), and run
-it through `query`: the warehouse hands out the connection and the table names, not the domain.
+it through `query` and `replace_rows`: the warehouse hands out the connection and the table names, not the domain.
 """
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ class Warehouse(dg.ConfigurableResource):
     def replace_table(self, name: str, table: pa.Table) -> int:
         """Replace a whole small table (the zone lookup) in one step, so a reader sees the old rows or
         the new ones, never none; returns the rows stored."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def replace_rows(
+        self, name: str, *, columns: str, delete_where: str, select: str, params: Mapping[str, object]
+    ) -> None:
+        """In one transaction, delete the rows of table `name` that `delete_where` matches and insert
+        the rows of `select` (both in this dialect, with `params` by name); the table is created
+        first, with `columns` (a column list in this dialect), if it does not exist. A concurrent
+        writer of the same table never leaves the rows half replaced or doubled."""
         raise NotImplementedError
 
     @abc.abstractmethod

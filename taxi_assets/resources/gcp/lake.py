@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from dagster_gcp import GCSResource
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import NotFound, PreconditionFailed
 from pydantic import PrivateAttr
 
 from taxi_assets.resources.gcp.clients import explained
-from taxi_assets.resources.lake import Lake, LakeObject
+from taxi_assets.resources.lake import Lake, LakeObject, SourceReplaced
 
 GRANT = "roles/storage.objectAdmin on the bucket"
 
@@ -54,17 +54,32 @@ class GCSLake(Lake):
             blob.upload_from_filename(str(local_path), checksum="crc32c")
         return self._describe(blob)
 
-    def copy(self, src_key: str, dst_key: str) -> LakeObject:
+    def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
         bucket = self._bucket()
-        source, copied = bucket.blob(src_key), bucket.blob(dst_key)
-        with self._explained(
-            f"copy {self.uri(src_key)} to {self.uri(dst_key)}", "storage.objects.get and storage.objects.create"
-        ):
-            # Server-side: the bytes do not pass through the worker. Large objects take several
-            # rewrite calls; the destination appears only when the last one completes.
-            token, _, _ = copied.rewrite(source)
-            while token is not None:
-                token, _, _ = copied.rewrite(source, token=token)
+        # With a generation, the source is that version of the object (the rewrite's
+        # sourceGeneration), never whatever another run stored under the key since: GCS answers 404
+        # when that generation is gone (overwritten, no object versioning), and 412 when a
+        # precondition on it fails. gcp-storage-emulator ignores sourceGeneration (and the
+        # if*GenerationMatch preconditions): it copies the live object, so only the error path is
+        # tested against it, with GCS's answers injected.
+        source, copied = bucket.blob(src_key, generation=src_generation), bucket.blob(dst_key)
+        try:
+            with self._explained(
+                f"copy {self.uri(src_key)} to {self.uri(dst_key)}", "storage.objects.get and storage.objects.create"
+            ):
+                # Server-side: the bytes do not pass through the worker. Large objects take several
+                # rewrite calls; the destination appears only when the last one completes.
+                token, _, _ = copied.rewrite(source)
+                while token is not None:
+                    token, _, _ = copied.rewrite(source, token=token)
+        except (NotFound, PreconditionFailed) as exc:
+            if src_generation is None:
+                raise
+            raise SourceReplaced(
+                f"{self.uri(src_key)} generation {src_generation}, the version this run checked, is no longer "
+                f"there (HTTP {exc.code}): another run replaced it. Nothing was published to {self.uri(dst_key)}; "
+                "rerun the partition"
+            ) from None
         return self._describe(copied)
 
     def stat(self, key: str) -> LakeObject | None:

@@ -7,7 +7,8 @@ import datetime as dt
 import io
 import re
 import uuid
-from typing import ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import ClassVar, TypeVar
 
 import dagster as dg
 import pyarrow as pa
@@ -18,7 +19,7 @@ from google.cloud import bigquery
 from pydantic import PrivateAttr
 
 from taxi_assets.resources.errors import SetupError
-from taxi_assets.resources.gcp.clients import explained, missing_bucket
+from taxi_assets.resources.gcp.clients import explained, location_not_found, missing_bucket, retrying_transient
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.retrying import retry
 from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, rides_select_list
@@ -31,10 +32,36 @@ _BIGQUERY_TYPES = {
     pa.timestamp("us"): "TIMESTAMP",
     pa.date32(): "DATE",
 }
-_MULTI_REGION_PREFIXES = {"eu": ("europe-",), "us": ("us-",)}
+# The regions inside the EU multi-region (BigQuery's "Locations" page): regions in EU member states
+# only, not europe-west2 (London) or europe-west6 (Zurich). The US multi-region loads from anywhere.
+_EU_REGIONS = frozenset(
+    {
+        "europe-central2",
+        "europe-north1",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west3",
+        "europe-west4",
+        "europe-west8",
+        "europe-west9",
+        "europe-west10",
+        "europe-west12",
+    }
+)
+# Cloud Storage's predefined dual-regions and the multi-region that contains both their regions.
+_DUAL_REGIONS = {
+    "asia1": None,  # asia-northeast1 + asia-northeast2 (BigQuery has no ASIA multi-region)
+    "eur4": "eu",  # europe-north1 + europe-west4
+    "eur5": None,  # europe-west1 + europe-west2 (London is not in the EU)
+    "eur7": "eu",  # europe-west3 + europe-west8
+    "eur8": None,  # europe-west6 + europe-west3 (Zurich is not in the EU)
+    "nam4": "us",  # us-central1 + us-east1
+}
 # What BigQuery says when it aborts a transaction for another one on the same table.
 _CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
 
+
+T = TypeVar("T")
 
 _PARAMETER_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (str, "STRING"))
 
@@ -50,6 +77,32 @@ def _parameter(name: str, value: object) -> bigquery.ScalarQueryParameter:
         if kind is None:
             raise TypeError(f"query parameter {name}: no BigQuery type for {type(value).__name__}")
     return bigquery.ScalarQueryParameter(name, kind, value)
+
+
+def _literal(value: object) -> str:
+    """A query parameter's value as a GoogleSQL literal of its type."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+    if isinstance(value, dt.datetime):
+        return f"{'TIMESTAMP' if value.tzinfo else 'DATETIME'} '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    raise TypeError(f"no BigQuery literal for {type(value).__name__}")
+
+
+def _inline(sql: str, params: Mapping[str, object]) -> str:
+    """`sql` with each @name replaced by its value as a literal; an unknown name is an error."""
+
+    def value(found: re.Match) -> str:
+        if found.group(1) not in params:
+            raise KeyError(f"query parameter @{found.group(1)} has no value")
+        return _literal(params[found.group(1)])
+
+    return re.sub(r"@(\w+)", value, sql)
 
 
 def _quote(name: str) -> str:
@@ -68,11 +121,14 @@ def _bq_schema(schema: pa.Schema, timestamps: str = "TIMESTAMP") -> list[bigquer
 def bucket_loadable_into(bucket_location: str, dataset_location: str) -> bool:
     """Whether BigQuery loads from a bucket in `bucket_location` into a dataset in
     `dataset_location`: a US multi-region dataset loads from anywhere; otherwise the bucket must
-    be in the dataset's region, or inside the dataset's multi-region."""
+    be in the dataset's region, or inside the dataset's multi-region (a region, or a predefined
+    dual-region both of whose regions are in it)."""
     bucket, dataset = bucket_location.lower(), dataset_location.lower()
     if dataset == "us" or bucket == dataset:
         return True
-    return bucket.startswith(_MULTI_REGION_PREFIXES.get(dataset, ()))
+    if dataset == "eu":
+        return bucket in _EU_REGIONS or _DUAL_REGIONS.get(bucket) == "eu"
+    return False
 
 
 class BigQueryWarehouse(Warehouse):
@@ -91,29 +147,88 @@ class BigQueryWarehouse(Warehouse):
     # meet, and then the aborted swap is run again after a pause.
     swap_attempts: int = 5
     swap_backoff_seconds: float = 2.0
+    # A quota, a rate limit or a server-side error (a 403 quotaExceeded, a 429, a 5xx): the same call
+    # again after a pause doubling from `transient_backoff_seconds` (at most 60 s), up to
+    # `transient_attempts` calls; then the step fails naming the quota.
+    transient_attempts: int = 6
+    transient_backoff_seconds: float = 4.0
     _checked_buckets: set = PrivateAttr(default_factory=set)
 
     def _table_id(self, client: bigquery.Client, name: str) -> str:
         return f"{client.project}.{self.dataset}.{name}"
 
-    def _explained(self, client, doing: str, needs: str) -> contextlib.AbstractContextManager:
-        grant = (
+    def _grant(self) -> str:
+        return (
             f"roles/bigquery.dataEditor on dataset {self.dataset} and roles/bigquery.jobUser on the project, "
             "and roles/storage.objectAdmin on the bucket"
         )
-        return explained(client, service="BigQuery", doing=doing, needs=needs, grant=grant)
+
+    @contextlib.contextmanager
+    def _explained(self, client, doing: str, needs: str, grant: str | None = None) -> Iterator[None]:
+        """`explained` (permissions, billing), and a job that did not find the dataset in its location."""
+        try:
+            with explained(client, service="BigQuery", doing=doing, needs=needs, grant=grant or self._grant()):
+                yield
+        except google_exceptions.NotFound as exc:
+            job_location = location_not_found(exc)
+            if job_location is None:
+                raise
+            raise SetupError(self._elsewhere(client, job_location, exc.message)) from None
+
+    def _elsewhere(self, client: bigquery.Client, job_location: str, said: str) -> str:
+        dataset_id = f"{client.project}.{self.dataset}"
+        try:
+            actual = f"is in {client.get_dataset(dataset_id).location}"
+        except google_exceptions.GoogleAPICallError:
+            actual = "is not there"
+        return (
+            f"BigQuery ran the job in location {job_location} (BQ_LOCATION), but dataset {dataset_id} {actual}: "
+            f"set BQ_LOCATION to the dataset's location, or BQ_DATASET to a dataset in {job_location}. "
+            f"Server said: {said}"
+        )
+
+    def _call(self, client, doing: str, needs: str, fn: Callable[[], T], grant: str | None = None) -> T:
+        """One BigQuery operation: retried while it meets a quota, a rate limit or a server-side error,
+        and its refusals classified (`_explained`)."""
+        with self._explained(client, doing, needs, grant):
+            return retrying_transient(
+                fn,
+                service="BigQuery",
+                doing=doing,
+                attempts=self.transient_attempts,
+                first_pause=self.transient_backoff_seconds,
+            )
 
     def _ensure_dataset(self, client: bigquery.Client) -> bigquery.Dataset:
         dataset_id = f"{client.project}.{self.dataset}"
-        with self._explained(
-            client, f"read or create dataset {dataset_id}", "bigquery.datasets.get / bigquery.datasets.create"
-        ):
+
+        def get() -> bigquery.Dataset | None:
             try:
                 return client.get_dataset(dataset_id)
             except google_exceptions.NotFound:
-                dataset = bigquery.Dataset(dataset_id)
-                dataset.location = client.location
-                return client.create_dataset(dataset, exists_ok=True)
+                return None
+
+        dataset = self._call(client, f"read dataset {dataset_id}", "bigquery.datasets.get", get)
+        if dataset is not None:
+            if dataset.location.lower() != client.location.lower():
+                # Its jobs would run in BQ_LOCATION and not find it ("Dataset ... was not found in location").
+                raise SetupError(
+                    f"dataset {dataset_id} is in location {dataset.location}, but BQ_LOCATION is {client.location}: "
+                    f"set BQ_LOCATION={dataset.location}, or BQ_DATASET to a new dataset (created in "
+                    f"{client.location})"
+                )
+            return dataset
+        created = bigquery.Dataset(dataset_id)
+        created.location = client.location
+        return self._call(
+            client,
+            f"create dataset {dataset_id} in {client.location}",
+            "bigquery.datasets.create on the project",
+            lambda: client.create_dataset(created, exists_ok=True),
+            grant=f"roles/bigquery.dataEditor on the project, or create the dataset once yourself "
+            f"(`bq --location={client.location} mk --dataset {dataset_id.replace('.', ':', 1)}`) and grant "
+            f"{self._grant()}",
+        )
 
     def _preflight(self, dataset: bigquery.Dataset, bucket_name: str) -> None:
         """Fail at once, naming both locations, instead of a load job's "Cannot read and write in
@@ -145,8 +260,12 @@ class BigQueryWarehouse(Warehouse):
         table = bigquery.Table(self._table_id(client, RIDES_TABLE), schema=_bq_schema(RIDES_SCHEMA))
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field="month")
         table.clustering_fields = ["color"]
-        with self._explained(client, f"create table {table.table_id}", "bigquery.tables.create"):
-            client.create_table(table, exists_ok=True)
+        self._call(
+            client,
+            f"create table {table.table_id}",
+            "bigquery.tables.create",
+            lambda: client.create_table(table, exists_ok=True),
+        )
 
     def swap_script(self, client, staging_id: str, color: str, month: dt.date, fill_passenger_count: bool) -> str:
         """The transaction that replaces the slice with the staging table's rows."""
@@ -177,12 +296,16 @@ class BigQueryWarehouse(Warehouse):
         staging = bigquery.Table(staging_id, schema=_bq_schema(schema, timestamps="DATETIME"))
         # Dropped after the swap; the expiry only collects what a killed worker left behind.
         staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.staging_expiry_hours)
-        client.create_table(staging)
+        client.create_table(staging, exists_ok=True)  # a retried load finds it
         client.load_table_from_uri(
             source_uri,
             staging_id,
             job_config=bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.PARQUET,
+                # WRITE_TRUNCATE replaces the pre-created schema with the Parquet file's (timestamps
+                # as DATETIME, the same columns): harmless, since the swap casts every column to
+                # rides' types. WRITE_TRUNCATE_DATA (google-cloud-bigquery 3.47 has it) would keep
+                # the schema; not used because bqemulator does not know it.
                 write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
             ),
         ).result()
@@ -200,20 +323,32 @@ class BigQueryWarehouse(Warehouse):
             # Named before it is created, so that a failed load job drops it too.
             staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
             try:
-                with self._explained(client, f"load {source_uri} into {rides}", needs):
-                    self._load_staging(client, staging_id, source_uri, file_schema)
-                    self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
-                    loaded = self._scalar(
-                        client,
-                        f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month",
-                        self._slice_params(color, month),
-                    )
-                    total = self._scalar(client, f"SELECT COUNT(*) FROM {rides}")
+                doing = f"load {source_uri} into {rides}"
+                self._call(
+                    client, doing, needs, lambda: self._load_staging(client, staging_id, source_uri, file_schema)
+                )
+                script = self.swap_script(client, staging_id, color, month, fill_passenger_count)
+                self._call(client, doing, needs, lambda: self._transaction(client, script, RIDES_TABLE))
+                count = f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month"
+                loaded = self._call(
+                    client,
+                    f"count {rides}",
+                    "bigquery.jobs.create, bigquery.tables.getData",
+                    lambda: self._scalar(client, count, self._slice_params(color, month)),
+                )
+                total = self._call(
+                    client,
+                    f"count {rides}",
+                    "bigquery.jobs.create, bigquery.tables.getData",
+                    lambda: self._scalar(client, f"SELECT COUNT(*) FROM {rides}"),
+                )
             finally:
                 client.delete_table(staging_id, not_found_ok=True)
             return SliceLoad(table=self._table_id(client, RIDES_TABLE), rows=loaded, table_rows=total)
 
-    def _swap(self, client: bigquery.Client, script: str) -> None:
+    def _transaction(self, client: bigquery.Client, script: str, table: str) -> None:
+        """Run a multi-statement transaction, again after a pause when BigQuery aborted it for a
+        concurrent one on `table` (each statement of it is idempotent)."""
         retry(
             lambda: client.query(script).result(),
             retry_on=lambda exc: (
@@ -223,7 +358,7 @@ class BigQueryWarehouse(Warehouse):
             first_pause=self.swap_backoff_seconds,
             jitter=0.5,  # two swaps that collided do not run again in step
             on_retry=lambda attempt, exc, pause, _: dg.get_dagster_logger().warning(
-                f"slice swap aborted by a concurrent transaction on rides (attempt {attempt} of "
+                f"transaction aborted by a concurrent transaction on {table} (attempt {attempt} of "
                 f"{self.swap_attempts}); retrying in {pause:.1f} s: {exc.message}"
             ),
         )
@@ -247,21 +382,47 @@ class BigQueryWarehouse(Warehouse):
         # job succeeds, and leaves them as they were when it fails.
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        buffer.seek(0)
         with self.bigquery.get_client() as client:
             self._ensure_dataset(client)
             table_id = self._table_id(client, name)
-            with self._explained(client, f"replace {table_id}", "bigquery.jobs.create, bigquery.tables.updateData"):
-                client.load_table_from_file(
-                    buffer,
-                    table_id,
-                    job_config=bigquery.LoadJobConfig(
-                        source_format=bigquery.SourceFormat.PARQUET,
-                        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                        schema=_bq_schema(table.schema),
-                    ),
-                ).result()
-                return self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}")
+            job_config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                schema=_bq_schema(table.schema),
+            )
+
+            def load() -> None:
+                buffer.seek(0)  # again from the start when retried
+                client.load_table_from_file(buffer, table_id, job_config=job_config).result()
+
+            needs = "bigquery.jobs.create, bigquery.tables.create, bigquery.tables.updateData"
+            self._call(client, f"replace {table_id}", needs, load)
+            return self._call(
+                client,
+                f"count {table_id}",
+                "bigquery.jobs.create, bigquery.tables.getData",
+                lambda: self._scalar(client, f"SELECT COUNT(*) FROM {_quote(table_id)}"),
+            )
+
+    def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
+        with self.bigquery.get_client() as client:
+            self._ensure_dataset(client)
+            table_id = self._table_id(client, name)
+            table = _quote(table_id)
+            create = f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+            self._call(
+                client, f"create table {table_id}", "bigquery.tables.create", lambda: client.query(create).result()
+            )
+            # Like the slice swap: one multi-statement transaction, literals for the parameters (the
+            # emulator takes none in scripts), run again when a concurrent one on the table aborted it.
+            script = (
+                "BEGIN TRANSACTION;\n"
+                f"DELETE FROM {table} WHERE {_inline(delete_where, params)};\n"
+                f"INSERT INTO {table} {_inline(select, params)};\n"
+                "COMMIT TRANSACTION;"
+            )
+            needs = "bigquery.jobs.create, bigquery.tables.updateData and bigquery.tables.getData"
+            self._call(client, f"replace rows of {table_id}", needs, lambda: self._transaction(client, script, name))
 
     def table_name(self, name: str) -> str:
         project = self.bigquery.project
@@ -283,7 +444,12 @@ class BigQueryWarehouse(Warehouse):
             query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
         with self.bigquery.get_client() as client:
-            return client.query(sql, job_config=job_config).result().to_dataframe(create_bqstorage_client=False)
+            return self._call(
+                client,
+                "run a query",
+                "bigquery.jobs.create and bigquery.tables.getData",
+                lambda: client.query(sql, job_config=job_config).result().to_dataframe(create_bqstorage_client=False),
+            )
 
     @staticmethod
     def _slice_params(color: str, month: dt.date) -> list:

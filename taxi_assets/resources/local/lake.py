@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from taxi_assets import settings
-from taxi_assets.resources.lake import Lake, LakeObject
+from taxi_assets.resources.lake import Lake, LakeObject, SourceReplaced
 
 
 class LocalLake(Lake):
@@ -54,8 +54,14 @@ class LocalLake(Lake):
 
         return self._replace(key, fill)
 
-    def copy(self, src_key: str, dst_key: str) -> LakeObject:
+    def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
         src = self._path(src_key)
+        # The link below takes whatever file is there when it runs; checked just before it.
+        if src_generation is not None and (self.stat(src_key) or LakeObject("", "", 0)).generation != src_generation:
+            raise SourceReplaced(
+                f"{src} was replaced since this run checked it (version {src_generation}): nothing was "
+                "published; rerun the partition"
+            )
 
         def fill(tmp: Path) -> None:
             # Objects are never modified in place (every write is a replace), so a hard link is a

@@ -188,6 +188,23 @@ class DuckDBWarehouse(Warehouse):
                 raise
         return rows
 
+    def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
+        def used(sql: str) -> dict[str, object]:  # DuckDB refuses parameters a statement does not name
+            return {key: value for key, value in params.items() if re.search(rf"\${key}\b", sql)}
+
+        table = _quote(name)
+        with writing(self.database), _disk_errors(), self._connection() as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(f"DELETE FROM {table} WHERE {delete_where}", used(delete_where))
+                conn.execute(f"INSERT INTO {table} {select}", used(select))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
     def table_name(self, name: str) -> str:
         return _quote(name)
 

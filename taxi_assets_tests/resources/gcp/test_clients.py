@@ -12,7 +12,6 @@ import pytest
 from taxi_assets.mirror import serve_folder
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource, identity
-from taxi_assets.resources.gcp.pandas_io import TaxiBigQueryPandasIOManager
 from taxi_assets_tests.emulators import service_account_key
 
 
@@ -91,8 +90,8 @@ def test_a_key_that_is_not_a_key_is_refused_without_quoting_it(monkeypatch):
 
 @pytest.mark.parametrize("wrapping", ["one line", "GNU base64 (76 columns)", "CRLF and indentation"])
 def test_every_part_takes_the_same_keys_and_acts_as_the_same_identity(monkeypatch, wrapping):
-    """The lake (GCS), the warehouse (BigQuery) and the analytics IO manager read GCP_CREDENTIALS
-    alike: a key wrapped as `base64` prints it is the same key, and all three act as its account."""
+    """The lake (GCS) and the warehouse (BigQuery, every table) read GCP_CREDENTIALS alike: a key
+    wrapped as `base64` prints it is the same key, and both act as its account."""
     email = "taxi@taxi-test.iam.gserviceaccount.com"
     encoded = base64.b64encode(service_account_key(email, "http://127.0.0.1:9/token").encode()).decode()
     lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
@@ -107,5 +106,3 @@ def test_every_part_takes_the_same_keys_and_acts_as_the_same_identity(monkeypatc
     assert identity(TaxiGCSResource(project="p").get_client()) == email
     with TaxiBigQueryResource(project="p").get_client() as client:
         assert identity(client) == email
-    analytics = TaxiBigQueryPandasIOManager(project="p", dataset="d").db_client().get_client()
-    assert identity(analytics) == email

@@ -39,3 +39,82 @@ def test_a_missing_bucket_is_a_setup_error_with_the_fix(gcp_env, tmp_path):
         SetupError, match=r"gs://no-such-bucket does not exist \(GCS_BUCKET\).*gcloud storage buckets create"
     ):
         lake.store(made, "raw/x")
+
+
+def test_a_missing_object_in_a_bucket_named_bucket_is_not_a_missing_bucket(gcp_env, tmp_path):
+    """A 404 is the bucket's own only when GCS says so (or the bucket is really not there): an
+    object's 404 names its bucket, here one whose name contains "bucket"."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import storage
+
+    name = f"{gcp_env['bucket']}-bucket"
+    storage.Client(project=gcp_env["project"]).create_bucket(name)
+    lake = GCSLake(gcs=TaxiGCSResource(project=gcp_env["project"]), bucket=name)
+    with pytest.raises(NotFound) as err:
+        lake.download("data/missing.parquet", tmp_path / "x")
+    assert not isinstance(err.value, SetupError)
+
+
+@pytest.mark.parametrize(
+    "status, payload",
+    [
+        # The generation was overwritten (no object versioning): GCS no longer has it.
+        (404, ("NOT_FOUND", "notFound", "No such object: {bucket}/staging/clean_trips/t.parquet")),
+        # A precondition on the source generation failed (GCS's conditionNotMet, on the If-Match header).
+        (
+            412,
+            (
+                "FAILED_PRECONDITION",
+                "conditionNotMet",
+                "At least one of the pre-conditions you specified did not hold.",
+            ),
+        ),
+    ],
+)
+def test_publishing_a_generation_another_run_replaced_fails_and_publishes_nothing(
+    lake, gcp_emulators, gcp_env, tmp_path, monkeypatch, status, payload
+):
+    """The copy names the generation its handle was made from; GCS refuses it once another run has
+    replaced the staging object (the emulator ignores generations: a proxy answers as GCS does)."""
+    from taxi_assets.resources.lake import SourceReplaced
+    from taxi_assets_tests.emulators import RewritingProxy, google_error
+
+    made = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1]}), made)
+    checked = lake.store(made, "staging/clean_trips/t.parquet")
+    state, reason, message = payload
+    refusal = google_error(status, state, reason, message.format(bucket=gcp_env["bucket"]))
+    if status == 412:
+        refusal["error"]["errors"][0].update(locationType="header", location="If-Match")
+    proxy = RewritingProxy(
+        gcp_emulators.storage_host,
+        answer=lambda method, path, body: (status, refusal) if "/rewriteTo/" in path else None,
+    )
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        proxied = GCSLake(gcs=TaxiGCSResource(project=gcp_env["project"]), bucket=gcp_env["bucket"])
+        with pytest.raises(SourceReplaced) as err:
+            proxied.copy(checked.key, "data/t.parquet", src_generation=checked.generation)
+    assert f"generation {checked.generation}, the version this run checked" in str(err.value)
+    assert f"(HTTP {status})" in str(err.value) and "Nothing was published" in str(err.value)
+    rewrites = [r for r in proxy.requests if "/rewriteTo/" in r]
+    assert len(rewrites) == 1  # not retried
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcp_emulators.storage_host)
+    assert lake.stat("data/t.parquet") is None
+
+
+def test_the_copy_names_the_source_generation(lake, gcp_emulators, gcp_env, tmp_path, monkeypatch):
+    """What GCS receives: the rewrite carries sourceGeneration (the emulator itself ignores it)."""
+    from taxi_assets_tests.emulators import RewritingProxy
+
+    made = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1]}), made)
+    checked = lake.store(made, "staging/clean_trips/t.parquet")
+    paths = []
+    proxy = RewritingProxy(gcp_emulators.storage_host, answer=lambda method, path, body: paths.append(path))
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        GCSLake(gcs=TaxiGCSResource(project=gcp_env["project"]), bucket=gcp_env["bucket"]).copy(
+            checked.key, "data/t.parquet", src_generation=checked.generation
+        )
+    assert any("/rewriteTo/" in p and f"sourceGeneration={checked.generation}" in p for p in paths), paths

@@ -12,7 +12,7 @@ from google.cloud import bigquery, storage
 
 from taxi_assets.cleaning import clean_trip_file
 from taxi_assets.mirror import serve_folder
-from taxi_assets.resources.errors import AccessDenied
+from taxi_assets.resources.errors import AccessDenied, SetupError
 from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
 from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse, bucket_loadable_into
 from taxi_assets.schema import RELEASES_SCHEMAS
@@ -35,6 +35,17 @@ YELLOW = RELEASES_SCHEMAS["yellow"]
         ("ASIA", "US", True),
         ("US", "EU", False),
         ("us-east1", "us-central1", False),
+        # EU covers EU member states' regions only: London and Zurich are not in it.
+        ("europe-west2", "EU", False),
+        ("europe-west6", "EU", False),
+        ("europe-west4", "EU", True),
+        ("europe-central2", "EU", True),
+        # Dual-regions load into the multi-region containing both their regions.
+        ("EUR4", "EU", True),
+        ("EUR5", "EU", False),
+        ("NAM4", "US", True),
+        ("ASIA1", "asia-northeast1", False),
+        ("EUR4", "US", True),
     ],
 )
 def test_bucket_location_rules(bucket, dataset, ok):
@@ -175,3 +186,21 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
     assert "HTTP 403" in message and "bigquery.datasets.get" in message
     assert "Application Default Credentials identity" in message
     assert "roles/bigquery.dataEditor" in message and "roles/bigquery.jobUser" in message
+
+
+def test_an_existing_dataset_in_another_location_fails_naming_both(gcp_emulators, gcp_env, tmp_path, monkeypatch):
+    """BQ_LOCATION=US and the dataset exists in EU (e.g. created by hand): every job in US would not
+    find it. Refused before any job, naming both; nothing is created."""
+    client = bigquery.Client(
+        project=gcp_env["project"],
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcp_emulators.bigquery_host},
+    )
+    dataset = bigquery.Dataset(f"{gcp_env['project']}.{gcp_env['dataset']}")
+    dataset.location = "EU"
+    client.create_dataset(dataset)
+    uri = _publish(tmp_path, gcp_env, real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    with pytest.raises(SetupError) as err:
+        _warehouse(gcp_env).replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+    assert "is in location EU, but BQ_LOCATION is US" in str(err.value) and "BQ_LOCATION=EU" in str(err.value)
+    assert list(client.list_tables(gcp_env["dataset"])) == []
