@@ -16,9 +16,11 @@ from taxi_assets.cleaning import clean_trip_file
 from taxi_assets.resources.errors import AccessDenied, SetupError
 from taxi_assets.resources.gcp.clients import QuotaExhausted, TaxiBigQueryResource, TaxiGCSResource
 from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.emulators import RewritingProxy, google_error
 
+YELLOW = RELEASES.schemas["yellow"]
 JANUARY = dt.date(2021, 1, 1)
 KEY = "data/yellow/yellow_tripdata_2021-01.parquet"
 ROWS = real_rows("yellow_tripdata_2021-01_head3000.csv")
@@ -31,7 +33,9 @@ QUOTA = (
 def _publish(tmp_path, env, lines) -> str:
     raw, out = tmp_path / "raw.csv.gz", tmp_path / "clean.parquet"
     raw.write_bytes(gzip.compress("".join(lines).encode()))
-    clean_trip_file(raw, out, color="yellow", month_start=JANUARY, month_end=dt.date(2021, 2, 1), file_label="t")
+    clean_trip_file(
+        raw, out, color="yellow", schema=YELLOW, month_start=JANUARY, month_end=dt.date(2021, 2, 1), file_label="t"
+    )
     storage.Client(project=env["project"]).bucket(env["bucket"]).blob(KEY).upload_from_filename(str(out))
     return f"gs://{env['bucket']}/{KEY}"
 
@@ -80,7 +84,9 @@ def _through(proxy, monkeypatch):
 
 
 def _replace(warehouse, uri):
-    return warehouse.replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+    return warehouse.replace_slice(
+        source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+    )
 
 
 def test_a_quota_error_is_retried_with_backoff_and_the_load_then_succeeds(

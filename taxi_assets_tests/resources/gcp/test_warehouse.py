@@ -201,6 +201,8 @@ def test_an_existing_dataset_in_another_location_fails_naming_both(gcp_emulators
     client.create_dataset(dataset)
     uri = _publish(tmp_path, gcp_env, real_rows("yellow_tripdata_2021-01_head3000.csv"))
     with pytest.raises(SetupError) as err:
-        _warehouse(gcp_env).replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+        _warehouse(gcp_env).replace_slice(
+            source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+        )
     assert "is in location EU, but BQ_LOCATION is US" in str(err.value) and "BQ_LOCATION=EU" in str(err.value)
     assert list(client.list_tables(gcp_env["dataset"])) == []
