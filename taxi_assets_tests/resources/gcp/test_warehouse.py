@@ -206,3 +206,44 @@ def test_an_existing_dataset_in_another_location_fails_naming_both(gcp_emulators
         )
     assert "is in location EU, but BQ_LOCATION is US" in str(err.value) and "BQ_LOCATION=EU" in str(err.value)
     assert list(client.list_tables(gcp_env["dataset"])) == []
+
+
+def test_statistics_of_two_partitions_written_at_once_are_each_there_once(gcp_emulators, gcp_env):
+    """Two writers of monthly_trip_stats' rows at the same moment (two runs outside the pool: two
+    instances, CLI runs), each replacing its own partition three times: every transaction commits
+    or is run again, and each partition ends with exactly its last rows."""
+    import threading
+
+    from taxi_assets.assets.analytics_sql import STATS_COLUMNS, STATS_OF_PARTITION, STATS_PARTITION
+
+    warehouse = _warehouse(gcp_env)
+    select = (
+        "SELECT TIMESTAMP(@month), @color, borough, @round, 1, 1.0, 1.0, 1.0, 0.1, 0 "
+        "FROM UNNEST(['Bronx', 'Queens']) AS borough"
+    )
+    errors = []
+
+    def write(color: str) -> None:
+        try:
+            for round_ in range(1, 4):
+                warehouse.replace_rows(
+                    "monthly_trip_stats",
+                    columns=STATS_COLUMNS["bigquery"],
+                    delete_where=STATS_PARTITION["bigquery"],
+                    select=select,
+                    params={"color": color, "month": JANUARY, "round": round_},
+                )
+        except Exception as exc:  # reported below, with the thread's color
+            errors.append((color, exc))
+
+    threads = [threading.Thread(target=write, args=(color,)) for color in ("yellow", "green")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    stats = warehouse.table_name("monthly_trip_stats")
+    for color in ("yellow", "green"):
+        rows = warehouse.query(STATS_OF_PARTITION["bigquery"].format(stats=stats), {"color": color, "month": JANUARY})
+        assert list(rows["pickup_borough"]) == ["Bronx", "Queens"]  # two rows, not six
+        assert set(rows["trips"]) == {3}  # the last round's
