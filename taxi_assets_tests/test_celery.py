@@ -170,10 +170,12 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
     messages and task states are lost; runs a worker holds finish; lost ones fail on the start
     timeout and are retried. Every slice is there exactly once."""
     keys = _publish(mirror, [f"2020-{m:02d}" for m in range(1, 11)])
-    with _celery_deployment(tmp_path, mirror, _instance_yaml(**FAST_MONITORING)) as (port, broker, _w):
+    with _celery_deployment(tmp_path, mirror, _instance_yaml(**FAST_MONITORING)) as (port, broker, workers):
         backfill = launch_backfill(port, keys)
         wait_until(lambda: sum(r["status"] == "SUCCESS" for r in backfill_runs(port, backfill)) >= 2, 240, "2 runs")
         broker.restart()
         ran = _wait_backfill(port, backfill, keys, timeout=500)
         assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
+        for worker in workers:  # both lost the broker and came back to it
+            assert "Connection to broker lost" in (worker / "home" / "worker-logs" / "worker.log").read_text()
     _assert_exact(gcp_emulators, gcp_env, keys)
