@@ -23,11 +23,9 @@ test: install  ## lint, then the test suite (it starts its own HTTP mirror, GCS 
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
-	TAXI_SOURCE=tlc $(BIN)/pytest taxi_assets_tests/tlc  # the TLC source fixes its own grid and schemas
 
 test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
 	$(BIN)/pytest -m "not slow"
-	TAXI_SOURCE=tlc $(BIN)/pytest taxi_assets_tests/tlc
 
 dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	umask 077 && mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/

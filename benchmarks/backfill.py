@@ -30,6 +30,7 @@ from generate import generate  # noqa: E402
 
 from taxi_assets.mirror import serve_folder  # noqa: E402
 from taxi_assets.partitions import trip_partitions  # noqa: E402
+from taxi_assets.sources import RELEASES  # noqa: E402
 from taxi_assets_harness.graphql import graphql, wait_until  # noqa: E402
 from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill, make_serve  # noqa: E402
 from taxi_assets_harness.postgres import postgres_cluster  # noqa: E402
@@ -39,7 +40,7 @@ CONCURRENT_RUNS = {"production": 4, "dev": 3}  # deploy/dagster.yaml, taxi_asset
 
 def build_mirror(workdir: Path) -> tuple[Path, list[str]]:
     """Small files for every partition of the grid: generated yellow months, real green and fhv rows."""
-    keys = trip_partitions.get_partition_keys()
+    keys = trip_partitions(RELEASES).get_partition_keys()
     mirror = workdir / "mirror_backfill"
     sample = ROOT / "taxi_assets" / "sample_mirror"
     sample_for = {

@@ -224,7 +224,7 @@ def backfill(partitions: int, workdir: Path) -> None:
         os.environ.update({"TAXI_TARGET": "local", "TAXI_DATA_DIR": f"{tmp}/data", "TAXI_SOURCE_URL": base_url})
         from taxi_assets.definitions import build_defs
 
-        job = build_defs("local").resolve_job_def("trips_job")
+        job = build_defs("local", "releases").resolve_job_def("trips_job")
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         run_walls, step_sums = [], []
         Path(f"{tmp}/home").mkdir()

@@ -1,29 +1,39 @@
-"""The code location: assets, checks, jobs and sensors, with resources picked by TAXI_TARGET."""
+"""The code location: assets, checks, jobs and sensors, for the upstream TAXI_SOURCE picks, with
+resources picked by TAXI_TARGET. `build_defs` reads neither: one process can build both sources."""
 
 import dagster as dg
 
 from taxi_assets import settings
-from taxi_assets.assets import ALL_ASSETS
+from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.jobs import trips_job
+from taxi_assets.resources.source import TripSource
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import source_named
 from taxi_assets.targets import resources_for
 
 
-def build_defs(target: str, **resource_overrides: object) -> dg.Definitions:
+# Positional only: `source=` among the overrides is the TripSource resource, as elsewhere.
+def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.Definitions:
+    upstream = source_named(source)
+    resources = {**resources_for(target, upstream.name), **resource_overrides}
+    served = resources["source"]
+    # The sensor, the schedule and raw_trips ask the resource for URLs and the grid: it must serve
+    # the source the assets were built for.
+    if isinstance(served, TripSource) and served.spec.name != upstream.name:
+        raise ValueError(f"the source resource serves {served.spec.name!r}, the assets are built for {source!r}")
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=build_assets(upstream, target).all,
         jobs=[trips_job],
         sensors=[upstream_files_sensor, analytics_automation],
         # The releases never change; the TLC publishes a month every month.
-        schedules=[newest_month_schedule] if SOURCE.name == "tlc" else [],
-        resources={**resources_for(target), **resource_overrides},
+        schedules=[newest_month_schedule] if upstream.name == "tlc" else [],
+        resources=resources,
         # A partition's four steps are a chain: separate processes per step would buy no
         # parallelism and cost seconds each. Partitions run side by side as separate runs.
         executor=dg.in_process_executor,
     )
 
 
-defs = build_defs(settings.target())
+defs = build_defs(settings.target(), settings.source())

@@ -22,6 +22,7 @@ from taxi_assets.definitions import build_defs
 from taxi_assets.mirror import SAMPLE_MIRROR, serve_folder
 from taxi_assets.partitions import TripMonth
 from taxi_assets.schema import STATS_TABLE
+from taxi_assets.sources import RELEASES
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_PARTITIONS = ("yellow|2021-01-01", "yellow|2020-07-01", "green|2020-10-01", "fhv|2019-01-01")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     # Keep run history where `make dev` (dagster dev) will find it.
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home")))
     ensure_dagster_home(home)
-    defs = build_defs("local")
+    defs = build_defs("local", RELEASES.name)  # the sample mirror holds release files
     job = defs.resolve_job_def("trips_job")
     warehouse = defs.resources["warehouse"]
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = warehouse.slice_row_counts()
         print(f"\n{'partition':<20} {'lake rows':>10} {'warehouse rows':>15}  lake file")
         for key in args.partitions:
-            month = TripMonth.from_key(key)
+            month = TripMonth.from_key(key, RELEASES.colors)
             published = _latest(instance, "gcs_parquet", key)
             lake_rows = published.metadata["dagster/row_count"].value if published else "-"
             uri = published.metadata["uri"].value if published else "-"

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from taxi_assets import layout, settings
-from taxi_assets.partitions import TripMonth
+from taxi_assets.partitions import TripMonth, colors_of
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
 from taxi_assets.resources.workdir import owned_temp_folder
@@ -141,7 +141,10 @@ def _declared(asset: str) -> Iterator[None]:
         raise dg.Failure(description=f"{asset}: {exc}", allow_retries=False) from exc
 
 
-def _partition_keys(context: dg.OutputContext | dg.InputContext | dg.AssetExecutionContext) -> Sequence[str]:
+_Context = dg.OutputContext | dg.InputContext | dg.AssetExecutionContext
+
+
+def _partition_keys(context: _Context) -> Sequence[str]:
     """The partition keys of the asset being stored or loaded (of the upstream asset, for an input)."""
     if isinstance(context, dg.AssetExecutionContext):
         if context.has_partition_key:
@@ -150,13 +153,23 @@ def _partition_keys(context: dg.OutputContext | dg.InputContext | dg.AssetExecut
     return list(context.asset_partition_keys) if context.has_asset_partitions else []
 
 
-def _place(asset: str, metadata: Mapping[str, object], partition_keys: Sequence[str]) -> tuple[TripMonth | None, str]:
+def _colors(context: _Context) -> Collection[str]:
+    """What a key may name: the colors of that asset's own grid (none when it is not partitioned)."""
+    if isinstance(context, dg.AssetExecutionContext):
+        partitions_def = context.assets_def.partitions_def
+    else:
+        partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
+    return colors_of(partitions_def) if partitions_def is not None else ()
+
+
+def _place(asset: str, metadata: Mapping[str, object], context: _Context) -> tuple[TripMonth | None, str]:
     """The partition (None for an asset that is not partitioned) and the key where the asset's
     definition metadata puts it."""
     with _declared(asset):
         template = layout.path_of(metadata)
+    keys = _partition_keys(context)
     # A partitioned asset stores one partition per run; a run over a range is refused here.
-    month = TripMonth.only(partition_keys) if layout.is_partitioned(template) or partition_keys else None
+    month = TripMonth.only(keys, _colors(context)) if layout.is_partitioned(template) or keys else None
     with _declared(asset):
         return month, layout.key_for(template, month)
 
@@ -170,7 +183,7 @@ def stored_file(context: dg.AssetExecutionContext, lake: Lake) -> LakeFile | Non
     comes from the asset's own `lake/path` metadata, as the lake IO manager stores it; returning the
     handle keeps the stored object as it is."""
     asset = context.asset_key.to_user_string()
-    month, key = _place(asset, context.assets_def.metadata_by_key[context.asset_key], _partition_keys(context))
+    month, key = _place(asset, context.assets_def.metadata_by_key[context.asset_key], context)
     with failing_fast(month or asset):
         stored = lake.stat(key)
         return LakeFile.of(lake, stored, _footer_facts(lake, key)) if stored else None
@@ -198,7 +211,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile) -> None:
         asset = context.asset_key.to_user_string()
         metadata = context.definition_metadata
-        month, key = _place(asset, metadata, _partition_keys(context))
+        month, key = _place(asset, metadata, context)
         side_files = obj.side_files if isinstance(obj, NewFile) else {}
         with _declared(asset):
             side_keys = {name: layout.key_for(side, month) for name, side in layout.side_paths_of(metadata).items()}
@@ -250,7 +263,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> LakeFile:
         upstream = context.upstream_output.asset_key.to_user_string()
-        month, key = _place(upstream, context.upstream_output.definition_metadata, _partition_keys(context))
+        month, key = _place(upstream, context.upstream_output.definition_metadata, context)
         with failing_fast(month or upstream):
             stored = self.lake.stat(key)
             if stored is None:

@@ -17,7 +17,7 @@ root, as a template over its partition's fields, and may name side files that go
                           the asset hands it over as `NewFile(path, side_files={"rejected": path})`
 
 The fields are {color}, {ym} ("2021-01") and {file_stem} ("yellow_tripdata_2021-01"), filled from a
-validated `TripMonth` (a color of COLORS and the first day of a month), so nothing a user types can
+validated `TripMonth` (a color of the source's grid and the first day of a month), so nothing a user types can
 reach outside the asset's folder. A template is checked when it is declared with these helpers and
 again when a key is made: relative, no empty, "." or ".." segment, no hidden name (the local lake's
 files in the making start with "."), no other field. A new lake asset takes no edit here nor in

@@ -1,6 +1,7 @@
 """The month x color partition grid every asset shares, and how to read one key of it.
 
-The grid is what upstream publishes, read when the code location loads:
+The grid is what the source publishes, built for it by `trip_partitions(source)` when the code
+location loads (`build_defs`):
 - releases: 2019-01 .. 2021-07 for each color (93 keys), a month x color grid;
   `TAXI_LAST_MONTH` moves the end for a mirror that holds more.
 - tlc: each color from its first month to the current one; the colors start years apart (yellow
@@ -11,27 +12,31 @@ The grid is what upstream publishes, read when the code location loads:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
-from taxi_assets.sources import SOURCE, month_after
-
-COLORS = SOURCE.colors
+from taxi_assets.sources import Source, month_after
 
 
-def _grid() -> dg.PartitionsDefinition:
-    if SOURCE.name == "tlc":
-        return dg.StaticPartitionsDefinition(SOURCE.partition_keys())
-    first = min(SOURCE.first_month.values()).isoformat()
+def trip_partitions(source: Source) -> dg.PartitionsDefinition:
+    """The month x color grid of `source`, shared by every partitioned asset built for it."""
+    if source.name == "tlc":
+        return dg.StaticPartitionsDefinition(source.partition_keys())
+    first = min(source.first_month.values()).isoformat()
     # end_date is exclusive: the first month after the last published one.
-    months = dg.MonthlyPartitionsDefinition(start_date=first, end_date=month_after(SOURCE.last_month()).isoformat())
+    months = dg.MonthlyPartitionsDefinition(start_date=first, end_date=month_after(source.last_month()).isoformat())
     # Dimensions sort by name, so keys read "yellow|2021-01-01" (color first).
-    return dg.MultiPartitionsDefinition({"month": months, "color": dg.StaticPartitionsDefinition(list(COLORS))})
+    return dg.MultiPartitionsDefinition({"month": months, "color": dg.StaticPartitionsDefinition(list(source.colors))})
 
 
-trip_partitions = _grid()
+def colors_of(partitions_def: dg.PartitionsDefinition) -> tuple[str, ...]:
+    """The colors of a grid `trip_partitions` built: what its keys may name, for code that has the
+    asset's partitions but not its source (the lake IO manager)."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return tuple(partitions_def.get_partitions_def_for_dimension("color").get_partition_keys())
+    return tuple(dict.fromkeys(key.partition("|")[0] for key in partitions_def.get_partition_keys()))
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,9 @@ class TripMonth:
     month: dt.date  # always the first day of the month
 
     @classmethod
-    def from_key(cls, key: str | dg.MultiPartitionKey) -> TripMonth:
-        """Read and validate a partition key ("yellow|2021-01-01"); anything else is a ValueError
-        naming the key, before it can become a URL or a lake path."""
+    def from_key(cls, key: str | dg.MultiPartitionKey, colors: Collection[str]) -> TripMonth:
+        """Read and validate a partition key ("yellow|2021-01-01") of a grid with these `colors` (the
+        source's); anything else is a ValueError naming the key, before it can become a URL or a lake path."""
         if isinstance(key, dg.MultiPartitionKey):
             parts = key.keys_by_dimension
             color, month = parts.get("color"), parts.get("month")
@@ -54,12 +59,12 @@ class TripMonth:
             day = dt.date.fromisoformat(month or "")
         except ValueError:
             day = None
-        if color not in COLORS or day is None or day.day != 1 or len(month) != 10:
+        if color not in colors or day is None or day.day != 1 or len(month) != 10:
             raise ValueError(f"not a month x color partition key (like 'yellow|2021-01-01'): {str(key)!r}")
         return cls(color=color, month=day)
 
     @classmethod
-    def only(cls, partition_keys: Sequence[str]) -> TripMonth:
+    def only(cls, partition_keys: Sequence[str], colors: Collection[str]) -> TripMonth:
         """The one partition of a run; a run over a range of partitions is refused."""
         if len(partition_keys) != 1:
             raise dg.Failure(
@@ -67,13 +72,13 @@ class TripMonth:
                 "launch a backfill with one run per partition instead of a single-run range",
                 allow_retries=False,
             )
-        return cls.from_key(partition_keys[0])
+        return cls.from_key(partition_keys[0], colors)
 
     @classmethod
-    def from_context(cls, context: dg.AssetExecutionContext) -> TripMonth:
+    def from_context(cls, context: dg.AssetExecutionContext, colors: Collection[str]) -> TripMonth:
         if context.has_partition_key:
-            return cls.from_key(context.partition_key)
-        return cls.only(context.partition_keys if context.has_partition_key_range else [])
+            return cls.from_key(context.partition_key, colors)
+        return cls.only(context.partition_keys if context.has_partition_key_range else [], colors)
 
     @property
     def ym(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from taxi_assets.assets.raw_trips import FINGERPRINT, raw_trips
+from taxi_assets.assets.raw_trips import FINGERPRINT, RAW_TRIPS
 
 TRIGGER_TAG = "taxi/trigger"  # new, changed (the sensor) or schedule
 
@@ -16,7 +16,7 @@ def loaded_fingerprints(instance: dg.DagsterInstance) -> dict[str, str | None]:
     cursor = None
     while True:
         page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=raw_trips.key), limit=1000, cursor=cursor, ascending=False
+            dg.AssetRecordsFilter(asset_key=RAW_TRIPS), limit=1000, cursor=cursor, ascending=False
         )
         for record in page.records:
             materialization = record.asset_materialization

@@ -13,7 +13,7 @@ import datetime as dt
 import dagster as dg
 
 from taxi_assets.jobs import trips_job
-from taxi_assets.partitions import COLORS, TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import UpstreamError
@@ -33,10 +33,10 @@ def month_before_last(day: dt.date) -> dt.date:
 )
 def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSource):
     month = month_before_last(context.scheduled_execution_time.date())
-    keys = set(trip_partitions.get_partition_keys())
+    keys = set(source.spec.partition_keys())  # the grid of the source the resource serves
     loaded = loaded_fingerprints(context.instance)  # the sensor may have loaded it already
     run_requests, not_out = [], []
-    for color in COLORS:
+    for color in source.spec.colors:
         trip = TripMonth(color, month)
         if trip.key not in keys:
             continue

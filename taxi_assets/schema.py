@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from taxi_assets.sources import SOURCE
-
 TIMESTAMP = pa.timestamp("us")
 INT = pa.int64()
 FLOAT = pa.float64()
@@ -24,7 +22,7 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 
 # Column order is the order of the release files' headers.
-_RELEASES_SCHEMAS: dict[str, pa.Schema] = {
+RELEASES_SCHEMAS: dict[str, pa.Schema] = {
     "yellow": _schema(
         ("VendorID", INT),
         ("tpep_pickup_datetime", TIMESTAMP),
@@ -83,12 +81,12 @@ _RELEASES_SCHEMAS: dict[str, pa.Schema] = {
 # and the high-volume FHV trips (fhvhv, from 2019-02). Types are pinned through every era: ids
 # written as INT32, INT64 or DOUBLE, strings as string or large_string, all-NULL columns as the
 # null type, all land as the types below (`cleaning/parquet_input.py`).
-_TLC_SCHEMAS: dict[str, pa.Schema] = {
+TLC_SCHEMAS: dict[str, pa.Schema] = {
     "yellow": pa.schema(
-        list(_RELEASES_SCHEMAS["yellow"]) + [pa.field("airport_fee", FLOAT), pa.field("cbd_congestion_fee", FLOAT)]
+        list(RELEASES_SCHEMAS["yellow"]) + [pa.field("airport_fee", FLOAT), pa.field("cbd_congestion_fee", FLOAT)]
     ),
-    "green": pa.schema(list(_RELEASES_SCHEMAS["green"]) + [pa.field("cbd_congestion_fee", FLOAT)]),
-    "fhv": _RELEASES_SCHEMAS["fhv"],
+    "green": pa.schema(list(RELEASES_SCHEMAS["green"]) + [pa.field("cbd_congestion_fee", FLOAT)]),
+    "fhv": RELEASES_SCHEMAS["fhv"],
     "fhvhv": _schema(
         ("hvfhs_license_num", STRING),
         ("dispatching_base_num", STRING),
@@ -117,7 +115,6 @@ _TLC_SCHEMAS: dict[str, pa.Schema] = {
         ("cbd_congestion_fee", FLOAT),
     ),
 }
-TRIP_SCHEMAS: dict[str, pa.Schema] = _TLC_SCHEMAS if SOURCE.name == "tlc" else _RELEASES_SCHEMAS
 
 # Columns a file may lack; they are kept in the pinned schema, all NULL.
 # (TLC's own 2019 FHV export has no Affiliated_base_number; cbd_congestion_fee began in 2025.)
@@ -142,14 +139,14 @@ DROPOFF_COLUMN = {
 }
 
 
-def canonical_column(color: str, header_name: str) -> str | None:
-    """The pinned name for a header cell, or None if the color has no such column.
+def canonical_column(pinned: pa.Schema, header_name: str) -> str | None:
+    """The pinned name for a header cell, or None if the color's `pinned` schema has no such column.
 
     Matching ignores case: the FHV files spell `dropOff_datetime` / `PUlocationID` in 2019 and
     `dropoff_datetime` / `PULocationID` later.
     """
     wanted = header_name.strip().strip('"').lower()
-    for name in TRIP_SCHEMAS[color].names:
+    for name in pinned.names:
         if name.lower() == wanted:
             return name
     return None
@@ -161,7 +158,8 @@ ZONES_TABLE = "zones"
 STATS_TABLE = "monthly_trip_stats"
 
 # The warehouse table: one for all colors. Per-color pickup/dropoff names are unified; a column a
-# color lacks is NULL for that color's rows.
+# color lacks is NULL for that color's rows. The TLC's schemas hold every column the releases' do,
+# with the same types, so `rides` is the same table for either source.
 RIDES_TABLE = "rides"
 _RIDE_EXTRA_ORDER = (
     "VendorID",
@@ -194,7 +192,7 @@ RIDES_SCHEMA = pa.schema(
         pa.field("DOLocationID", INT),
     ]
     + [
-        pa.field(name, next(s.field(name).type for s in TRIP_SCHEMAS.values() if name in s.names))
+        pa.field(name, next(s.field(name).type for s in TLC_SCHEMAS.values() if name in s.names))
         for name in _RIDE_EXTRA_ORDER
     ]
 )
@@ -222,7 +220,7 @@ def rides_source_column(color: str, rides_column: str) -> str | None:
     if rides_column == "dropoff_datetime":
         return DROPOFF_COLUMN[color]
     source = RIDES_RENAMES.get(color, {}).get(rides_column, rides_column)
-    return source if source in TRIP_SCHEMAS[color].names else None
+    return source if source in TLC_SCHEMAS[color].names else None
 
 
 def rides_select_list(

@@ -20,7 +20,7 @@ import dagster as dg
 import requests
 
 from taxi_assets.jobs import trips_job
-from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import Fingerprint, UpstreamError
@@ -33,13 +33,14 @@ TICK_BUDGET_SECONDS = 40
 def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:
     """Each key's upstream fingerprint (None: not published), and how many could not be checked."""
     local = threading.local()
+    colors = source.spec.colors
     sessions: list[requests.Session] = []
 
     def probe(key: str) -> Fingerprint | None:
         if not hasattr(local, "session"):
             local.session = requests.Session()
             sessions.append(local.session)
-        return source.fingerprint(TripMonth.from_key(key), session=local.session)
+        return source.fingerprint(TripMonth.from_key(key, colors), session=local.session)
 
     found: dict[str, Fingerprint | None] = {}
     failed = 0
@@ -73,7 +74,7 @@ def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fing
 def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSource) -> dg.SensorResult:
     started = time.monotonic()
     known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    keys = trip_partitions.get_partition_keys()
+    keys = source.spec.partition_keys()  # the grid of the source the resource serves
     upstream, failed = _probe_all(source, keys, context.log)
     published = {key: fp.token() for key, fp in upstream.items() if fp is not None}
 

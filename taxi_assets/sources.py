@@ -1,16 +1,21 @@
 """The two upstreams, and all that differs between them: the colors, the months each publishes,
 where a month's file is, its format, and what "not published yet" looks like.
 
-`TAXI_SOURCE` picks one when the code location loads (`releases`, the default, or `tlc`).
+`TAXI_SOURCE` picks one when the code location loads (`releases`, the default, or `tlc`):
+`definitions.py` hands it to `build_defs`, which builds the grid, the assets and the resources for it.
+Nothing here reads it at import, so one process can build both (the tests do).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import pyarrow as pa
 
 from taxi_assets import settings
+from taxi_assets.schema import RELEASES_SCHEMAS, TLC_SCHEMAS
 
 
 def month_after(month: dt.date) -> dt.date:
@@ -25,6 +30,7 @@ class Source:
     suffix: str  # of the upstream file, and of the raw copy in the lake
     folder: str | None  # the path between the base URL and the file; None: the color's name
     not_published: frozenset[int]  # HTTP statuses that mean "no such month (yet)"
+    schemas: Mapping[str, pa.Schema] = field(hash=False)  # each color's pinned schema
 
     def last_month(self) -> dt.date:
         if self.name == "releases":
@@ -60,6 +66,7 @@ RELEASES = Source(
     suffix=".csv.gz",
     folder=None,
     not_published=frozenset({404}),
+    schemas=RELEASES_SCHEMAS,
 )
 TLC = Source(
     name="tlc",
@@ -75,5 +82,14 @@ TLC = Source(
     suffix=".parquet",
     folder="trip-data",
     not_published=frozenset({403, 404}),  # CloudFront answers 403 for a month not out yet
+    schemas=TLC_SCHEMAS,
 )
-SOURCE = {"releases": RELEASES, "tlc": TLC}[settings.source()]
+SOURCES = {"releases": RELEASES, "tlc": TLC}
+# Every color either source has: all a slice of `rides` can be.
+ALL_COLORS = tuple(dict.fromkeys(color for source in SOURCES.values() for color in source.colors))
+
+
+def source_named(name: str) -> Source:
+    if name not in SOURCES:
+        raise ValueError(f"TAXI_SOURCE must be one of {tuple(SOURCES)}, got {name!r}")
+    return SOURCES[name]

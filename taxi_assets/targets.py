@@ -1,4 +1,4 @@
-"""Resources per target: `resources_for(target)` is the one place that tells local from gcp.
+"""Resources per target: `resources_for(target, source)` is the one place that tells local from gcp.
 
 The wiring of the code location, beside `definitions.py`: it is the one module that puts the IO
 manager and the resources together, so imports run one way (definitions -> targets -> io_manager,
@@ -47,12 +47,12 @@ def _gcp() -> tuple[Lake, Warehouse, dg.IOManagerDefinition]:
     return lake, warehouse, tables
 
 
-def resources_for(target: str) -> dict[str, object]:
+def resources_for(target: str, source: str) -> dict[str, object]:
     if target not in TARGETS:
         raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {target!r}")
     lake, warehouse, tables = _local() if target == "local" else _gcp()
     return {
-        "source": TripSource(),
+        "source": TripSource(source=source),
         "workdir": WorkDir(),
         # The IO manager stores and loads; an asset that asks what is stored (raw_trips) asks the lake.
         "lake": lake,

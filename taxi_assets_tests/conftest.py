@@ -1,14 +1,16 @@
-"""Shared fixtures: a release mirror on 127.0.0.1 that can misbehave on request, and the local
-target wired to it in a scratch data folder."""
+"""Shared fixtures: a mirror of either source on 127.0.0.1 (`mirror`: the releases, `tlc_mirror`:
+the TLC) that can misbehave on request, and the local target wired to it in a scratch data folder."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import os
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +18,7 @@ import pytest
 
 from taxi_assets.mirror import serve_folder
 from taxi_assets.partitions import TripMonth
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import RELEASES, TLC, Source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "real"
@@ -35,7 +37,7 @@ def fhv_month(ym: str) -> list[str]:
 
 class Mirror:
     """A folder laid out like the source's files (the releases' `{color}/...csv.gz`, or the TLC's
-    `trip-data/...parquet` in the TAXI_SOURCE=tlc session), served over HTTP, with scripted faults
+    `trip-data/...parquet`), served over HTTP, with scripted faults
     per file. A month not there answers as the source does: 404, or CloudFront's 403 for the TLC.
 
     Faults, for the next responses of a file (`fail_next`) or all of them (`fail_always`):
@@ -58,8 +60,9 @@ class Mirror:
     HUGE_BYTES = 5 << 40
     ENDLESS_SECONDS = 120
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, source: Source):
         self.root = root
+        self.source = source
         self.base_url = ""
         self.storage_url = ""
         self.faults: dict[str, list[str]] = defaultdict(list)
@@ -88,9 +91,8 @@ class Mirror:
         path.write_bytes((REAL / "taxi_zone_lookup.csv").read_bytes())
         return path
 
-    @staticmethod
-    def _url_path(color: str, ym: str) -> str:
-        return SOURCE.url("", color, ym)
+    def _url_path(self, color: str, ym: str) -> str:
+        return self.source.url("", color, ym)
 
     def fail_next(self, color: str, ym: str, *faults: str) -> None:
         self.faults[self._url_path(color, ym)].extend(faults)
@@ -139,7 +141,7 @@ class Mirror:
 
             def _answer_fault(self, fault: str | None) -> bool:
                 if fault is None and not Path(self.translate_path(self.path)).exists():
-                    fault = str(min(SOURCE.not_published))  # 403 from the TLC, 404 from the releases
+                    fault = str(min(mirror.source.not_published))  # 403 from the TLC, 404 from the releases
                 if fault is None:
                     return False
                 if fault.isdigit():
@@ -215,12 +217,25 @@ class Mirror:
         return Handler
 
 
-@pytest.fixture
-def mirror(tmp_path):
-    m = Mirror(tmp_path / "mirror")
+@contextlib.contextmanager
+def serving(root: Path, source: Source) -> Iterator[Mirror]:
+    m = Mirror(root, source)
     m.root.mkdir()
     with serve_folder(m.root, handler=m.handler()) as url, serve_folder(m.root, host="127.0.0.2") as storage:
         m.base_url, m.storage_url = url, storage
+        yield m
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """The releases' layout (taxi_assets_tests/tlc overrides it with `tlc_mirror`)."""
+    with serving(tmp_path / "mirror", RELEASES) as m:
+        yield m
+
+
+@pytest.fixture
+def tlc_mirror(tmp_path):
+    with serving(tmp_path / "tlc_mirror", TLC) as m:
         yield m
 
 
@@ -263,8 +278,8 @@ def step_failure_messages(result) -> list[str]:
     return messages
 
 
-def month(key: str) -> TripMonth:
-    return TripMonth.from_key(key)
+def month(key: str, source: Source = RELEASES) -> TripMonth:
+    return TripMonth.from_key(key, source.colors)
 
 
 # Keys in the layout existing lakes have (test_layout.py holds the assets' declarations to it).
@@ -316,12 +331,18 @@ def gcp_env(gcp_emulators, emulator_adc, mirror, monkeypatch, request):
     return {"bucket": bucket, "dataset": dataset, "project": gcp_emulators.project}
 
 
-def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
-    from taxi_assets.definitions import build_defs
+def mirror_source(mirror: Mirror):
     from taxi_assets.resources.source import TripSource
 
     # Short pauses between download attempts; the backoff itself is tested in test_upstream.
-    return build_defs(target, source=TripSource(base_url=mirror.base_url, backoff_seconds=0.01))
+    return TripSource(source=mirror.source.name, base_url=mirror.base_url, backoff_seconds=0.01)
+
+
+def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
+    """The code location for the mirror's source."""
+    from taxi_assets.definitions import build_defs
+
+    return build_defs(target, mirror.source.name, source=mirror_source(mirror))
 
 
 def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
@@ -332,12 +353,11 @@ def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
     from taxi_assets.io_manager import LakeIOManager
     from taxi_assets.resources.local.lake import LocalLake
     from taxi_assets.resources.local.warehouse import DuckDBWarehouse
-    from taxi_assets.resources.source import TripSource
     from taxi_assets.resources.workdir import WorkDir
 
     lake = LocalLake(root=str(root / "lake"))
     return {
-        "source": TripSource(base_url=mirror.base_url, backoff_seconds=0.01),
+        "source": mirror_source(mirror),
         "workdir": WorkDir(root=str(root / "work")),
         "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),

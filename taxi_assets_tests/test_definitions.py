@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from taxi_assets.partitions import trip_partitions
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import real_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_load_with_every_asset_described(local_env):
     from taxi_assets.definitions import build_defs
 
-    defs = build_defs("local")
+    defs = build_defs("local", "releases")
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
     assert set(specs) == {
         "raw_trips",
@@ -30,7 +31,7 @@ def test_definitions_load_with_every_asset_described(local_env):
     unpartitioned = {"taxi/zones", "trips_per_month_chart"}
     for name, spec in specs.items():
         assert spec.description and len(spec.description) > 80, name
-        assert spec.partitions_def == (None if name in unpartitioned else trip_partitions), name
+        assert spec.partitions_def == (None if name in unpartitioned else trip_partitions(RELEASES)), name
         assert spec.kinds, name
     assert specs["bq_rides_table"].deps[0].asset_key == dg.AssetKey("gcs_parquet")
     assert defs.resolve_job_def("trips_job") is not None
@@ -59,7 +60,7 @@ def test_unknown_target_is_refused():
     from taxi_assets.targets import resources_for
 
     with pytest.raises(ValueError, match="TAXI_TARGET must be one of"):
-        resources_for("aws")
+        resources_for("aws", "releases")
 
 
 def test_cli_materializes_one_partition(mirror, local_env, tmp_path):
@@ -114,7 +115,7 @@ def test_gcp_target_loads_without_its_settings_until_launch(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     from taxi_assets.definitions import build_defs
 
-    defs = build_defs("gcp")
+    defs = build_defs("gcp", "releases")
     assert type(defs.resources["lake_io_manager"].lake).__name__ == "GCSLake"
     assert defs.resources["lake"] is defs.resources["lake_io_manager"].lake  # raw_trips asks the same lake
     assert type(defs.resources["warehouse_io_manager"]).__name__ == "TaxiBigQueryPandasIOManager"

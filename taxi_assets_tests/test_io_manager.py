@@ -6,14 +6,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets import layout
-from taxi_assets.assets import clean_trips, gcs_parquet, raw_trips
+from taxi_assets.assets import build_assets
 from taxi_assets.assets.common import LAKE_IO
 from taxi_assets.io_manager import LakeFile, LakeIOManager, NewFile, PublishCopy, stored_file
-from taxi_assets.partitions import trip_partitions
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.local.lake import LocalLake
 from taxi_assets.resources.workdir import WorkDir
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import step_failure_messages
+
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+clean_trips, gcs_parquet, raw_trips = ASSETS.clean_trips, ASSETS.gcs_parquet, ASSETS.raw_trips
 
 KEY = "green|2020-10-01"
 
@@ -32,7 +35,11 @@ def _definition(asset: dg.AssetsDefinition | str) -> dict:
     """What Dagster hands an IO manager for an asset: its key and its definition metadata."""
     if isinstance(asset, str):  # an asset the lake does not store: no lake metadata
         return {"asset_key": dg.AssetKey(asset), "definition_metadata": {}}
-    return {"asset_key": asset.key, "definition_metadata": asset.metadata_by_key[asset.key]}
+    return {
+        "asset_key": asset.key,
+        "definition_metadata": asset.metadata_by_key[asset.key],
+        "asset_partitions_def": asset.partitions_def,
+    }
 
 
 def _out(asset, partition_key: str | None = KEY):
@@ -44,6 +51,7 @@ def _in(upstream, partition_key: str = KEY):
         upstream_output=dg.build_output_context(**_definition(upstream)),
         asset_key=dg.AssetKey("downstream"),
         partition_key=partition_key,
+        asset_partitions_def=_definition(upstream).get("asset_partitions_def"),  # the upstream asset's
     )
 
 
@@ -161,7 +169,7 @@ class ExtraConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=trip_partitions,
+    partitions_def=ASSETS.partitions_def,
     io_manager_key=LAKE_IO,
     metadata=layout.lake_metadata(
         layout.partition_path("reports/extra", ".csv"), notes=layout.partition_path("reports/extra_notes", ".txt")
@@ -176,7 +184,7 @@ def extra_report(context: dg.AssetExecutionContext, config: ExtraConfig, workdir
     return NewFile(made, side_files={"notes": notes})
 
 
-@dg.asset(partitions_def=trip_partitions)
+@dg.asset(partitions_def=ASSETS.partitions_def)
 def extra_reader(extra_report: LakeFile):
     with extra_report.local_copy() as path:
         text = path.read_text()

@@ -3,12 +3,20 @@
 import pytest
 
 from taxi_assets import layout
-from taxi_assets.assets import ALL_ASSETS, clean_trips, gcs_parquet, raw_trips, trips_per_month_chart
+from taxi_assets.assets import build_assets
 from taxi_assets.assets.common import LAKE_IO
 from taxi_assets.partitions import TripMonth
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import RELEASES, TLC
 
-MONTH = TripMonth.from_key("fhv|2019-01-01")
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+clean_trips, gcs_parquet, raw_trips, trips_per_month_chart = (
+    ASSETS.clean_trips,
+    ASSETS.gcs_parquet,
+    ASSETS.raw_trips,
+    ASSETS.trips_per_month_chart,
+)
+
+MONTH = TripMonth.from_key("fhv|2019-01-01", RELEASES.colors)
 
 
 def _key(asset, month=MONTH):
@@ -16,8 +24,8 @@ def _key(asset, month=MONTH):
 
 
 def test_each_lake_asset_declares_the_key_existing_lakes_have():
-    raw_suffix = {"releases": ".csv.gz", "tlc": ".parquet"}[SOURCE.name]
-    assert _key(raw_trips) == f"raw/fhv/fhv_tripdata_2019-01{raw_suffix}"
+    assert _key(raw_trips) == "raw/fhv/fhv_tripdata_2019-01.csv.gz"
+    assert _key(build_assets(TLC, "local").raw_trips) == "raw/fhv/fhv_tripdata_2019-01.parquet"
     assert _key(clean_trips) == "staging/clean_trips/fhv/fhv_tripdata_2019-01.parquet"
     assert _key(gcs_parquet) == "data/fhv/fhv_tripdata_2019-01.parquet"
     assert _key(trips_per_month_chart, None) == "reports/trips_per_month.png"
@@ -28,7 +36,7 @@ def test_each_lake_asset_declares_the_key_existing_lakes_have():
 
 
 def test_every_asset_the_lake_stores_declares_where():
-    in_lake = [a for a in ALL_ASSETS if a.get_io_manager_key_for_asset_key(a.key) == LAKE_IO]
+    in_lake = [a for a in ASSETS.all if a.get_io_manager_key_for_asset_key(a.key) == LAKE_IO]
     assert {a.key.to_user_string() for a in in_lake} == {
         "raw_trips",
         "clean_trips",

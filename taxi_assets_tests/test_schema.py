@@ -3,8 +3,9 @@
 import pyarrow as pa
 
 from taxi_assets.schema import (
+    RELEASES_SCHEMAS,
     RIDES_SCHEMA,
-    TRIP_SCHEMAS,
+    TLC_SCHEMAS,
     canonical_column,
     rides_select_list,
     rides_source_column,
@@ -12,17 +13,19 @@ from taxi_assets.schema import (
 
 
 def test_every_color_has_pickup_and_dropoff_timestamps_and_integer_zones():
-    for color, schema in TRIP_SCHEMAS.items():
-        assert schema.field("PULocationID").type == pa.int64(), color
-        timestamps = [f.name for f in schema if f.type == pa.timestamp("us")]
-        assert len(timestamps) == 2, color
+    for source, schemas in (("releases", RELEASES_SCHEMAS), ("tlc", TLC_SCHEMAS)):
+        for color, schema in schemas.items():
+            assert schema.field("PULocationID").type == pa.int64(), (source, color)
+            timestamps = [f.name for f in schema if f.type == pa.timestamp("us")]
+            assert len(timestamps) == 2 + (color == "fhvhv") * 2, (source, color)  # fhvhv: request, on scene
 
 
 def test_fhv_header_casings_map_to_the_pinned_names():
-    assert canonical_column("fhv", "dropOff_datetime") == "dropoff_datetime"
-    assert canonical_column("fhv", "PUlocationID") == "PULocationID"
-    assert canonical_column("fhv", '"SR_Flag"') == "SR_Flag"
-    assert canonical_column("yellow", "lpep_pickup_datetime") is None
+    fhv, yellow = RELEASES_SCHEMAS["fhv"], RELEASES_SCHEMAS["yellow"]
+    assert canonical_column(fhv, "dropOff_datetime") == "dropoff_datetime"
+    assert canonical_column(fhv, "PUlocationID") == "PULocationID"
+    assert canonical_column(fhv, '"SR_Flag"') == "SR_Flag"
+    assert canonical_column(yellow, "lpep_pickup_datetime") is None
 
 
 def test_rides_unifies_pickup_names_and_nulls_what_a_color_lacks():

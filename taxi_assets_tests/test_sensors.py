@@ -5,11 +5,15 @@ import os
 
 import dagster as dg
 
-from taxi_assets.assets import raw_trips
+from taxi_assets.assets import build_assets
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.sensors import upstream_files_sensor
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows
+
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+raw_trips = ASSETS.raw_trips
 
 PUBLISHED = {
     "yellow|2021-01-01": real_rows("yellow_tripdata_2021-01_head3000.csv"),
@@ -26,7 +30,7 @@ def _publish(mirror, key, lines):
 
 def _tick(mirror, instance, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"source": TripSource(base_url=mirror.base_url)}
+        instance=instance, cursor=cursor, resources={"source": TripSource(source="releases", base_url=mirror.base_url)}
     )
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result

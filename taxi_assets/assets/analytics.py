@@ -16,16 +16,15 @@ import pandas as pd
 import pyarrow as pa
 
 from taxi_assets.assets.analytics_sql import MONTHLY_STATS, TRIPS_PER_MONTH, ZONE_COVERAGE
-from taxi_assets.assets.bq_rides_table import bq_rides_table
 from taxi_assets.assets.common import LAKE_IO, WAREHOUSE_KIND, column_schema, markdown_table
 from taxi_assets.io_manager import NewFile
-from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import Source
 from taxi_assets.upstream import UpstreamError, redact
 
 ANALYTICS = "analytics"
@@ -36,16 +35,17 @@ TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
 ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
 AUTOMATION_SENSOR = "analytics_automation"
-# How the stock IO managers find a partition's rows: by month and color on the releases' month x
-# color grid; on the tlc source's list of keys ("yellow|2021-01-01"), by that key rebuilt in SQL.
-STATS_PARTITION_EXPR = (
-    {"month": "month", "color": "color"}
-    if SOURCE.name == "releases"
-    else {
+
+
+def stats_partition_expr(source: Source, target: str) -> str | dict[str, str]:
+    """How the stock IO managers find a partition's rows: by month and color on the releases' month
+    x color grid; on the tlc source's list of keys ("yellow|2021-01-01"), by that key rebuilt in SQL."""
+    if source.name == "releases":
+        return {"month": "month", "color": "color"}
+    return {
         "duckdb": "color || '|' || strftime(month, '%Y-%m-%d')",
         "bigquery": "CONCAT(color, '|', FORMAT_TIMESTAMP('%Y-%m-%d', month))",
-    }[WAREHOUSE_KIND]
-)  # the stock IO managers name the table after the key's last part
+    }[WAREHOUSE_KIND[target]]  # the stock IO managers name the table after the key's last part
 
 
 # Requested whenever the table is missing, the first evaluation included (`on_missing()` skips
@@ -87,42 +87,47 @@ def _read_zones(url: str, data: bytes) -> pd.DataFrame:
     return zones
 
 
-@dg.asset(
-    key=ZONES_KEY,
-    group_name=ANALYTICS,
-    kinds={"pandas", WAREHOUSE_KIND},
-    automation_condition=ZONES_WHEN_MISSING,
-    check_specs=[
-        dg.AssetCheckSpec(ZONES_COMPLETE, asset=ZONES_KEY, blocking=True, description="265 rows, unique LocationID")
-    ],
-)
-def taxi_zones(context: dg.AssetExecutionContext, source: TripSource, warehouse: Warehouse):
-    """The taxi zone lookup (`{TAXI_SOURCE_URL}/misc/taxi_zone_lookup.csv`): LocationID, Borough,
-    Zone, service_zone for the 265 zones, as the warehouse table `zones`. "N/A" and "NA" are real
-    values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
-    before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
-    step: a bad lookup fails the run and leaves the table as it was."""
-    try:
-        url, data = source.zone_lookup()
-    except UpstreamError as exc:
-        raise dg.Failure(description=f"taxi zones: {exc}; the zones table is unchanged", allow_retries=False) from exc
-    zones = _read_zones(url, data)
-    with failing_fast("taxi/zones"):
-        rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            "source_url": dg.MetadataValue.url(redact(url)),
-            "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=ZONES_COMPLETE,
-                passed=rows == ZONE_COUNT,
-                metadata={"rows": rows, "unique_location_ids": True},
-            )
+def build_taxi_zones(target: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ZONES_KEY,
+        group_name=ANALYTICS,
+        kinds={"pandas", WAREHOUSE_KIND[target]},
+        automation_condition=ZONES_WHEN_MISSING,
+        check_specs=[
+            dg.AssetCheckSpec(ZONES_COMPLETE, asset=ZONES_KEY, blocking=True, description="265 rows, unique LocationID")
         ],
     )
+    def taxi_zones(context: dg.AssetExecutionContext, source: TripSource, warehouse: Warehouse):
+        """The taxi zone lookup (`{TAXI_SOURCE_URL}/misc/taxi_zone_lookup.csv`): LocationID, Borough,
+        Zone, service_zone for the 265 zones, as the warehouse table `zones`. "N/A" and "NA" are real
+        values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
+        before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
+        step: a bad lookup fails the run and leaves the table as it was."""
+        try:
+            url, data = source.zone_lookup()
+        except UpstreamError as exc:
+            raise dg.Failure(
+                description=f"taxi zones: {exc}; the zones table is unchanged", allow_retries=False
+            ) from exc
+        zones = _read_zones(url, data)
+        with failing_fast("taxi/zones"):
+            rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "source_url": dg.MetadataValue.url(redact(url)),
+                "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ZONES_COMPLETE,
+                    passed=rows == ZONE_COUNT,
+                    metadata={"rows": rows, "unique_location_ids": True},
+                )
+            ],
+        )
+
+    return taxi_zones
 
 
 # Run states in which a run that will materialize taxi/zones is still coming.
@@ -160,72 +165,79 @@ def _wait_for_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, mon
         time.sleep(2)
 
 
-@dg.asset(
-    partitions_def=trip_partitions,
-    group_name=ANALYTICS,
-    kinds={"pandas", "sql", WAREHOUSE_KIND},
-    io_manager_key=WAREHOUSE_IO,
-    deps=[bq_rides_table, ZONES_KEY],
-    metadata={"partition_expr": STATS_PARTITION_EXPR},
-    # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
-    automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
-    check_specs=[
-        dg.AssetCheckSpec(
-            TRIPS_ADD_UP,
-            asset=STATS_TABLE,
-            blocking=True,
-            description="Trips across boroughs add up to the slice's rows in `rides`",
-        ),
-        dg.AssetCheckSpec(
-            LOCATION_IDS_HAVE_ZONES,
-            asset=STATS_TABLE,
-            description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
-            "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
-        ),
-    ],
-)
-def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    """Per pickup borough, for the month x color slice of `rides`: trips, passengers, total and
-    median fare, mean distance, the tip share of card fares (tips / fares where payment_type = 1),
-    and trips whose pickup falls outside the month. Computed by the warehouse in SQL over the
-    slice; the table `monthly_trip_stats` gets exactly this partition's rows replaced on rerun."""
-    month = TripMonth.from_context(context)
-    with failing_fast(month):
-        _wait_for_zones(context, warehouse, month)
-        tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
-        params = {"color": month.color, "month": month.month}
-        stats = warehouse.query(MONTHLY_STATS[warehouse.dialect].format(**tables), {**params, "next": month.next_month})
-        stats["passengers"] = stats["passengers"].astype("Int64")  # a count; NULL where a color has none
-        slice_rows = warehouse.slice_rows(month.color, month.month)
-        coverage = warehouse.query(ZONE_COVERAGE[warehouse.dialect].format(**tables), params).iloc[0]
-    ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
-    counted = int(stats["trips"].sum()) if len(stats) else 0
-    return dg.MaterializeResult(
-        value=stats,
-        metadata={
-            "boroughs": len(stats),
-            "trips": counted,
-            "preview": dg.MetadataValue.md(markdown_table(pa.Table.from_pandas(stats, preserve_index=False))),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=TRIPS_ADD_UP,
-                passed=counted == slice_rows,
-                metadata={"trips_in_stats": counted, "rows_in_slice": slice_rows},
+def build_monthly_trip_stats(
+    source: Source, target: str, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=ANALYTICS,
+        kinds={"pandas", "sql", WAREHOUSE_KIND[target]},
+        io_manager_key=WAREHOUSE_IO,
+        deps=["bq_rides_table", ZONES_KEY],
+        metadata={"partition_expr": stats_partition_expr(source, target)},
+        # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
+        automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
+        check_specs=[
+            dg.AssetCheckSpec(
+                TRIPS_ADD_UP,
+                asset=STATS_TABLE,
+                blocking=True,
+                description="Trips across boroughs add up to the slice's rows in `rides`",
             ),
-            dg.AssetCheckResult(
-                check_name=LOCATION_IDS_HAVE_ZONES,
-                passed=unknown == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "location_ids": ids,
-                    "ids_without_zone": unknown,
-                    "share_without_zone": round(unknown / ids, 6) if ids else 0.0,
-                    "null_location_ids": missing,
-                },
+            dg.AssetCheckSpec(
+                LOCATION_IDS_HAVE_ZONES,
+                asset=STATS_TABLE,
+                description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
+                "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
             ),
         ],
     )
+    def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        """Per pickup borough, for the month x color slice of `rides`: trips, passengers, total and
+        median fare, mean distance, the tip share of card fares (tips / fares where payment_type = 1),
+        and trips whose pickup falls outside the month. Computed by the warehouse in SQL over the
+        slice; the table `monthly_trip_stats` gets exactly this partition's rows replaced on rerun."""
+        month = TripMonth.from_context(context, source.colors)
+        with failing_fast(month):
+            _wait_for_zones(context, warehouse, month)
+            tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
+            params = {"color": month.color, "month": month.month}
+            stats = warehouse.query(
+                MONTHLY_STATS[warehouse.dialect].format(**tables), {**params, "next": month.next_month}
+            )
+            stats["passengers"] = stats["passengers"].astype("Int64")  # a count; NULL where a color has none
+            slice_rows = warehouse.slice_rows(month.color, month.month)
+            coverage = warehouse.query(ZONE_COVERAGE[warehouse.dialect].format(**tables), params).iloc[0]
+        ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
+        counted = int(stats["trips"].sum()) if len(stats) else 0
+        return dg.MaterializeResult(
+            value=stats,
+            metadata={
+                "boroughs": len(stats),
+                "trips": counted,
+                "preview": dg.MetadataValue.md(markdown_table(pa.Table.from_pandas(stats, preserve_index=False))),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=TRIPS_ADD_UP,
+                    passed=counted == slice_rows,
+                    metadata={"trips_in_stats": counted, "rows_in_slice": slice_rows},
+                ),
+                dg.AssetCheckResult(
+                    check_name=LOCATION_IDS_HAVE_ZONES,
+                    passed=unknown == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "location_ids": ids,
+                        "ids_without_zone": unknown,
+                        "share_without_zone": round(unknown / ids, 6) if ids else 0.0,
+                        "null_location_ids": missing,
+                    },
+                ),
+            ],
+        )
+
+    return monthly_trip_stats
 
 
 # One distinct line per taxi color.

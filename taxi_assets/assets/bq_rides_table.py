@@ -5,10 +5,11 @@ from pydantic import Field
 
 from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema
 from taxi_assets.io_manager import LakeFile
-from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.schema import RIDES_SCHEMA
+from taxi_assets.sources import Source
 
 SLICE_MATCHES_LAKE_FILE = "slice_matches_lake_file"
 
@@ -20,51 +21,55 @@ class RidesLoadConfig(dg.Config):
     )
 
 
-@dg.asset(
-    partitions_def=trip_partitions,
-    group_name=GROUP,
-    kinds={WAREHOUSE_KIND, "table"},
-    retry_policy=STORAGE_RETRY,
-    pool="warehouse",
-    check_specs=[
-        dg.AssetCheckSpec(
-            SLICE_MATCHES_LAKE_FILE,
-            asset="bq_rides_table",
-            description="The slice holds exactly the published file's rows",
-        )
-    ],
-)
-def bq_rides_table(
-    context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeFile, warehouse: Warehouse
-) -> dg.MaterializeResult:
-    """The month x color slice of `rides`, the one warehouse table for all colors (unified
-    `pickup_datetime` / `dropoff_datetime` names, NULL where a color lacks a column, `month` taken
-    from the partition key, not from pickup times). Loaded by the warehouse itself from the
-    published lake file; a rerun replaces exactly this slice in one transaction."""
-    month = TripMonth.from_context(context)
-    with failing_fast(month):
-        load = warehouse.replace_slice(
-            source_uri=gcs_parquet.uri,
-            color=month.color,
-            month=month.month,
-            fill_passenger_count=config.fill_passenger_count,
-        )
-    lake_rows = gcs_parquet.parquet.num_rows
-    filled = gcs_parquet.parquet.null_counts.get("passenger_count", 0) if config.fill_passenger_count else 0
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": load.rows,
-            "dagster/column_schema": column_schema(RIDES_SCHEMA),
-            "table": load.table,
-            "source_uri": gcs_parquet.uri,
-            "passenger_count_filled_with_0": filled,
-            "table_rows_all_slices": load.table_rows,
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=SLICE_MATCHES_LAKE_FILE,
-                passed=load.rows == lake_rows,
-                metadata={"slice_rows": load.rows, "lake_file_rows": lake_rows},
+def build_bq_rides_table(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={WAREHOUSE_KIND[target], "table"},
+        retry_policy=STORAGE_RETRY,
+        pool="warehouse",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SLICE_MATCHES_LAKE_FILE,
+                asset="bq_rides_table",
+                description="The slice holds exactly the published file's rows",
             )
         ],
     )
+    def bq_rides_table(
+        context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeFile, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
+        """The month x color slice of `rides`, the one warehouse table for all colors (unified
+        `pickup_datetime` / `dropoff_datetime` names, NULL where a color lacks a column, `month` taken
+        from the partition key, not from pickup times). Loaded by the warehouse itself from the
+        published lake file; a rerun replaces exactly this slice in one transaction."""
+        month = TripMonth.from_context(context, source.colors)
+        with failing_fast(month):
+            load = warehouse.replace_slice(
+                source_uri=gcs_parquet.uri,
+                color=month.color,
+                month=month.month,
+                file_schema=source.schemas[month.color],
+                fill_passenger_count=config.fill_passenger_count,
+            )
+        lake_rows = gcs_parquet.parquet.num_rows
+        filled = gcs_parquet.parquet.null_counts.get("passenger_count", 0) if config.fill_passenger_count else 0
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": load.rows,
+                "dagster/column_schema": column_schema(RIDES_SCHEMA),
+                "table": load.table,
+                "source_uri": gcs_parquet.uri,
+                "passenger_count_filled_with_0": filled,
+                "table_rows_all_slices": load.table_rows,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=SLICE_MATCHES_LAKE_FILE,
+                    passed=load.rows == lake_rows,
+                    metadata={"slice_rows": load.rows, "lake_file_rows": lake_rows},
+                )
+            ],
+        )
+
+    return bq_rides_table

@@ -11,10 +11,10 @@ from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
-from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.workdir import WorkDir
-from taxi_assets.schema import TRIP_SCHEMAS
+from taxi_assets.sources import Source
 
 HAS_ROWS = "has_rows"
 MATCHES_PINNED_SCHEMA = "matches_pinned_schema"
@@ -57,10 +57,10 @@ CLEAN_CHECKS = [
 ]
 
 
-def _metadata(result: CleanResult, color: str, raw_downloaded: bool) -> dict[str, object]:
+def _metadata(result: CleanResult, pinned: pa.Schema, raw_downloaded: bool) -> dict[str, object]:
     return {
         "dagster/row_count": result.rows,
-        "dagster/column_schema": column_schema(TRIP_SCHEMAS[color]),
+        "dagster/column_schema": column_schema(pinned),
         "preview": dg.MetadataValue.md(markdown_table(result.preview) if result.preview is not None else ""),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,
@@ -116,55 +116,61 @@ def _checks(
     ]
 
 
-@dg.asset(
-    partitions_def=trip_partitions,
-    group_name=GROUP,
-    kinds={"pyarrow", "parquet", LAKE_KIND},
-    io_manager_key=LAKE_IO,
-    metadata=layout.lake_metadata(
-        layout.partition_path("staging/clean_trips", ".parquet"),
-        rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
-    ),
-    check_specs=CLEAN_CHECKS,
-)
-def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
-    """The month parsed with the color's pinned Arrow schema (the same types every month:
-    timestamps, nullable integers, floats for money and distance, strings for flags) and written as
-    Parquet, streamed in bounded memory. A wrong header or an unparseable value fails with the
-    partition, the file, the column and the line; or, with `on_bad_rows: quarantine`, unparseable
-    rows are set aside in the lake's rejected/ area and counted by a check. Stored in the lake's staging area: only
-    gcs_parquet publishes it, after the blocking checks pass."""
-    month = TripMonth.from_context(context)
-    if not 0 <= config.max_rejected_fraction <= 1:  # NaN too: it would let any share of bad rows publish
-        raise dg.Failure(
-            description=f"partition {month}: config max_rejected_fraction must be a share from 0 to 1, "
-            f"got {config.max_rejected_fraction}",
-            allow_retries=False,
-        )
-    label = f"partition {month}, file {raw_trips.uri}"
-    out = workdir.path(f"{month.file_stem}.parquet")
-    rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None
-    raw_downloaded = raw_trips.downloads
-    with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
-        try:
-            result = clean_trip_file(
-                raw_path,
-                out,
-                color=month.color,
-                month_start=month.month,
-                month_end=month.next_month,
-                file_label=label,
-                rejected_path=rejected,
-            )
-        except BadTripFile as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    if rejected is not None and raw_trips.key.endswith(".parquet"):
-        context.log.warning("on_bad_rows: quarantine applies to CSV files; a Parquet file's values are typed already")
-    if result.rows_rejected:
-        context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
-    pinned = TRIP_SCHEMAS[month.color]
-    return dg.MaterializeResult(
-        value=NewFile(out, side_files={"rejected": rejected if result.rows_rejected else None}),
-        metadata={**_metadata(result, month.color, raw_downloaded), "rows_rejected": result.rows_rejected},
-        check_results=_checks(result, pq.read_schema(out), pinned, config),
+def build_clean_trips(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"pyarrow", "parquet", LAKE_KIND[target]},
+        io_manager_key=LAKE_IO,
+        metadata=layout.lake_metadata(
+            layout.partition_path("staging/clean_trips", ".parquet"),
+            rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
+        ),
+        check_specs=CLEAN_CHECKS,
     )
+    def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
+        """The month parsed with the color's pinned Arrow schema (the same types every month:
+        timestamps, nullable integers, floats for money and distance, strings for flags) and written as
+        Parquet, streamed in bounded memory. A wrong header or an unparseable value fails with the
+        partition, the file, the column and the line; or, with `on_bad_rows: quarantine`, unparseable
+        rows are set aside in the lake's rejected/ area and counted by a check. Stored in the lake's staging area: only
+        gcs_parquet publishes it, after the blocking checks pass."""
+        month = TripMonth.from_context(context, source.colors)
+        if not 0 <= config.max_rejected_fraction <= 1:  # NaN too: it would let any share of bad rows publish
+            raise dg.Failure(
+                description=f"partition {month}: config max_rejected_fraction must be a share from 0 to 1, "
+                f"got {config.max_rejected_fraction}",
+                allow_retries=False,
+            )
+        pinned = source.schemas[month.color]
+        label = f"partition {month}, file {raw_trips.uri}"
+        out = workdir.path(f"{month.file_stem}.parquet")
+        rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None
+        raw_downloaded = raw_trips.downloads
+        with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
+            try:
+                result = clean_trip_file(
+                    raw_path,
+                    out,
+                    color=month.color,
+                    schema=pinned,
+                    month_start=month.month,
+                    month_end=month.next_month,
+                    file_label=label,
+                    rejected_path=rejected,
+                )
+            except BadTripFile as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        if rejected is not None and raw_trips.key.endswith(".parquet"):
+            context.log.warning(
+                "on_bad_rows: quarantine applies to CSV files; a Parquet file's values are typed already"
+            )
+        if result.rows_rejected:
+            context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
+        return dg.MaterializeResult(
+            value=NewFile(out, side_files={"rejected": rejected if result.rows_rejected else None}),
+            metadata={**_metadata(result, pinned, raw_downloaded), "rows_rejected": result.rows_rejected},
+            check_results=_checks(result, pq.read_schema(out), pinned, config),
+        )
+
+    return clean_trips

@@ -5,15 +5,12 @@ import re
 import dagster as dg
 import pyarrow as pa
 
-from taxi_assets import settings
-
 GROUP = "nyc_tlc"
 LAKE_IO = "lake_io_manager"
 
-# Kinds follow the target the code location was loaded for, instead of naming both.
-_TARGET = settings.target()
-LAKE_KIND = {"local": "file", "gcp": "gcs"}[_TARGET]
-WAREHOUSE_KIND = {"local": "duckdb", "gcp": "bigquery"}[_TARGET]
+# Kinds follow the target the assets are built for (`build_assets(source, target)`), instead of naming both.
+LAKE_KIND = {"local": "file", "gcp": "gcs"}
+WAREHOUSE_KIND = {"local": "duckdb", "gcp": "bigquery"}
 
 # A blip of the lake or the warehouse (a 5xx, a lock held a moment too long). Setup errors
 # (403, a missing bucket) skip it: see resources/errors.py.

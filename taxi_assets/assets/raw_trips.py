@@ -8,15 +8,16 @@ from pydantic import Field
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
 from taxi_assets.io_manager import LakeFile, NewFile, stored_file
-from taxi_assets.partitions import TripMonth, trip_partitions
+from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.workdir import WorkDir
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import Source
 from taxi_assets.upstream import UpstreamError, redact
 
 FINGERPRINT = "source_fingerprint"
+RAW_TRIPS = dg.AssetKey("raw_trips")  # the same key whichever source it is built for
 
 
 class RawTripsConfig(dg.Config):
@@ -50,57 +51,62 @@ def _unchanged_upstream(
     return previous
 
 
-@dg.asset(
-    partitions_def=trip_partitions,
-    group_name=GROUP,
-    kinds={"python", "csv", LAKE_KIND},
-    io_manager_key=LAKE_IO,
-    metadata=layout.lake_metadata(layout.partition_path("raw", SOURCE.suffix)),  # .csv.gz or .parquet
-    pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
-)
-def raw_trips(
-    context: dg.AssetExecutionContext,
-    config: RawTripsConfig,
-    source: TripSource,
-    workdir: WorkDir,
-    lake: Lake,
-):
-    """The month's upstream file (`{color}_tripdata_{YYYY-MM}.csv.gz` from the releases, `.parquet`
-    from the TLC), byte for byte, in the lake's raw area. Streamed to disk, verified complete
-    (Content-Length, and the gzip end-of-stream marker or the Parquet footer), retried with backoff
-    inside the run on transient failures up to a stated bound; a month that is not published fails
-    at once without retries. When the upstream file is
-    unchanged since the lake's copy was downloaded (ETag / Last-Modified and size), the copy is kept
-    and nothing is downloaded."""
-    month = TripMonth.from_context(context)
-    url = source.url_for(month)
-    if not config.force_download:
-        stored = stored_file(context, lake)
-        previous = _unchanged_upstream(context, month, source, stored)
-        if previous is not None:
-            context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")
-            kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
-            return dg.MaterializeResult(
-                value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
-            )
-    dest = workdir.path(f"{month.file_stem}{SOURCE.suffix}")
-    try:
-        with failing_fast(month), writing(dest):
-            got = source.fetch(month, dest, log=context.log)
-    except UpstreamError as exc:
-        # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
-        raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
-    return dg.MaterializeResult(
-        value=NewFile(got.path),
-        metadata={
-            "source_url": dg.MetadataValue.url(redact(url)),
-            "sha256": got.sha256,
-            "source_etag": str(got.fingerprint.etag),
-            "source_last_modified": str(got.fingerprint.last_modified),
-            FINGERPRINT: got.fingerprint.token(),
-            "download_skipped": False,
-            "download_attempts": got.attempts,
-            "download_seconds": round(got.seconds, 3),
-            "download_mb_per_s": round(got.size / 1e6 / max(got.seconds, 1e-6), 1),
-        },
+def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    colors = source.colors  # the asset's `source` argument below is the TripSource resource
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"python", "csv", LAKE_KIND[target]},
+        io_manager_key=LAKE_IO,
+        metadata=layout.lake_metadata(layout.partition_path("raw", source.suffix)),  # .csv.gz or .parquet
+        pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
     )
+    def raw_trips(
+        context: dg.AssetExecutionContext,
+        config: RawTripsConfig,
+        source: TripSource,
+        workdir: WorkDir,
+        lake: Lake,
+    ):
+        """The month's upstream file (`{color}_tripdata_{YYYY-MM}.csv.gz` from the releases, `.parquet`
+        from the TLC), byte for byte, in the lake's raw area. Streamed to disk, verified complete
+        (Content-Length, and the gzip end-of-stream marker or the Parquet footer), retried with backoff
+        inside the run on transient failures up to a stated bound; a month that is not published fails
+        at once without retries. When the upstream file is
+        unchanged since the lake's copy was downloaded (ETag / Last-Modified and size), the copy is kept
+        and nothing is downloaded."""
+        month = TripMonth.from_context(context, colors)
+        url = source.url_for(month)
+        if not config.force_download:
+            stored = stored_file(context, lake)
+            previous = _unchanged_upstream(context, month, source, stored)
+            if previous is not None:
+                context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")
+                kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
+                return dg.MaterializeResult(
+                    value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
+                )
+        dest = workdir.path(f"{month.file_stem}{source.spec.suffix}")
+        try:
+            with failing_fast(month), writing(dest):
+                got = source.fetch(month, dest, log=context.log)
+        except UpstreamError as exc:
+            # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
+            raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
+        return dg.MaterializeResult(
+            value=NewFile(got.path),
+            metadata={
+                "source_url": dg.MetadataValue.url(redact(url)),
+                "sha256": got.sha256,
+                "source_etag": str(got.fingerprint.etag),
+                "source_last_modified": str(got.fingerprint.last_modified),
+                FINGERPRINT: got.fingerprint.token(),
+                "download_skipped": False,
+                "download_attempts": got.attempts,
+                "download_seconds": round(got.seconds, 3),
+                "download_mb_per_s": round(got.size / 1e6 / max(got.seconds, 1e-6), 1),
+            },
+        )
+
+    return raw_trips

@@ -7,12 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from taxi_assets.cleaning.errors import BadTripFile
-from taxi_assets.schema import TRIP_SCHEMAS
 
 
-def to_pinned(batch: pa.RecordBatch, color: str, rows_before: int, file_label: str) -> pa.RecordBatch:
+def to_pinned(batch: pa.RecordBatch, pinned: pa.Schema, rows_before: int, file_label: str) -> pa.RecordBatch:
     """`rows_before`: data rows of the file before this batch, to name the line of a bad value."""
-    pinned = TRIP_SCHEMAS[color]
     arrays = []
     for f in pinned:
         if f.name not in batch.schema.names:

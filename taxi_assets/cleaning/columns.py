@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from taxi_assets.cleaning.errors import BadTripFile
-from taxi_assets.schema import OPTIONAL_COLUMNS, TRIP_SCHEMAS, canonical_column
+from taxi_assets.schema import OPTIONAL_COLUMNS, canonical_column
 
 
-def pin_columns(color: str, columns: list[str], file_label: str, what: str) -> dict[str, str]:
+def pin_columns(color: str, pinned: pa.Schema, columns: list[str], file_label: str, what: str) -> dict[str, str]:
     """Pinned name -> the file's column, in file order (names match whatever their case). Fails,
     naming both lists, on a column the color does not have, a duplicate, or a required one missing.
     `what` names the file's columns in the message ("header", "columns")."""
-    pinned = TRIP_SCHEMAS[color]
     found: dict[str, str] = {}
     unknown = []
     for column in columns:
-        name = canonical_column(color, column)
+        name = canonical_column(pinned, column)
         if name is None or name in found:
             unknown.append(column)
         else:

@@ -24,7 +24,7 @@ from taxi_assets.cleaning.parse import CsvSource, header_to_pinned, read_header
 from taxi_assets.cleaning.prefetch import prefetched
 from taxi_assets.cleaning.quarantine import Rejected, split_block, write_rejected
 from taxi_assets.cleaning.stats import CleanResult, MonthStats
-from taxi_assets.schema import TIMESTAMP, TRIP_SCHEMAS
+from taxi_assets.schema import TIMESTAMP
 
 PARQUET_PREFETCH = 4  # 64k-row batches read ahead of the writer (~50 MB for fhvhv's 25 columns)
 # Why these three (figures: docs/performance.md#tuned-settings):
@@ -78,20 +78,20 @@ class RowGroups:
 def _convert(
     batches: Iterator[pa.RecordBatch],
     out_path: Path,
-    color: str,
+    pinned: pa.Schema,
     stats: MonthStats,
     rejected: Rejected | None,
     file_label: str,
 ) -> None:
-    row_groups = RowGroups(out_path, TRIP_SCHEMAS[color])
+    row_groups = RowGroups(out_path, pinned)
     parsed = 0
     try:
         for raw_batch in batches:
             if rejected is not None:  # quarantine: text in, the convertible rows out
                 rows_in_block = raw_batch.num_rows
-                raw_batch = split_block(raw_batch, color, parsed, rejected)
+                raw_batch = split_block(raw_batch, pinned, parsed, rejected)
                 parsed += rows_in_block
-            batch = to_pinned(raw_batch, color, stats.result.rows, file_label)
+            batch = to_pinned(raw_batch, pinned, stats.result.rows, file_label)
             stats.add(batch)
             row_groups.add(batch)
     finally:
@@ -103,13 +103,14 @@ def clean_trip_file(
     out_path: Path,
     *,
     color: str,
+    schema: pa.Schema,
     month_start: dt.date,
     month_end: dt.date,
     file_label: str,
     rejected_path: Path | None = None,
 ) -> CleanResult:
     """Parse a raw file (a release's CSV.gz, or one of the TLC's Parquet files) into Parquet at
-    `out_path` with the color's pinned schema.
+    `out_path` with the color's pinned `schema` (the source's, `Source.schemas[color]`).
 
     Raises BadTripFile naming the file, the column and the line for a wrong header or a value
     that does not parse. With `rejected_path` (quarantine), rows that do not parse are set aside
@@ -117,29 +118,31 @@ def clean_trip_file(
     failure `out_path` and `rejected_path` are removed.
     """
     started = time.perf_counter()
-    stats = MonthStats(color, month_start, month_end)
+    stats = MonthStats(color, schema, month_start, month_end)
     try:
         if raw_path.name.endswith(".parquet"):  # the TLC's own files: typed already, cast per era
             # Read and cast on a second thread while this one counts and encodes.
-            batches = prefetched(parquet_batches(raw_path, color, file_label), PARQUET_PREFETCH, name="parquet-read")
-            _convert(batches, out_path, color, stats, None, file_label)
+            batches = prefetched(
+                parquet_batches(raw_path, color, schema, file_label), PARQUET_PREFETCH, name="parquet-read"
+            )
+            _convert(batches, out_path, schema, stats, None, file_label)
         elif rejected_path is not None:
-            names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
+            names = header_to_pinned(color, schema, read_header(raw_path, file_label), file_label)
             rejected = Rejected()
             source = CsvSource.as_text(raw_path, names, file_label, rejected.on_invalid_row)
-            _convert(source.batches(), out_path, color, stats, rejected, file_label)
+            _convert(source.batches(), out_path, schema, stats, rejected, file_label)
             stats.result.rows_rejected = len(rejected.reasons)
             if rejected.reasons:
                 write_rejected(raw_path, rejected, rejected_path)
         else:
-            names = header_to_pinned(color, read_header(raw_path, file_label), file_label)
+            names = header_to_pinned(color, schema, read_header(raw_path, file_label), file_label)
             try:
-                source = CsvSource.for_color(raw_path, color, names, file_label)
-                _convert(source.batches(), out_path, color, stats, None, file_label)
+                source = CsvSource.with_schema(raw_path, schema, names, file_label)
+                _convert(source.batches(), out_path, schema, stats, None, file_label)
             except IntegersWrittenAsFloats:
-                stats = MonthStats(color, month_start, month_end)
-                source = CsvSource.for_color(raw_path, color, names, file_label, integers_as_floats=True)
-                _convert(source.batches(), out_path, color, stats, None, file_label)
+                stats = MonthStats(color, schema, month_start, month_end)
+                source = CsvSource.with_schema(raw_path, schema, names, file_label, integers_as_floats=True)
+                _convert(source.batches(), out_path, schema, stats, None, file_label)
     except BaseException:
         out_path.unlink(missing_ok=True)
         if rejected_path is not None:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile
 from taxi_assets.cleaning.parse import shorten
-from taxi_assets.schema import INT, STRING, TRIP_SCHEMAS
+from taxi_assets.schema import INT, STRING
 
 BATCH_ROWS = 64 * 1024
 READ_BUFFER_BYTES = 1 << 20
@@ -100,10 +100,9 @@ def _check_column_chunks(parquet: pq.ParquetFile, file_label: str) -> None:
                 )
 
 
-def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.RecordBatch]:
+def parquet_batches(path: Path, color: str, pinned: pa.Schema, file_label: str) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of the color's pinned schema, each at most BATCH_ROWS
     rows and about BATCH_BYTES decoded."""
-    pinned = TRIP_SCHEMAS[color]
     try:
         schema = pq.read_schema(path)
         strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
@@ -111,7 +110,7 @@ def parquet_batches(path: Path, color: str, file_label: str) -> Iterator[pa.Reco
         _check_column_chunks(parquet, file_label)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadTripFile(f"{file_label}: not a readable Parquet file: {shorten(str(exc))}") from None
-    in_file = pin_columns(color, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
+    in_file = pin_columns(color, pinned, parquet.schema_arrow.names, file_label, "columns")  # pinned name -> file's
     rows_before = 0
     try:
         for whole in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(in_file.values()), use_threads=False):

@@ -20,7 +20,7 @@ from isal import igzip
 from taxi_assets.cleaning.columns import pin_columns
 from taxi_assets.cleaning.errors import BadTripFile, IntegersWrittenAsFloats
 from taxi_assets.cleaning.prefetch import prefetched
-from taxi_assets.schema import INT, TRIP_SCHEMAS
+from taxi_assets.schema import INT
 
 # Tuned on generated yellow months, 2 cores (benchmarks/run.py; figures: docs/performance.md#tuned-settings):
 CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; bigger blocks held more Arrow memory for the same speed
@@ -66,9 +66,9 @@ def shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
-def header_to_pinned(color: str, header: list[str], file_label: str) -> list[str]:
+def header_to_pinned(color: str, pinned: pa.Schema, header: list[str], file_label: str) -> list[str]:
     """The pinned name of each header cell, in file order; fails on anything unexpected."""
-    return list(pin_columns(color, header, file_label, "header"))
+    return list(pin_columns(color, pinned, header, file_label, "header"))
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,11 @@ class CsvSource:
     on_invalid_row: Callable | None = None
 
     @classmethod
-    def for_color(cls, path: Path, color: str, names: list[str], file_label: str, integers_as_floats: bool = False):
+    def with_schema(
+        cls, path: Path, pinned: pa.Schema, names: list[str], file_label: str, integers_as_floats: bool = False
+    ):
         """The pinned types; or, for files that write integers as "1.0", float64 for the integer
         columns (cast back to int64 with a check that nothing is truncated)."""
-        pinned = TRIP_SCHEMAS[color]
         types = {
             n: pa.float64() if integers_as_floats and pinned.field(n).type == INT else pinned.field(n).type
             for n in names

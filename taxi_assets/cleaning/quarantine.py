@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from isal import igzip
 
 from taxi_assets.cleaning.parse import bounded_lines
-from taxi_assets.schema import INT, TIMESTAMP, TRIP_SCHEMAS
+from taxi_assets.schema import INT, TIMESTAMP
 
 _INTEGER_TEXT = r"^\s*[-+]?\d+(\.0*)?\s*$"  # "3", "-2", and "3.0" as some files write integers
 _FLOAT_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -71,10 +71,9 @@ def _typed(column: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | 
     return values, bad
 
 
-def split_block(batch: pa.RecordBatch, color: str, first_index: int, rejected: Rejected) -> pa.RecordBatch:
+def split_block(batch: pa.RecordBatch, pinned: pa.Schema, first_index: int, rejected: Rejected) -> pa.RecordBatch:
     """The block's convertible rows, typed (in the file's column order); the others are noted in
     `rejected` by line, with the first column that failed. `first_index`: rows parsed before it."""
-    pinned = TRIP_SCHEMAS[color]
     arrays, bad_any, first_bad = [], None, {}
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         target = pinned.field(name).type

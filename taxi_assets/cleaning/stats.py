@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from taxi_assets.schema import DROPOFF_COLUMN, PICKUP_COLUMN, TRIP_SCHEMAS
+from taxi_assets.schema import DROPOFF_COLUMN, PICKUP_COLUMN
 
 PREVIEW_ROWS = 5
 
@@ -34,8 +34,7 @@ class CleanResult:
 class MonthStats:
     """Accumulates a CleanResult over the batches of one color's month."""
 
-    def __init__(self, color: str, month_start: dt.date, month_end: dt.date):
-        pinned = TRIP_SCHEMAS[color]
+    def __init__(self, color: str, pinned: pa.Schema, month_start: dt.date, month_end: dt.date):
         self.pickup, self.dropoff = PICKUP_COLUMN[color], DROPOFF_COLUMN[color]
         timestamp = pinned.field(self.pickup).type
         self.start = pa.scalar(dt.datetime.combine(month_start, dt.time()), type=timestamp)

@@ -1,5 +1,5 @@
-"""The upstream source TAXI_SOURCE picks (the DataTalksClub releases' CSV.gz files, or the TLC's own
-Parquet files): its base URL and how patiently to download from it."""
+"""The upstream source a code location serves (the DataTalksClub releases' CSV.gz files, or the TLC's
+own Parquet files): which one, its base URL and how patiently to download from it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import dagster as dg
 import requests
 from pydantic import Field, field_validator
 
+from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import Source, source_named
 from taxi_assets.upstream import (
     MAX_DOWNLOAD_BYTES,
     MAX_LOOKUP_BYTES,
@@ -28,9 +29,9 @@ from taxi_assets.upstream import (
 
 
 class TripSource(dg.ConfigurableResource):
-    """NYC TLC trip files, from the source TAXI_SOURCE names: the DataTalksClub `nyc-tlc-data`
-    releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a mirror with the
-    same layout.
+    """NYC TLC trip files, from the source `source` names (`build_defs` sets it): the DataTalksClub
+    `nyc-tlc-data` releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a
+    mirror with the same layout.
 
     A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
     with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
@@ -42,6 +43,9 @@ class TripSource(dg.ConfigurableResource):
     a bad one fails naming the setting.
     """
 
+    source: str | None = Field(
+        default=None, description="releases or tlc: the layout, format and grid of the files; default TAXI_SOURCE"
+    )
     base_url: str | None = Field(
         default=None, description="Base URL; default TAXI_SOURCE_URL (releases) or TAXI_TLC_URL (tlc) at launch"
     )
@@ -80,11 +84,16 @@ class TripSource(dg.ConfigurableResource):
         return value
 
     @property
+    def spec(self) -> Source:
+        """The source served: its colors, grid, URLs, file format and "not published" statuses."""
+        return source_named(self.source or settings.source())
+
+    @property
     def base(self) -> str:
-        return checked_base_url(self.base_url or SOURCE.default_base_url())
+        return checked_base_url(self.base_url or self.spec.default_base_url())
 
     def url_for(self, month: TripMonth) -> str:
-        return SOURCE.url(self.base, month.color, month.ym)
+        return self.spec.url(self.base, month.color, month.ym)
 
     def fetch(self, month: TripMonth, dest: Path, log: logging.Logger | None = None) -> Downloaded:
         return download(
@@ -95,8 +104,8 @@ class TripSource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             give_up_after_seconds=self.give_up_after_seconds,
             max_bytes=self.max_download_bytes,
-            suffix=SOURCE.suffix,
-            not_published=SOURCE.not_published,
+            suffix=self.spec.suffix,
+            not_published=self.spec.not_published,
             log=log,
         )
 
@@ -119,5 +128,5 @@ class TripSource(dg.ConfigurableResource):
             self.url_for(month),
             session=session,
             timeout_seconds=min(self.timeout_seconds, 15.0),
-            not_published=SOURCE.not_published,
+            not_published=self.spec.not_published,
         )

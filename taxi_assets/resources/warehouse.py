@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
+import pyarrow as pa
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +38,11 @@ class Warehouse(dg.ConfigurableResource):
     dialect: ClassVar[str]
 
     @abc.abstractmethod
-    def replace_slice(self, *, source_uri: str, color: str, month: dt.date, fill_passenger_count: bool) -> SliceLoad:
+    def replace_slice(
+        self, *, source_uri: str, color: str, month: dt.date, file_schema: pa.Schema, fill_passenger_count: bool
+    ) -> SliceLoad:
+        """Replace the (color, month) slice of `rides` with the published file's rows. `file_schema`
+        is the file's pinned schema (its source's), for a warehouse that must declare it."""
         raise NotImplementedError
 
     @abc.abstractmethod

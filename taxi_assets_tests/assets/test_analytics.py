@@ -9,10 +9,13 @@ import duckdb
 import pytest
 from PIL import Image
 
-from taxi_assets.assets import ALL_ASSETS, TRIP_ASSETS
+from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import COLOR_OF, ZONES_KEY
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows, step_failure_messages
 from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
+
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
 
 GREEN = real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:]
 YELLOW = real_rows("yellow_tripdata_2020-07_sample266.csv")
@@ -27,15 +30,15 @@ def loaded(mirror, tmp_path, instance):
     mirror.publish_zones()
     resources = local_resources(tmp_path, mirror)
     for key in ("green|2020-10-01", "yellow|2020-07-01", "fhv|2019-01-01"):
-        assert dg.materialize(TRIP_ASSETS, partition_key=key, resources=resources, instance=instance).success
-    zones = dg.materialize(ALL_ASSETS, selection=[ZONES_KEY], resources=resources, instance=instance)
+        assert dg.materialize(ASSETS.trips, partition_key=key, resources=resources, instance=instance).success
+    zones = dg.materialize(ASSETS.all, selection=[ZONES_KEY], resources=resources, instance=instance)
     assert zones.success
     return resources, zones
 
 
 def _stats(resources, instance, key):
     result = dg.materialize(
-        ALL_ASSETS, selection=["monthly_trip_stats"], partition_key=key, resources=resources, instance=instance
+        ASSETS.all, selection=["monthly_trip_stats"], partition_key=key, resources=resources, instance=instance
     )
     assert result.success
     return result
@@ -99,7 +102,7 @@ def test_the_chart_draws_one_line_per_color_loaded(loaded, tmp_path, instance):
     resources, _ = loaded
     for key in ("green|2020-10-01", "yellow|2020-07-01"):
         _stats(resources, instance, key)
-    result = dg.materialize(ALL_ASSETS, selection=["trips_per_month_chart"], resources=resources, instance=instance)
+    result = dg.materialize(ASSETS.all, selection=["trips_per_month_chart"], resources=resources, instance=instance)
     [chart] = result.asset_materializations_for_node("trips_per_month_chart")
     path = tmp_path / "lake" / "reports" / "trips_per_month.png"
     assert chart.metadata["uri"].value == str(path)
@@ -121,11 +124,11 @@ def test_statistics_without_the_zones_fail_at_once_naming_the_fix(mirror, tmp_pa
     mirror.publish("yellow", "2020-07", YELLOW)
     resources = local_resources(tmp_path, mirror)
     assert dg.materialize(
-        TRIP_ASSETS, partition_key="yellow|2020-07-01", resources=resources, instance=instance
+        ASSETS.trips, partition_key="yellow|2020-07-01", resources=resources, instance=instance
     ).success
     started = time.monotonic()
     result = dg.materialize(
-        ALL_ASSETS,
+        ASSETS.all,
         selection=["monthly_trip_stats"],
         partition_key="yellow|2020-07-01",
         resources=resources,
@@ -176,7 +179,7 @@ def test_a_bad_zone_lookup_fails_and_leaves_the_zones_table_as_it_was(
         lines[-1] = lines[-2]
     (mirror.root / "misc" / "taxi_zone_lookup.csv").write_text("\n".join(lines) + "\n")
     result = dg.materialize(
-        ALL_ASSETS, selection=[ZONES_KEY], resources=resources, instance=instance, raise_on_error=False
+        ASSETS.all, selection=[ZONES_KEY], resources=resources, instance=instance, raise_on_error=False
     )
     assert not result.success
     [message] = step_failure_messages(result)

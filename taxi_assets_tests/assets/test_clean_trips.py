@@ -3,9 +3,13 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from taxi_assets.assets import clean_trips, raw_trips
-from taxi_assets.schema import TRIP_SCHEMAS
+from taxi_assets.assets import build_assets
+from taxi_assets.schema import RELEASES_SCHEMAS
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import local_resources, real_rows, step_failure_messages
+
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+clean_trips, raw_trips = ASSETS.clean_trips, ASSETS.raw_trips
 
 KEY = "green|2020-10-01"
 
@@ -33,7 +37,7 @@ def test_clean_trips_stores_typed_parquet_in_staging_with_its_checks(mirror, tmp
     assert materialization.metadata["dagster/row_count"].value == 3000
     assert materialization.metadata["pickups_outside_month"].value == 2  # two pickups on 2020-09-30
     assert materialization.metadata["raw_file_downloaded"].value is False  # read in place from the lake
-    assert pq.read_schema(staged).equals(TRIP_SCHEMAS["green"])
+    assert pq.read_schema(staged).equals(RELEASES_SCHEMAS["green"])
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {name: c.passed for name, c in checks.items()} == {
         "has_rows": True,

@@ -4,8 +4,12 @@ import os
 
 import dagster as dg
 
-from taxi_assets.assets import raw_trips
+from taxi_assets.assets import build_assets
+from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import local_resources, real_rows
+
+ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+raw_trips = ASSETS.raw_trips
 
 KEY = "green|2020-10-01"
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.cleaning import BadTripFile, clean_trip_file
-from taxi_assets.schema import TRIP_SCHEMAS
+from taxi_assets.schema import RELEASES_SCHEMAS
 from taxi_assets_tests.conftest import fhv_month, real_rows
 
 
@@ -29,14 +29,20 @@ def _clean(tmp_path, lines, color, ym):
     end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     out = tmp_path / "out.parquet"
     result = clean_trip_file(
-        _gz(tmp_path, lines), out, color=color, month_start=start, month_end=end, file_label=f"test {color} {ym}"
+        _gz(tmp_path, lines),
+        out,
+        color=color,
+        schema=RELEASES_SCHEMAS[color],
+        month_start=start,
+        month_end=end,
+        file_label=f"test {color} {ym}",
     )
     return result, pq.read_table(out)
 
 
 def test_green_tail_with_empty_integer_columns_keeps_integer_types(tmp_path):
     result, table = _clean(tmp_path, real_rows("green_tripdata_2020-10_tail500.csv"), "green", "2020-10")
-    assert table.schema.equals(TRIP_SCHEMAS["green"])
+    assert table.schema.equals(RELEASES_SCHEMAS["green"])
     assert result.rows == table.num_rows == 500
     assert str(table.schema.field("VendorID").type) == "int64"
     for column in (
@@ -64,7 +70,7 @@ def test_green_head_and_tail_share_one_schema(tmp_path):
 def test_yellow_head_decimals_and_negative_totals(tmp_path):
     result, table = _clean(tmp_path, real_rows("yellow_tripdata_2021-01_head3000.csv"), "yellow", "2021-01")
     assert result.rows == 3000
-    assert table.schema.equals(TRIP_SCHEMAS["yellow"])
+    assert table.schema.equals(RELEASES_SCHEMAS["yellow"])
     assert table.column("trip_distance")[1].as_py() == pytest.approx(0.2)  # ".20" in the file
     negatives = sum(1 for v in table.column("total_amount").to_pylist() if v is not None and v < 0)
     assert negatives == 26
@@ -83,7 +89,7 @@ def test_yellow_2020_07_counts_out_of_month_pickups_and_reads_last_row_without_n
 
 def test_fhv_2019_without_affiliated_base_number_gets_the_column_as_nulls(tmp_path):
     result, table = _clean(tmp_path, fhv_month("2019-01"), "fhv", "2019-01")
-    assert table.schema.equals(TRIP_SCHEMAS["fhv"])
+    assert table.schema.equals(RELEASES_SCHEMAS["fhv"])
     assert result.rows == 18
     assert table.column("Affiliated_base_number").null_count == 18
     assert table.column("PULocationID").null_count > 0  # empty location ids stay NULL
@@ -94,7 +100,7 @@ def test_fhv_release_casing_of_2019_maps_to_the_pinned_names(tmp_path):
     lines[0] = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag\n"
     result, table = _clean(tmp_path, lines, "fhv", "2019-02")
     assert result.rows == 16
-    assert table.schema.names == TRIP_SCHEMAS["fhv"].names
+    assert table.schema.names == RELEASES_SCHEMAS["fhv"].names
     assert table.column("DOLocationID").null_count == 0
 
 
@@ -171,6 +177,7 @@ def test_not_gzip_fails_clearly(tmp_path):
             path,
             tmp_path / "o.parquet",
             color="yellow",
+            schema=RELEASES_SCHEMAS["yellow"],
             month_start=dt.date(2021, 1, 1),
             month_end=dt.date(2021, 2, 1),
             file_label="x",
@@ -184,7 +191,13 @@ def test_truncated_gzip_fails_clearly_and_leaves_no_parquet(tmp_path):
     out = tmp_path / "o.parquet"
     with pytest.raises(BadTripFile, match="x: unreadable: .*end-of-stream marker"):
         clean_trip_file(
-            path, out, color="yellow", month_start=dt.date(2021, 1, 1), month_end=dt.date(2021, 2, 1), file_label="x"
+            path,
+            out,
+            color="yellow",
+            schema=RELEASES_SCHEMAS["yellow"],
+            month_start=dt.date(2021, 1, 1),
+            month_end=dt.date(2021, 2, 1),
+            file_label="x",
         )
     assert not out.exists()
 
@@ -210,7 +223,14 @@ def _quarantine(tmp_path, lines, color="yellow", ym="2021-01"):
     end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     out, rejected = tmp_path / "out.parquet", tmp_path / "rejected.csv.gz"
     result = clean_trip_file(
-        _gz(tmp_path, lines), out, color=color, month_start=start, month_end=end, file_label="t", rejected_path=rejected
+        _gz(tmp_path, lines),
+        out,
+        color=color,
+        schema=RELEASES_SCHEMAS[color],
+        month_start=start,
+        month_end=end,
+        file_label="t",
+        rejected_path=rejected,
     )
     return result, pq.read_table(out), rejected
 
@@ -235,7 +255,7 @@ def test_quarantine_sets_bad_rows_aside_whole_with_line_and_reason(tmp_path):
 
     assert result.rows_rejected == 5
     assert result.rows == table.num_rows == 33_000 - 5  # source lines = lake rows + rejected rows
-    assert table.schema.equals(TRIP_SCHEMAS["yellow"])
+    assert table.schema.equals(RELEASES_SCHEMAS["yellow"])
     assert table.column("VendorID")[4].as_py() == 2
     with gzip.open(rejected, "rt", newline="") as f:
         rows = list(csv.DictReader(f))

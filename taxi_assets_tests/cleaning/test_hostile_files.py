@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taxi_assets.schema import TRIP_SCHEMAS
+from taxi_assets.sources import RELEASES
 
 ROOT = Path(__file__).resolve().parents[2]
 # Python, pyarrow and the package take ~120 MB here; a month of ordinary rows ~500 MB.
@@ -24,10 +24,11 @@ CHILD = """
 import datetime as dt, json, re, sys
 from pathlib import Path
 from taxi_assets.cleaning import BadTripFile, clean_trip_file
+from taxi_assets.sources import RELEASES
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
 try:
-    result = clean_trip_file(raw, out, color="yellow", month_start=dt.date(2021, 1, 1),
-                             month_end=dt.date(2021, 2, 1), file_label=raw.name)
+    result = clean_trip_file(raw, out, color="yellow", schema=RELEASES.schemas["yellow"],
+                             month_start=dt.date(2021, 1, 1), month_end=dt.date(2021, 2, 1), file_label=raw.name)
     outcome = {"rows": result.rows}
 except BadTripFile as exc:
     outcome = {"error": str(exc)}
@@ -71,7 +72,7 @@ def test_a_gzip_bomb_in_the_header_line_stays_in_budget_and_names_the_file(tmp_p
 
 
 def test_a_gzip_bomb_after_the_header_stays_in_budget_and_names_the_file(tmp_path):
-    header = ",".join(TRIP_SCHEMAS["yellow"].names).encode() + b"\n"
+    header = ",".join(RELEASES.schemas["yellow"].names).encode() + b"\n"
     raw = _gzip_bomb(tmp_path / "yellow_tripdata_2021-01.csv.gz", header, 1 << 30)
     got = _clean_in_a_process(raw)
     assert got["peak_mb"] < BUDGET_MB, got
@@ -90,7 +91,7 @@ def _values(field: pa.Field, rows: int) -> pa.Array:
 def test_a_small_parquet_file_of_long_dictionary_strings_stays_in_budget(tmp_path):
     """200k rows whose store_and_fwd_flag is one 20 KB string, dictionary-encoded: 2 MB on disk,
     4 GB decoded. Batches are bounded by bytes as well as rows."""
-    rows, schema = 200_000, TRIP_SCHEMAS["yellow"]
+    rows, schema = 200_000, RELEASES.schemas["yellow"]
     long_flag = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["Y" * 20_000]))
     columns = [long_flag if f.name == "store_and_fwd_flag" else _values(f, rows) for f in schema]
     raw = tmp_path / "yellow_tripdata_2021-01.parquet"
@@ -105,7 +106,9 @@ def test_a_small_parquet_file_of_long_dictionary_strings_stays_in_budget(tmp_pat
 
 def test_a_corrupt_parquet_footer_names_the_file(tmp_path):
     raw = tmp_path / "yellow_tripdata_2021-01.parquet"
-    table = pa.Table.from_arrays([_values(f, 10) for f in TRIP_SCHEMAS["yellow"]], schema=TRIP_SCHEMAS["yellow"])
+    table = pa.Table.from_arrays(
+        [_values(f, 10) for f in RELEASES.schemas["yellow"]], schema=RELEASES.schemas["yellow"]
+    )
     pq.write_table(table, raw)
     data = bytearray(raw.read_bytes())
     data[-40:-8] = b"\xff" * 32  # inside the footer, before its length and the magic bytes

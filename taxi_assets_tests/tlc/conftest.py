@@ -1,4 +1,10 @@
-"""The tlc source's tests run in their own pytest session with TAXI_SOURCE=tlc (`make test` runs
-it after the main one; without it they are skipped, saying so): the source fixes the grid and the
-schemas when the code loads. The shared `mirror` fixture then serves the TLC's layout and answers
-403 for a month not out."""
+"""The tlc source's tests: the shared `mirror` fixture serves the TLC's layout here and answers 403
+for a month not out. They run in the main session: the assets are built for the tlc source by
+`build_assets(TLC, ...)`, whatever TAXI_SOURCE says."""
+
+import pytest
+
+
+@pytest.fixture
+def mirror(tlc_mirror):
+    return tlc_mirror

@@ -1,4 +1,4 @@
-"""TAXI_SOURCE=tlc: the TLC's own Parquet files, every schema era of every color, through the same
+"""The tlc source: the TLC's own Parquet files, every schema era of every color, through the same
 assets, lake layout and warehouse; the grid of months that can exist; refresh and schedule."""
 
 from __future__ import annotations
@@ -11,33 +11,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.assets import TRIP_ASSETS
-from taxi_assets.partitions import trip_partitions
+from taxi_assets.assets import build_assets
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.schedules import month_before_last, newest_month_schedule
-from taxi_assets.schema import TRIP_SCHEMAS
 from taxi_assets.sensors import upstream_files_sensor
-from taxi_assets.sources import SOURCE
+from taxi_assets.sources import TLC
 from taxi_assets_tests.conftest import local_resources, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
-if SOURCE.name != "tlc":
-    pytest.skip(
-        "the tlc source fixes the grid and schemas when the code loads: run these with "
-        "`TAXI_SOURCE=tlc pytest taxi_assets_tests/tlc` (make test does)",
-        allow_module_level=True,
-    )
+ASSETS = build_assets(TLC, "local")  # the assets as the tlc code location has them
 
 
 @pytest.fixture
 def resources(mirror, tmp_path):
-    source = TripSource(base_url=mirror.base_url, backoff_seconds=0.01)
-    return {**local_resources(tmp_path, mirror), "source": source}
+    return local_resources(tmp_path, mirror)  # its source serves the tlc layout of the mirror
 
 
 def _run(resources, instance, key):
-    return dg.materialize(TRIP_ASSETS, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
+    return dg.materialize(ASSETS.trips, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
 
 
 def _slice_rows(tmp_path, color, month) -> int:
@@ -46,7 +38,7 @@ def _slice_rows(tmp_path, color, month) -> int:
 
 
 def test_the_grid_offers_only_months_that_can_exist():
-    keys = trip_partitions.get_partition_keys()
+    keys = ASSETS.partitions_def.get_partition_keys()
     colors = ("yellow", "green", "fhv", "fhvhv")
     firsts = {color: min(k for k in keys if k.startswith(color + "|")) for color in colors}
     assert firsts == {
@@ -70,7 +62,7 @@ def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, mirror, tm
     published = tmp_path / "lake" / "data" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
     raw = tmp_path / "lake" / "raw" / era.color / f"{era.color}_tripdata_{era.month}.parquet"
     assert raw.read_bytes() == mirror.path(era.color, era.month).read_bytes()  # byte for byte
-    assert pq.read_schema(published).equals(TRIP_SCHEMAS[era.color])
+    assert pq.read_schema(published).equals(TLC.schemas[era.color])
     assert pq.read_metadata(published).num_rows == 1_000  # source rows = lake rows
     assert _slice_rows(tmp_path, era.color, dt.date.fromisoformat(f"{era.month}-01")) == 1_000  # = warehouse rows
     source = pq.read_table(mirror.path(era.color, era.month))
@@ -121,7 +113,7 @@ def test_a_month_not_out_answers_403_and_fails_at_once(mirror, instance, resourc
 
 def _tick(mirror, instance, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"source": TripSource(base_url=mirror.base_url)}
+        instance=instance, cursor=cursor, resources={"source": TripSource(source="tlc", base_url=mirror.base_url)}
     )
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result.cursor
@@ -150,12 +142,14 @@ def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(m
     assert month_before_last(tick.date()) == dt.date(2025, 2, 1)
 
     def evaluate():
-        context = dg.build_schedule_context(
+        # Closed after use: the context opens its own instance from the ref, which would otherwise
+        # outlive it as the process's current one and break later tests in this session.
+        with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=tick,
-            resources={"source": TripSource(base_url=mirror.base_url)},
-        )
-        return newest_month_schedule(context)
+            resources={"source": TripSource(source="tlc", base_url=mirror.base_url)},
+        ) as context:
+            return newest_month_schedule(context)
 
     skipped = evaluate()
     assert isinstance(skipped, dg.SkipReason) and "2025-02 is not out yet" in skipped.skip_message

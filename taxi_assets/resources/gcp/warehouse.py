@@ -17,12 +17,12 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import bigquery
 from pydantic import PrivateAttr
 
-from taxi_assets.partitions import COLORS
 from taxi_assets.resources.errors import SetupError
 from taxi_assets.resources.gcp.clients import explained, missing_bucket
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.retrying import retry
-from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, TRIP_SCHEMAS, rides_select_list
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE, rides_select_list
+from taxi_assets.sources import ALL_COLORS
 
 _BIGQUERY_TYPES = {
     pa.int64(): "INT64",
@@ -151,8 +151,8 @@ class BigQueryWarehouse(Warehouse):
     def swap_script(self, client, staging_id: str, color: str, month: dt.date, fill_passenger_count: bool) -> str:
         """The transaction that replaces the slice with the staging table's rows."""
         # Literals, not parameters: some engines (the emulator) take no parameters in scripts.
-        # Both values are validated partition parts: a color of COLORS and a date.
-        if color not in COLORS:
+        # Both values are validated partition parts: a color of a source and a date.
+        if color not in ALL_COLORS:
             raise ValueError(f"unknown color {color!r}")
         slice_filter = f"color = '{color}' AND month = DATE '{month.isoformat()}'"
         rides = _quote(self._table_id(client, RIDES_TABLE))
@@ -170,11 +170,11 @@ class BigQueryWarehouse(Warehouse):
             "COMMIT TRANSACTION;"
         )
 
-    def _load_staging(self, client: bigquery.Client, staging_id: str, source_uri: str, color: str) -> None:
+    def _load_staging(self, client: bigquery.Client, staging_id: str, source_uri: str, schema: pa.Schema) -> None:
         """A fresh staging table holding the published file, loaded by BigQuery from GCS."""
         # DATETIME: the lake's timestamps are timezone-naive (New York wall-clock times), and that is
         # what BigQuery reads them as; the swap casts them to rides' TIMESTAMP.
-        staging = bigquery.Table(staging_id, schema=_bq_schema(TRIP_SCHEMAS[color], timestamps="DATETIME"))
+        staging = bigquery.Table(staging_id, schema=_bq_schema(schema, timestamps="DATETIME"))
         # Dropped after the swap; the expiry only collects what a killed worker left behind.
         staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.staging_expiry_hours)
         client.create_table(staging)
@@ -187,7 +187,7 @@ class BigQueryWarehouse(Warehouse):
             ),
         ).result()
 
-    def replace_slice(self, *, source_uri, color, month, fill_passenger_count) -> SliceLoad:
+    def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
         if not source_uri.startswith("gs://"):
             raise ValueError(f"BigQuery loads from gs:// objects only, got {source_uri}")
         bucket_name = source_uri.removeprefix("gs://").split("/", 1)[0]
@@ -201,7 +201,7 @@ class BigQueryWarehouse(Warehouse):
             staging_id = self._table_id(client, f"_staging_rides_{color}_{month:%Y%m}_{uuid.uuid4().hex[:8]}")
             try:
                 with self._explained(client, f"load {source_uri} into {rides}", needs):
-                    self._load_staging(client, staging_id, source_uri, color)
+                    self._load_staging(client, staging_id, source_uri, file_schema)
                     self._swap(client, self.swap_script(client, staging_id, color, month, fill_passenger_count))
                     loaded = self._scalar(
                         client,

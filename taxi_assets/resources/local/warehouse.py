@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
+from taxi_assets import settings
 from taxi_assets.resources.errors import SetupError, writing
 from taxi_assets.resources.warehouse import SliceLoad, Warehouse
 from taxi_assets.retrying import retry
@@ -69,14 +70,26 @@ class DuckDBWarehouse(Warehouse):
     program with the file open, holds a lock, and this waits for it (bounded, and logged)."""
 
     dialect: ClassVar[str] = "duckdb"
-    database: str = Field(description="The DuckDB file ($TAXI_DATA_DIR/warehouse.duckdb, from targets.py)")
+    # Optional: run config that sets another field (lock_timeout_seconds) replaces the resource's
+    # config at launch, and must not need the path; it is then the same settings.duckdb_path().
+    database: str | None = Field(
+        default=None,
+        description="The DuckDB file; targets.py passes settings.duckdb_path() ($TAXI_DATA_DIR/warehouse.duckdb)",
+    )
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long to wait for another process's lock on the file before failing"
     )
 
+    @property
+    def path(self) -> str:
+        return self.database or str(settings.duckdb_path())
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        database = self.database
+        database = self.path
+        # DuckDB creates the file, not its folder: on a fresh data folder the first run may be the
+        # zones' (nothing has written the lake yet).
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
         next_log = 0.0
 
         def waiting(attempt: int, exc: BaseException, pause: float, waited: float) -> None:
@@ -115,9 +128,10 @@ class DuckDBWarehouse(Warehouse):
         )
         return f"CREATE TABLE IF NOT EXISTS {RIDES_TABLE} ({columns})"
 
-    def replace_slice(self, *, source_uri, color, month, fill_passenger_count) -> SliceLoad:
+    def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
         if "://" in source_uri:
             raise ValueError(f"DuckDB warehouse loads local lake files only, got {source_uri}")
+        del file_schema  # DuckDB reads the Parquet file's own schema
         select = ", ".join(
             ["$color AS color", "$month AS month"]
             + rides_select_list(
@@ -125,7 +139,7 @@ class DuckDBWarehouse(Warehouse):
             )
         )
         slice_params = {"color": color, "month": month}
-        with writing(self.database), _disk_errors(), self._connection() as conn:
+        with writing(self.path), _disk_errors(), self._connection() as conn:
             conn.execute(self._create_table_sql())
             conn.execute("BEGIN TRANSACTION")
             try:
@@ -161,7 +175,7 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()[0]
 
     def replace_table(self, name: str, table: pa.Table) -> int:
-        with writing(self.database), _disk_errors(), self._connection() as conn:
+        with writing(self.path), _disk_errors(), self._connection() as conn:
             conn.register("incoming", table)
             conn.execute("BEGIN TRANSACTION")
             try:

@@ -15,11 +15,13 @@ from taxi_assets.mirror import serve_folder
 from taxi_assets.resources.errors import AccessDenied
 from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
 from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse, bucket_loadable_into
+from taxi_assets.schema import RELEASES_SCHEMAS
 from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.emulators import RewritingProxy
 
 JANUARY = dt.date(2021, 1, 1)
 KEY = "data/yellow/yellow_tripdata_2021-01.parquet"
+YELLOW = RELEASES_SCHEMAS["yellow"]
 
 
 @pytest.mark.parametrize(
@@ -43,7 +45,9 @@ def _publish(tmp_path, env, lines) -> str:
     """A published yellow month in the GCS emulator, as gcs_parquet leaves it."""
     raw, out = tmp_path / "raw.csv.gz", tmp_path / "clean.parquet"
     raw.write_bytes(gzip.compress("".join(lines).encode()))
-    clean_trip_file(raw, out, color="yellow", month_start=JANUARY, month_end=dt.date(2021, 2, 1), file_label="t")
+    clean_trip_file(
+        raw, out, color="yellow", schema=YELLOW, month_start=JANUARY, month_end=dt.date(2021, 2, 1), file_label="t"
+    )
     storage.Client(project=env["project"]).bucket(env["bucket"]).blob(KEY).upload_from_filename(str(out))
     return f"gs://{env['bucket']}/{KEY}"
 
@@ -69,7 +73,9 @@ def test_a_failure_inside_the_swap_leaves_the_old_slice(gcp_emulators, gcp_env, 
     uri = _publish(tmp_path, gcp_env, rows)
 
     def replace():
-        return warehouse.replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+        return warehouse.replace_slice(
+            source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+        )
 
     assert replace().rows == 3000
 
@@ -103,7 +109,9 @@ def test_a_swap_aborted_by_a_concurrent_transaction_is_retried(gcp_emulators, gc
     warehouse = _warehouse(gcp_env).model_copy(update={"swap_backoff_seconds": 0.05})
     with RewritingProxy(gcp_emulators.bigquery_host, abort_first_swap).running() as url:
         monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
-        load = warehouse.replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+        load = warehouse.replace_slice(
+            source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+        )
     assert len(aborted) == 1 and load.rows == 3000
     assert "aborted by a concurrent transaction on rides (attempt 1 of 5); retrying" in caplog.text
 
@@ -113,7 +121,9 @@ def test_naive_lake_timestamps_land_as_the_same_wall_clock_times(gcp_emulators, 
     swap casts them to rides' TIMESTAMP without shifting them."""
     rows = real_rows("yellow_tripdata_2021-01_head3000.csv")
     uri = _publish(tmp_path, gcp_env, rows)
-    _warehouse(gcp_env).replace_slice(source_uri=uri, color="yellow", month=JANUARY, fill_passenger_count=True)
+    _warehouse(gcp_env).replace_slice(
+        source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+    )
     client = bigquery.Client(
         project=gcp_env["project"],
         credentials=AnonymousCredentials(),
@@ -159,7 +169,7 @@ def test_403_names_the_permission_and_identity(monkeypatch, tmp_path):
         )
         with pytest.raises(AccessDenied) as err:
             warehouse.replace_slice(
-                source_uri=f"gs://b/{KEY}", color="yellow", month=JANUARY, fill_passenger_count=True
+                source_uri=f"gs://b/{KEY}", color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
             )
     message = str(err.value)
     assert "HTTP 403" in message and "bigquery.datasets.get" in message
