@@ -40,6 +40,25 @@ POOL_LIMITS = {
     "warehouse": 1,  # bq_rides_table: DuckDB takes one writer; BigQuery cancels concurrent transactions on one table
     "upstream": 2,  # raw_trips: concurrent downloads from GitHub, whatever the number of runs
 }
+# How often the daemon's backfill loop looks at backfills: Dagster fixes it at 30 s (no instance
+# setting), so a new backfill's first runs were created up to 30 s after its launch. The daemon is
+# started with the value replaced (DAEMON below); TAXI_BACKFILL_INTERVAL_SECONDS overrides it.
+BACKFILL_INTERVAL_SECONDS = 3
+# `dagster-daemon run -w ...` with dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS (read
+# by the backfill loop when it starts, and by the legacy asset daemon) set first. A private name of
+# Dagster's, pinned <1.14 in pyproject.toml; without it the daemon runs as Dagster ships it.
+# Its command line still reads `... dagster-daemon run -w WORKSPACE`, as tools and tests look for.
+DAEMON = """
+import os, sys
+import dagster._daemon.controller as controller
+if hasattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS"):
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = float(os.environ["TAXI_BACKFILL_INTERVAL_SECONDS"])
+else:
+    print("note: this Dagster has no DEFAULT_DAEMON_INTERVAL_SECONDS; backfills use its own interval", file=sys.stderr)
+from dagster._daemon.cli import main
+sys.argv = sys.argv[1:]
+main()
+"""
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 600  # a process that keeps dying stops the service
 
 
@@ -167,13 +186,14 @@ def main() -> int:
         f"      location_name: {LOCATION}\n"
     )
     env = service_env(home, data_dir)
+    env.setdefault("TAXI_BACKFILL_INTERVAL_SECONDS", str(BACKFILL_INTERVAL_SECONDS))
     set_pool_limits(env)
 
     commands = {
         "code-server": [str(BIN / "dagster"), "code-server", "start", "-m", MODULE, "-h", "127.0.0.1"]
         + ["-p", str(grpc_port), "--location-name", LOCATION],
         "webserver": [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", web_host, "-p", str(web_port)],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+        "daemon": [sys.executable, "-c", DAEMON, "dagster-daemon", "run", "-w", str(workspace)],
     }
     processes: dict[str, subprocess.Popen] = {}
 
