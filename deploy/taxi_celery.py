@@ -24,7 +24,7 @@ import os
 import socket
 import time
 
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_init
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster_celery.config import DEFAULT_CONFIG
 from dagster_celery.launcher import CeleryRunLauncher
@@ -107,6 +107,20 @@ execute_job = create_execute_job_task(app)
 resume_job = create_resume_job_task(app)
 
 _instance = None
+
+
+@worker_process_init.connect
+def warm_up(**_ignored) -> None:
+    """In each new pool process, before its first run: open the instance (PostgreSQL storage, the
+    run launcher's Celery app), which otherwise costs the process's first run a few seconds."""
+    global _instance
+    from dagster import DagsterInstance
+
+    try:
+        _instance = DagsterInstance.get()
+        _instance.get_run_records(limit=1)
+    except Exception:  # the run will report what is wrong, with its own instance
+        _instance = None
 
 
 @task_prerun.connect

@@ -86,9 +86,10 @@ def main() -> int:
         str(max_tasks),
         "--max-memory-per-child",
         str(max_memory_mb * 1024),  # KiB
-        # Imported once by the parent, before the pool forks: a run starts without importing the code.
+        # Imported once by the parent, before the pool forks: a run starts without importing the
+        # code location or the instance's storage.
         "--include",
-        "taxi_assets.definitions",
+        "taxi_assets.definitions,dagster_postgres",
         "--without-mingle",
         "--without-gossip",
     ]
