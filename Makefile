@@ -6,7 +6,7 @@ TAXI_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
 LOCAL_ENV := TAXI_DATA_DIR=$(TAXI_DATA_DIR) DAGSTER_HOME=$(DAGSTER_HOME)
 
-.PHONY: install demo test test-fast dev serve bench clean
+.PHONY: install demo test test-fast dev serve worker bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,11 @@ dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	umask 077 && mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
 	umask 077 && $(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1  # run storage and logs private
 
-serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL)
+serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL; with DAGSTER_CELERY_BROKER_URL, runs go to `make worker`)
 	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/serve.py
+
+worker: install  ## one Celery worker for the production instance (needs DAGSTER_PG_URL, DAGSTER_CELERY_BROKER_URL)
+	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/worker.py
 
 bench: install  ## seed vs ours on generated 1.37M- and 7.7M-row yellow months, ours on the 23M-row fhv month, the backfill (~10 minutes; files cached in bench/)
 	$(BIN)/python benchmarks/run.py --fhv-rows 23143222 --backfill 93

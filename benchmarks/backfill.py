@@ -1,21 +1,27 @@
 """A full-history backfill, as a user launches it from the UI: all 93 partitions (2019-01 ..
 2021-07, three colors; small generated files from a loopback mirror) in one partition backfill,
-run by the daemon with the default run launcher (a process per run), on two instances:
+run by the daemon, on up to three instances:
 
-- production: `make serve` (code server, webserver, daemon) on a throwaway PostgreSQL cluster;
+- production: `make serve` (code server, webserver, daemon) on a throwaway PostgreSQL cluster,
+  a process per run (the default run launcher);
+- celery: the same with DAGSTER_CELERY_BROKER_URL (a throwaway Redis) and two `make worker`
+  processes on this machine (DAGSTER_CELERY_CONCURRENCY each, default 2): runs are Celery tasks;
 - dev: `dagster dev` on its SQLite instance.
 
-Prints wall time, runs per minute and per-run overhead: a run's time minus its data steps, and
-the whole cost per partition (wall x concurrent runs / partitions) minus the steps, which also
-counts starting each run's process.
+Prints, per instance and then side by side: wall time, runs per minute, run start (RUN_STARTING
+to RUN_START: handing the run over until its process runs the job), data steps, CPU per partition,
+the time from the launch to the first run's start, the median wait from a run's creation to its
+start, the peak number of runs side by side; and the per-run overhead (a run's time minus its data
+steps; the whole cost per partition, wall x concurrent runs / partitions, minus the steps).
 
-    .venv/bin/python benchmarks/backfill.py                  # both instances
-    .venv/bin/python benchmarks/backfill.py --instance dev   # one
+    .venv/bin/python benchmarks/backfill.py                                   # production and celery
+    .venv/bin/python benchmarks/backfill.py --instance dev --partitions 12    # one, fewer partitions
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import statistics
@@ -31,11 +37,18 @@ from generate import generate  # noqa: E402
 from taxi_assets.mirror import serve_folder  # noqa: E402
 from taxi_assets.partitions import trip_partitions  # noqa: E402
 from taxi_assets.sources import RELEASES  # noqa: E402
-from taxi_assets_harness.graphql import graphql, wait_until  # noqa: E402
-from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill, make_serve  # noqa: E402
+from taxi_assets_harness.graphql import graphql, max_overlap, wait_until  # noqa: E402
+from taxi_assets_harness.instances import (  # noqa: E402
+    backfill_runs,
+    dagster_dev,
+    launch_backfill,
+    make_serve,
+    make_worker,
+)
 from taxi_assets_harness.postgres import postgres_cluster  # noqa: E402
+from taxi_assets_harness.redis import redis_server  # noqa: E402
 
-CONCURRENT_RUNS = {"production": 4, "dev": 3}  # deploy/dagster.yaml, taxi_assets/dagster.yaml
+CONCURRENT_RUNS = {"production": 4, "celery": 4, "dev": 3}  # deploy/dagster.yaml, taxi_assets/dagster.yaml
 
 
 def build_mirror(workdir: Path) -> tuple[Path, list[str]]:
@@ -65,7 +78,7 @@ def _seconds(stats: list[dict]) -> float:
 
 
 PHASES = {
-    "RunEnqueuedEvent": "enqueued",
+    "RunEnqueuedEvent": "enqueued",  # the run is created (the backfill daemon submits it to the queue)
     "RunStartingEvent": "starting",
     "RunStartEvent": "start",
     "RunSuccessEvent": "end",
@@ -90,6 +103,8 @@ ROLES = {
     "api grpc": "code server",
     "code-server": "code server",
     "postgres": "PostgreSQL",
+    "redis-server": "Redis",
+    "taxi_celery:app worker": "Celery workers",  # the runs themselves, on Celery
 }
 
 
@@ -113,7 +128,7 @@ def _cpu_by_role() -> dict[str, float]:
     return used
 
 
-def measure(port: int, keys: list[str], instance: str) -> None:
+def measure(port: int, keys: list[str], instance: str) -> dict[str, float]:
     cpu_before = _cpu_by_role()
     started = time.time()
     backfill = launch_backfill(port, keys)
@@ -156,29 +171,88 @@ def measure(port: int, keys: list[str], instance: str) -> None:
     print(
         f"where a run's time goes (median): {statistics.median(queued):.2f} s queued, "
         f"{statistics.median(launch):.2f} s from launch to its process running the job (a new Python "
-        f"process: imports, instance, code location), {statistics.median(run_seconds):.2f} s running",
+        f"process, or a Celery worker's: imports, instance, code location), "
+        f"{statistics.median(run_seconds):.2f} s running",
         flush=True,
     )
+    first_start = min(p["start"] for p in phases if "start" in p) - started
+    waits = [p["start"] - p["enqueued"] for p in phases if {"start", "enqueued"} <= p.keys()]
+    peak = max_overlap(runs)
+    print(
+        f"pace: first run started {first_start:.1f} s after the launch; median {statistics.median(waits):.1f} s "
+        f"from a run's creation to its start; at most {peak} runs side by side",
+        flush=True,
+    )
+    return {
+        "wall (s)": wall,
+        "runs per minute": len(keys) / wall * 60,
+        "failed runs": len(failed),
+        "run start, median (s)": statistics.median(launch),
+        "data steps, median (s)": statistics.median(steps),
+        "CPU per partition (s)": cpu["machine"] / len(keys),
+        "launch to first run start (s)": first_start,
+        "creation to start, median (s)": statistics.median(waits),
+        "peak runs side by side": peak,
+    }
+
+
+def side_by_side(results: dict[str, dict[str, float]], partitions: int) -> None:
+    names = list(results)
+    print(f"\n== side by side: backfill of {partitions} partitions ==")
+    print(f"{'':32}" + "".join(f"{name:>14}" for name in names))
+    for figure in next(iter(results.values())):
+        print(f"{figure:32}" + "".join(f"{results[name][figure]:>14.2f}" for name in names))
+
+
+@contextlib.contextmanager
+def celery_instance(tmp: Path, pg_url: str, env: dict[str, str], concurrency: int):
+    """`make serve` with a Redis broker and two `make worker`s on this machine."""
+    with redis_server(tmp / "redis") as broker:
+        served = {**env, "DAGSTER_CELERY_BROKER_URL": broker.url}
+        worker_env = {**env, "DAGSTER_CELERY_CONCURRENCY": str(concurrency)}
+        with (
+            make_serve(tmp, pg_url, served) as port,
+            make_worker(tmp / "w1", pg_url, broker.url, worker_env),
+            make_worker(tmp / "w2", pg_url, broker.url, worker_env),
+        ):
+            yield port
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instance", choices=["production", "dev", "both"], default="both")
+    parser.add_argument(
+        "--instance",
+        choices=["production", "celery", "dev", "both", "all"],
+        default="both",
+        help="both: production and celery; all: the three",
+    )
     parser.add_argument("--partitions", type=int, default=93, help="the first N partitions of the grid")
+    parser.add_argument("--celery-concurrency", type=int, default=2, help="runs at once per Celery worker (two)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
+    chosen = {"both": ["production", "celery"], "all": ["production", "celery", "dev"]}.get(
+        args.instance, [args.instance]
+    )
     args.workdir.mkdir(parents=True, exist_ok=True)
     mirror, keys = build_mirror(args.workdir)
     keys = keys[: args.partitions]
+    results: dict[str, dict[str, float]] = {}
     with serve_folder(mirror) as base_url:
         env = {"TAXI_SOURCE_URL": base_url}
-        if args.instance in ("production", "both"):
+        for instance in chosen:
             with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-                with postgres_cluster(Path(tmp) / "pg") as pg_url, make_serve(Path(tmp), pg_url, env) as port:
-                    measure(port, keys, "production")
-        if args.instance in ("dev", "both"):
-            with tempfile.TemporaryDirectory(dir=args.workdir) as tmp, dagster_dev(Path(tmp), env) as port:
-                measure(port, keys, "dev")
+                if instance == "dev":
+                    with dagster_dev(Path(tmp), env) as port:
+                        results[instance] = measure(port, keys, instance)
+                    continue
+                with postgres_cluster(Path(tmp) / "pg") as pg_url:
+                    if instance == "production":
+                        with make_serve(Path(tmp), pg_url, env) as port:
+                            results[instance] = measure(port, keys, instance)
+                    else:
+                        with celery_instance(Path(tmp), pg_url, env, args.celery_concurrency) as port:
+                            results[instance] = measure(port, keys, instance)
+    side_by_side(results, len(keys))
 
 
 if __name__ == "__main__":

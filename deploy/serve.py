@@ -9,12 +9,18 @@ retries), each logging to `$DAGSTER_HOME/serve-logs/`. What they write is privat
 (umask 077; DAGSTER_HOME created 0700); a DAGSTER_WEBSERVER_HOST beyond loopback gets a warning.
 Ctrl-C (or SIGTERM) stops all three. One that exits on its own is started again; one that keeps
 exiting (5 times in 10 minutes) stops the service.
+
+With DAGSTER_CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0; the result backend is the same
+server unless DAGSTER_CELERY_BACKEND_URL says otherwise), runs are Celery tasks that `make worker`
+processes run (deploy/celery.yaml, deploy/worker.py) instead of a process each on this machine.
+Every pool's limit is set before anything starts (POOL_LIMITS), so two runs never race to create
+a pool's row in PostgreSQL.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +33,32 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODULE = "taxi_assets.definitions"
 LOCATION = "taxi_assets"
-UPSTREAM_POOL_LIMIT = 2  # concurrent downloads from GitHub, whatever the number of runs
+# Every pool the assets use, with its limit. Set when the service starts: a pool whose row does not
+# exist yet is created by the first step that asks for it, and two runs doing so at the same moment
+# fail on PostgreSQL's unique key (seen with Celery workers starting runs side by side).
+POOL_LIMITS = {
+    "warehouse": 1,  # bq_rides_table: DuckDB takes one writer; BigQuery cancels concurrent transactions on one table
+    "upstream": 2,  # raw_trips: concurrent downloads from GitHub, whatever the number of runs
+}
+# How often the daemon's backfill loop looks at backfills: Dagster fixes it at 30 s (no instance
+# setting), so a new backfill's first runs were created up to 30 s after its launch. The daemon is
+# started with the value replaced (DAEMON below); TAXI_BACKFILL_INTERVAL_SECONDS overrides it.
+BACKFILL_INTERVAL_SECONDS = 3
+# `dagster-daemon run -w ...` with dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS (read
+# by the backfill loop when it starts, and by the legacy asset daemon) set first. A private name of
+# Dagster's, pinned <1.14 in pyproject.toml; without it the daemon runs as Dagster ships it.
+# Its command line still reads `... dagster-daemon run -w WORKSPACE`, as tools and tests look for.
+DAEMON = """
+import os, sys
+import dagster._daemon.controller as controller
+if hasattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS"):
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = float(os.environ["TAXI_BACKFILL_INTERVAL_SECONDS"])
+else:
+    print("note: this Dagster has no DEFAULT_DAEMON_INTERVAL_SECONDS; backfills use its own interval", file=sys.stderr)
+from dagster._daemon.cli import main
+sys.argv = sys.argv[1:]
+main()
+"""
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 600  # a process that keeps dying stops the service
 
 
@@ -76,6 +107,61 @@ def private_home(home: Path) -> None:
         )
 
 
+def celery_broker() -> str | None:
+    return os.environ.get("DAGSTER_CELERY_BROKER_URL") or None
+
+
+def instance_config(celery: bool) -> str:
+    """The instance's dagster.yaml: deploy/dagster.yaml, plus deploy/celery.yaml's run launcher for Celery."""
+    text = (ROOT / "deploy" / "dagster.yaml").read_text()
+    return text + "\n" + (ROOT / "deploy" / "celery.yaml").read_text() if celery else text
+
+
+def write_instance_config(home: Path) -> str | None:
+    """Write DAGSTER_HOME/dagster.yaml if missing; return a problem with an existing one, or None."""
+    path, celery = home / "dagster.yaml", bool(celery_broker())
+    if not path.exists():
+        path.write_text(instance_config(celery))
+    text = path.read_text()
+    if "postgres:" not in text:
+        return f"{path} has no PostgreSQL storage; use a DAGSTER_HOME for the deployment"
+    if celery != ("TaxiCeleryRunLauncher" in text):
+        return (
+            f"{path} {'lacks' if celery else 'has'} the Celery run launcher but DAGSTER_CELERY_BROKER_URL is "
+            f"{'set' if celery else 'not set'}; remove the file to have it written again, or use another DAGSTER_HOME"
+        )
+    return None
+
+
+def service_env(home: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of the instance's processes (serve.py's three, a worker)."""
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "TAXI_DATA_DIR": str(data_dir),
+        "DAGSTER_PG_SQLALCHEMY_URL": sqlalchemy_url(os.environ["DAGSTER_PG_URL"]),
+        # deploy/taxi_celery.py, the Celery run launcher the instance names
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "deploy"), os.environ.get("PYTHONPATH")])),
+    }
+    if celery_broker():
+        env["DAGSTER_CELERY_BACKEND_URL"] = os.environ.get("DAGSTER_CELERY_BACKEND_URL") or celery_broker()
+    return env
+
+
+SET_POOL_LIMITS = """
+import json, sys
+from dagster import DagsterInstance
+with DagsterInstance.get() as instance:
+    for pool, limit in json.loads(sys.argv[1]).items():
+        instance.event_log_storage.set_concurrency_slots(pool, limit)
+"""
+
+
+def set_pool_limits(env: dict[str, str]) -> None:
+    """Every pool's limit (POOL_LIMITS), in one process (`dagster instance concurrency set` takes one each)."""
+    subprocess.run([sys.executable, "-c", SET_POOL_LIMITS, json.dumps(POOL_LIMITS)], env=env, check=True)
+
+
 def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
@@ -88,12 +174,9 @@ def main() -> int:
     # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
     logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    if "postgres:" not in (home / "dagster.yaml").read_text():
-        print(
-            f"{home / 'dagster.yaml'} has no PostgreSQL storage; use a DAGSTER_HOME for the deployment", file=sys.stderr
-        )
+    problem = write_instance_config(home)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     grpc_port = int(os.environ.get("DAGSTER_CODE_SERVER_PORT") or 4266)
     web_port = int(os.environ.get("DAGSTER_WEBSERVER_PORT") or 3000)
@@ -102,24 +185,15 @@ def main() -> int:
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "TAXI_DATA_DIR": str(data_dir),
-        "DAGSTER_PG_SQLALCHEMY_URL": sqlalchemy_url(os.environ["DAGSTER_PG_URL"]),
-    }
-    subprocess.run(
-        [str(BIN / "dagster"), "instance", "concurrency", "set", "upstream", str(UPSTREAM_POOL_LIMIT)],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    env = service_env(home, data_dir)
+    env.setdefault("TAXI_BACKFILL_INTERVAL_SECONDS", str(BACKFILL_INTERVAL_SECONDS))
+    set_pool_limits(env)
 
     commands = {
         "code-server": [str(BIN / "dagster"), "code-server", "start", "-m", MODULE, "-h", "127.0.0.1"]
         + ["-p", str(grpc_port), "--location-name", LOCATION],
         "webserver": [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", web_host, "-p", str(web_port)],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+        "daemon": [sys.executable, "-c", DAEMON, "dagster-daemon", "run", "-w", str(workspace)],
     }
     processes: dict[str, subprocess.Popen] = {}
 
@@ -155,7 +229,8 @@ def main() -> int:
             if name == "code-server":
                 _wait_for_port(grpc_port, processes[name], logs / f"{name}.log")
         _wait_for_port(web_port, processes["webserver"], logs / "webserver.log")
-        print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL)")
+        launcher = "runs on Celery workers (`make worker`)" if celery_broker() else "a process per run"
+        print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL, {launcher})")
         print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
         while not stopping:
             for name, process in list(processes.items()):

@@ -152,3 +152,52 @@ def partitions_materialized(port: int, asset: str) -> int:
         f'{{ assetNodeOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on AssetNode '
         f"{{ partitionStats {{ numMaterialized }} }} }} }}",
     )["assetNodeOrError"]["partitionStats"]["numMaterialized"]
+
+
+@contextlib.contextmanager
+def make_worker(
+    workdir: Path, pg_url: str, broker_url: str, env: dict[str, str], may_be_killed: bool = False
+) -> Iterator[subprocess.Popen]:
+    """deploy/worker.py as `make worker` starts it, with DAGSTER_HOME, TMPDIR, TAXI_DATA_DIR and
+    TAXI_WORK_DIR of its own under `workdir`; stopped with SIGINT, as Ctrl-C would. Raises if it
+    does not exit cleanly or leaves a process behind (a worker the test killed may exit with an error)."""
+    home = workdir / "home"
+    for folder in ("tmp", "data", "work"):
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DAGSTER_PG_URL": pg_url,
+        "DAGSTER_CELERY_BROKER_URL": broker_url,
+        "DAGSTER_HOME": str(home),
+        "TMPDIR": str(workdir / "tmp"),
+        "TAXI_DATA_DIR": str(workdir / "data"),
+        "TAXI_WORK_DIR": str(workdir / "work"),
+        **env,
+    }
+    with open(workdir / "worker.out", "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "deploy" / "worker.py")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    log = home / "worker-logs" / "worker.log"
+    try:
+        wait_until(
+            lambda: _running(worker, workdir / "worker.out") and log.exists() and "ready." in log.read_text(),
+            120,
+            "the Celery worker",
+            interval=0.2,
+        )
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+        try:
+            code = worker.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise
+        left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.strip()
+        if (code != 0 and not may_be_killed) or left:
+            raise AssertionError(
+                f"make worker exited with {code}, left running: {left or 'nothing'}\n"
+                + (workdir / "worker.out").read_text()[-3000:]
+            )

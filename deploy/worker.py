@@ -1,0 +1,132 @@
+"""`make worker`: one Celery worker that runs this code location's runs, on any host that reaches the
+broker, PostgreSQL and the target's storage.
+
+    DAGSTER_PG_URL=postgresql://user:password@db:5432/dagster \\
+    DAGSTER_CELERY_BROKER_URL=redis://broker:6379/0 make worker
+
+It needs the package, those two URLs and the target's settings (TAXI_TARGET and, for gcp,
+GCP_PROJECT, GCS_BUCKET, BQ_DATASET, credentials; for local, the same TAXI_DATA_DIR as the daemon's
+host). It writes the instance config into its own DAGSTER_HOME (default TAXI_DATA_DIR/dagster_home_worker)
+as `make serve` does, and logs to DAGSTER_HOME/worker-logs/worker.log. Ctrl-C or SIGTERM stops it:
+the runs it holds get DAGSTER_CELERY_STOP_SECONDS to finish, then they are cut off (run monitoring
+marks them failed and run retries start them again on another worker).
+
+Settings (environment):
+- DAGSTER_CELERY_CONCURRENCY: runs side by side, default the number of cores;
+- DAGSTER_CELERY_MAX_TASKS_PER_CHILD (default 50) and DAGSTER_CELERY_MAX_MEMORY_PER_CHILD_MB
+  (default 4096): a pool process is replaced after that many runs, or after a run that left it
+  above that resident size, so what one run leaves behind (memory, module state) does not last;
+- DAGSTER_CELERY_WORKER_NAME: the Celery node name, default taxi-<pid>@<host> (unique per process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serve import BIN, ROOT, private_home, service_env, write_instance_config
+
+QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
+
+
+def setting(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    try:
+        number = int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise SystemExit(f"{name} must be at least 1, got {number}")
+    return number
+
+
+def main() -> int:
+    missing = [name for name in ("DAGSTER_PG_URL", "DAGSTER_CELERY_BROKER_URL") if not os.environ.get(name)]
+    if missing:
+        print(f"set {' and '.join(missing)} (the instance's PostgreSQL, the Celery broker)", file=sys.stderr)
+        return 2
+    data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
+    private_home(home)
+    problem = write_instance_config(home)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    logs = home / "worker-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # A run is one process's work from start to end (the in-process executor: parsing, Parquet,
+    # loads), mostly CPU-bound, so one run per core keeps the cores busy without making each run
+    # slower; runs that wait on the network most of the time can take more.
+    concurrency = setting("DAGSTER_CELERY_CONCURRENCY", os.cpu_count() or 1)
+    max_tasks = setting("DAGSTER_CELERY_MAX_TASKS_PER_CHILD", 50)
+    max_memory_mb = setting("DAGSTER_CELERY_MAX_MEMORY_PER_CHILD_MB", 4096)
+    stop_seconds = setting("DAGSTER_CELERY_STOP_SECONDS", 60)
+    name = os.environ.get("DAGSTER_CELERY_WORKER_NAME") or f"taxi-{os.getpid()}@{socket.gethostname()}"
+    command = [
+        str(BIN / "celery"),
+        "--app",
+        "taxi_celery:app",
+        "worker",
+        "--queues",
+        QUEUE,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        name,
+        "--loglevel",
+        "INFO",
+        "--logfile",
+        str(logs / "worker.log"),
+        "--max-tasks-per-child",
+        str(max_tasks),
+        "--max-memory-per-child",
+        str(max_memory_mb * 1024),  # KiB
+        # Imported once by the parent, before the pool forks: a run starts without importing the
+        # code location or the instance's storage.
+        "--include",
+        "taxi_assets.definitions,dagster_postgres",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    worker = subprocess.Popen(command, env=service_env(home, data_dir), cwd=ROOT, start_new_session=True)
+    print(
+        f"Celery worker {name}: {concurrency} runs at once, queue {QUEUE!r}; "
+        f"log {logs / 'worker.log'}; Ctrl-C stops it",
+        flush=True,
+    )
+
+    stopping = False
+
+    def on_signal(_signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while worker.poll() is None and not stopping:
+        time.sleep(0.2)
+    if not stopping:
+        print(f"the Celery worker exited with {worker.returncode}; see {logs / 'worker.log'}", file=sys.stderr)
+        return worker.returncode or 1
+    # Celery's warm shutdown: take no new run, let the running ones finish; then a cold one.
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=stop_seconds)
+    except subprocess.TimeoutExpired:
+        print(f"runs still going after {stop_seconds} s: stopping them", file=sys.stderr)
+        os.killpg(worker.pid, signal.SIGQUIT)
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
