@@ -6,7 +6,7 @@ TAXI_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
 LOCAL_ENV := TAXI_DATA_DIR=$(TAXI_DATA_DIR) DAGSTER_HOME=$(DAGSTER_HOME)
 
-.PHONY: install demo test test-fast dev serve worker bench clean
+.PHONY: install demo test test-extended test-fast dev serve worker bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ demo: install  ## the whole graph for a few partitions, offline, from the bundle
 test: install  ## lint, then the test suite (it starts its own HTTP mirror, GCS / BigQuery emulators, PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not extended"
+
+test-extended: install  ## the image and compose on podman, the Celery deployment on Redis (CI runs them after make test)
+	$(BIN)/pytest -m extended
 
 test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
 	$(BIN)/pytest -m "not slow"

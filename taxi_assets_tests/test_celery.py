@@ -26,6 +26,7 @@ from taxi_assets_tests.test_graph_gcp import _slices
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.extended,
     pytest.mark.skipif(
         server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
     ),

@@ -47,6 +47,7 @@ FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.extended,
     pytest.mark.skipif(shutil.which("podman") is None, reason=NO_PODMAN),
     pytest.mark.skipif(not Path(PODMAN_COMPOSE).exists(), reason="podman-compose is not installed (make install)"),
 ]
