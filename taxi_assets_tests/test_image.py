@@ -16,7 +16,11 @@ from taxi_assets_tests.containers import NO_PODMAN, UID, build_image, podman
 
 ROWS = real_rows("yellow_tripdata_2020-07_sample266.csv")
 
-pytestmark = [pytest.mark.slow, pytest.mark.extended, pytest.mark.skipif(shutil.which("podman") is None, reason=NO_PODMAN)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.extended,
+    pytest.mark.skipif(shutil.which("podman") is None, reason=NO_PODMAN),
+]
 
 
 @pytest.fixture(scope="module")
