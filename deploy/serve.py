@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -162,6 +163,14 @@ def set_pool_limits(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-c", SET_POOL_LIMITS, json.dumps(POOL_LIMITS)], env=env, check=True)
 
 
+def on_stop_signals() -> threading.Event:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM, for a service loop that stops its children itself."""
+    requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: requested.set())
+    return requested
+
+
 def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
@@ -209,14 +218,7 @@ def main() -> int:
                 process.kill()
                 process.wait()
 
-    stopping = False
-
-    def on_signal(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop_requested = on_stop_signals()
 
     def start(name: str) -> None:
         with open(logs / f"{name}.log", "ab") as log:
@@ -232,9 +234,9 @@ def main() -> int:
         launcher = "runs on Celery workers (`make worker`)" if celery_broker() else "a process per run"
         print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL, {launcher})")
         print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
-        while not stopping:
+        while not stop_requested.is_set():
             for name, process in list(processes.items()):
-                if process.poll() is None or stopping:
+                if process.poll() is None or stop_requested.is_set():
                     continue
                 # A process that died (killed, out of memory) is started again: the instance keeps
                 # all state, so the daemon picks up its queue, sensors and backfills where they were.

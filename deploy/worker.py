@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from serve import BIN, ROOT, private_home, service_env, write_instance_config
+from serve import BIN, ROOT, on_stop_signals, private_home, service_env, write_instance_config
 
 QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
 
@@ -100,17 +100,10 @@ def main() -> int:
         flush=True,
     )
 
-    stopping = False
-
-    def on_signal(_signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while worker.poll() is None and not stopping:
+    stop_requested = on_stop_signals()
+    while worker.poll() is None and not stop_requested.is_set():
         time.sleep(0.2)
-    if not stopping:
+    if not stop_requested.is_set():
         print(f"the Celery worker exited with {worker.returncode}; see {logs / 'worker.log'}", file=sys.stderr)
         return worker.returncode or 1
     # Celery's warm shutdown: take no new run, let the running ones finish; then a cold one.

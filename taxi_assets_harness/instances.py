@@ -57,6 +57,23 @@ def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
             dev.wait()
 
 
+def _stop_like_ctrl_c(
+    process: subprocess.Popen, what: str, home: Path, log: Path, timeout: float, may_fail: bool = False
+) -> None:
+    """SIGINT, as Ctrl-C would; raises if it does not exit cleanly (unless `may_fail`) or leaves a
+    process of its DAGSTER_HOME behind."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.strip()
+    if (code != 0 and not may_fail) or left:
+        raise AssertionError(f"{what} exited with {code}, left running: {left or 'nothing'}\n{log.read_text()[-3000:]}")
+
+
 @contextlib.contextmanager
 def make_serve(workdir: Path, pg_url: str, env: dict[str, str], instance_yaml: str | None = None) -> Iterator[int]:
     """deploy/serve.py as `make serve` starts it; stopped with SIGINT, as Ctrl-C would. Raises if
@@ -83,18 +100,7 @@ def make_serve(workdir: Path, pg_url: str, env: dict[str, str], instance_yaml: s
         wait_until(lambda: _running(serve, workdir / "serve.log") and location_loaded(port), 180, "the deployment")
         yield port
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            code = serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            raise
-        left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.strip()
-        if code != 0 or left:
-            raise AssertionError(
-                f"make serve exited with {code}, left running: {left or 'nothing'}\n"
-                + (workdir / "serve.log").read_text()[-3000:]
-            )
+        _stop_like_ctrl_c(serve, "make serve", home, workdir / "serve.log", timeout=60)
 
 
 def launch_backfill(port: int, partitions: list[str], asset_names: tuple[str, ...] = TRIP_ASSETS) -> str:
@@ -188,16 +194,4 @@ def make_worker(
         )
         yield worker
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGINT)
-        try:
-            code = worker.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            raise
-        left = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout.strip()
-        if (code != 0 and not may_be_killed) or left:
-            raise AssertionError(
-                f"make worker exited with {code}, left running: {left or 'nothing'}\n"
-                + (workdir / "worker.out").read_text()[-3000:]
-            )
+        _stop_like_ctrl_c(worker, "make worker", home, workdir / "worker.out", timeout=120, may_fail=may_be_killed)
