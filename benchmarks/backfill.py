@@ -96,15 +96,17 @@ def _phases(port: int, run_id: str) -> dict[str, float]:
     return {PHASES[e["__typename"]]: float(e["timestamp"]) / 1000 for e in events if e["__typename"] in PHASES}
 
 
-ROLES = {
+ROLES = {  # the first key found in a process's command line names its role
+    "taxi_celery:app worker": "Celery workers",  # the runs themselves, on Celery (before "postgres": see below)
     "dagster-daemon": "daemon",
     "dagster-webserver": "webserver",
     "dagster dev": "webserver",
     "api grpc": "code server",
     "code-server": "code server",
+    # The server and its backends ("postgres: user db host..."); a worker's command line can name
+    # PostgreSQL too (its arguments), hence the workers first.
     "postgres": "PostgreSQL",
     "redis-server": "Redis",
-    "taxi_celery:app worker": "Celery workers",  # the runs themselves, on Celery
 }
 
 

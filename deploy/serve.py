@@ -124,7 +124,7 @@ def write_instance_config(home: Path) -> str | None:
     if not path.exists():
         path.write_text(instance_config(celery))
     text = path.read_text()
-    if "postgres:" not in text:
+    if "postgres" not in text:
         return f"{path} has no PostgreSQL storage; use a DAGSTER_HOME for the deployment"
     if celery != ("TaxiCeleryRunLauncher" in text):
         return (

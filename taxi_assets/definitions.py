@@ -7,6 +7,7 @@ from taxi_assets import settings
 from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.jobs import trips_job
+from taxi_assets.pool_wait import sleep_while_waiting_for_pool_slots
 from taxi_assets.resources.source import TripSource
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
@@ -36,4 +37,6 @@ def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.
     )
 
 
+# Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: taxi_assets/pool_wait.py).
+sleep_while_waiting_for_pool_slots()
 defs = build_defs(settings.target(), settings.source())
