@@ -1,11 +1,13 @@
 """Our partition vs the seed pipeline, side by side, on the same generated months served from the
 same loopback mirror. Prints time, peak RSS and file size for each, and the ratios.
 
-    python benchmarks/run.py                     # both yellow sizes: 1,369,765 and 7,667,792 rows
+    python benchmarks/run.py                     # both yellow sizes: 1,369,765 and 7,667,792 rows,
+                                                 # and the fixed part of the steps (a line through both)
     python benchmarks/run.py --rows 1369765      # one size
     python benchmarks/run.py --rows --fhv-rows 23143222 --repeat 3   # only fhv 2019-01, the biggest month
     python benchmarks/run.py --repeat 3 --skip-seed                  # medians of 3 runs of ours, no seed
     python benchmarks/run.py --backfill 93       # also: per-run overhead over 93 small partitions
+    python benchmarks/run.py --skip-seed --instance production   # ours on the production instance's storage
 
 Ours is measured only through the public CLI (`dagster asset materialize`) and the published file
 `$TAXI_DATA_DIR/lake/data/{color}/{color}_tripdata_{YYYY-MM}.parquet`, each repetition with a fresh
@@ -19,6 +21,7 @@ Generated files are cached in --workdir (default ./bench, ignored by git).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +48,9 @@ PACKAGE_ROOT = Path(taxi_assets.__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 YELLOW_MONTH = "2021-01"
 FHV_MONTH = "2019-01"
+# What a run's instance needs beyond a fresh DAGSTER_HOME: nothing for SQLite (Dagster's default,
+# as `dagster asset materialize` finds it), a fresh PostgreSQL database for --instance production.
+INSTANCE_ENV: Callable[[Path], dict[str, str]] = lambda home: {}  # noqa: E731
 STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)')
 
 
@@ -98,6 +105,7 @@ def ours(base_url: str, work: Path, color: str, month: str, log: Path) -> Measur
         "DAGSTER_HOME": str(home),
     }
     env.pop("TAXI_WORK_DIR", None)  # default: under TAXI_DATA_DIR, fresh for each run
+    env.update(INSTANCE_ENV(home))
     cmd = [
         str(BIN / "dagster"),
         "asset",
@@ -174,7 +182,27 @@ def source_file(workdir: Path, color: str, month: str, rows: int) -> Path:
     return source
 
 
-def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) -> None:
+def fixed_cost(measured: dict[int, Repeated]) -> None:
+    """The fixed part of a partition's steps: per step, the line through its median times at the
+    sizes measured (least squares over more than two), read at 0 rows; and the part that grows."""
+    sizes = sorted(measured)
+    names = list(dict.fromkeys(name for r in measured.values() for name in r.median.steps))
+    fits = {}
+    for name in names:
+        xs = [n / 1e6 for n in sizes]
+        ys = [measured[n].median.steps.get(name, 0.0) for n in sizes]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
+        fits[name] = (mean_y - slope * mean_x, slope)
+    fixed, per_million = sum(f[0] for f in fits.values()), sum(f[1] for f in fits.values())
+    print(f"\n== fixed cost: the steps' time as a line through {', '.join(f'{n:,}' for n in sizes)} rows ==")
+    print(f"fixed part of a partition's steps: {fixed:.2f} s; per million rows: {per_million:.2f} s")
+    print("  " + ", ".join(f"{name} {a:+.2f} s + {b:.2f} s/M rows" for name, (a, b) in fits.items()), flush=True)
+
+
+def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) -> Repeated:
     source = source_file(workdir, "yellow", YELLOW_MONTH, rows)
     mirror = source.parents[1]
     print(f"\n== yellow {YELLOW_MONTH}, {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==", flush=True)
@@ -202,6 +230,7 @@ def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) 
     else:
         print("seed: skipped (--skip-seed)")
     print(r.line(), flush=True)
+    return r
 
 
 def fhv(rows: int, workdir: Path, repeat: int = 1) -> None:
@@ -245,6 +274,37 @@ def backfill(partitions: int, workdir: Path) -> None:
     )
 
 
+@contextlib.contextmanager
+def production_instance(workdir: Path) -> Iterator[Callable[[Path], dict[str, str]]]:
+    """The production instance's storage (deploy/dagster.yaml: PostgreSQL, connections reused) on a
+    throwaway server: each run gets a DAGSTER_HOME with that config and a database of its own."""
+    import psycopg2
+
+    # Appended: a PYTHONPATH naming an older checkout still decides which taxi_assets is measured.
+    sys.path += [str(ROOT), str(ROOT / "deploy")]
+    from serve import sqlalchemy_url
+
+    from taxi_assets_harness.postgres import postgres_cluster
+
+    with postgres_cluster(workdir / "pg") as pg_url:
+        made = 0
+
+        def fresh(home: Path) -> dict[str, str]:
+            nonlocal made
+            made += 1
+            with contextlib.closing(psycopg2.connect(pg_url)) as conn:
+                conn.autocommit = True
+                conn.cursor().execute(f"CREATE DATABASE run_{made}")
+            (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+            database_url = pg_url.rsplit("/", 1)[0] + f"/run_{made}"
+            return {
+                "DAGSTER_PG_SQLALCHEMY_URL": sqlalchemy_url(database_url),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "deploy"), os.environ.get("PYTHONPATH")])),
+            }
+
+        yield fresh
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="*", default=[1_369_765, 7_667_792], help="yellow 2021-01 sizes")
@@ -254,15 +314,31 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run ours N times per size; print medians")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed pipeline")
     parser.add_argument("--backfill", type=int, default=0, metavar="N", help="also run N small partitions")
+    parser.add_argument(
+        "--instance",
+        choices=["sqlite", "production"],
+        default="sqlite",
+        help="ours on Dagster's default SQLite instance (as `dagster asset materialize` finds it), or on "
+        "the production instance's storage (deploy/dagster.yaml, a throwaway PostgreSQL)",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"measuring the taxi_assets package in {PACKAGE_ROOT}", flush=True)
-    for rows in args.rows:
-        compare(rows, args.workdir, args.repeat, args.skip_seed)
+    print(f"measuring the taxi_assets package in {PACKAGE_ROOT}, on the {args.instance} instance", flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.instance == "production":
+            global INSTANCE_ENV
+            INSTANCE_ENV = stack.enter_context(production_instance(args.workdir))
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
+    yellow = {rows: compare(rows, args.workdir, args.repeat, args.skip_seed) for rows in args.rows}
+    if len(yellow) >= 2:
+        fixed_cost(yellow)
     for rows in args.fhv_rows:
         fhv(rows, args.workdir, args.repeat)
     if args.backfill:
