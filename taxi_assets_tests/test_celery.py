@@ -59,6 +59,13 @@ def _tags(run: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run["tags"]}
 
 
+def _steps_done(port: int, run_id: str) -> set[str]:
+    stats = graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ stepStats {{ stepKey status }} }} }} }}')[
+        "runOrError"
+    ]["stepStats"]
+    return {s["stepKey"] for s in stats if s["status"] == "SUCCESS"}
+
+
 def _publish(mirror, months: list[str], big: str | None = None) -> list[str]:
     mirror.publish_zones()  # the automation sensor loads them after the first slice
     for ym in months:
@@ -164,6 +171,36 @@ def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env,
         assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
     expected = {(month(k).color, month(k).ym): 3000 * (150 if month(k).ym == big else 1) for k in keys}
     assert _slices(gcp_emulators, gcp_env) == expected
+
+
+def test_a_pool_process_killed_mid_step_fails_its_run_and_the_run_is_retried(gcp_emulators, gcp_env, mirror, tmp_path):
+    """Only the pool process running the big partition's steps SIGKILLed (out-of-memory killer, a
+    crash in native code): its worker lives on, reports the task lost (FAILURE in the result
+    backend), and starts a new pool process; the run is marked failed and run again (on either
+    worker); every slice is there exactly once."""
+    big = "2020-06"
+    keys = _publish(mirror, [f"2020-{m:02d}" for m in range(1, 7)], big=big)
+    with _celery_deployment(tmp_path, mirror, _instance_yaml(**FAST_MONITORING)) as (port, _b, workers):
+        backfill = launch_backfill(port, keys)
+
+        def big_run_in_its_steps():
+            for run in runs(port):
+                tags = _tags(run)
+                if tags.get("dagster/partition") == f"yellow|{big}-01" and run["status"] == "STARTED":
+                    return run if PID_TAG in tags and "raw_trips" in _steps_done(port, run["runId"]) else None
+            return None
+
+        killed = wait_until(big_run_in_its_steps, 240, "the big partition's steps", interval=0.2)
+        os.kill(int(_tags(killed)[PID_TAG]), signal.SIGKILL)  # the pool process only
+        ran = _wait_backfill(port, backfill, keys)
+        final = runs(port)
+        assert next(r for r in final if r["runId"] == killed["runId"])["status"] == "FAILURE"
+        retries = [r for r in final if _tags(r).get("dagster/parent_run_id") == killed["runId"]]
+        assert [r["status"] for r in retries] == ["SUCCESS"]
+        assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
+        logs = "".join((w / "home" / "worker-logs" / "worker.log").read_text() for w in workers)
+        assert "WorkerLostError" in logs or "exited with 'signal 9 (SIGKILL)'" in logs
+    _assert_exact(gcp_emulators, gcp_env, keys)
 
 
 def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, mirror, tmp_path):
