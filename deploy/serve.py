@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODULE = "taxi_assets.definitions"
@@ -118,14 +120,29 @@ def instance_config(celery: bool) -> str:
     return text + "\n" + (ROOT / "deploy" / "celery.yaml").read_text() if celery else text
 
 
+def _postgres_storage(config: dict) -> bool:
+    """`storage: postgres`, or run, event log and schedule storages all PostgreSQL ones."""
+    if "postgres" in (config.get("storage") or {}):
+        return True
+    keys = ("run_storage", "event_log_storage", "schedule_storage")
+    modules = [(config.get(key) or {}).get("module") for key in keys]
+    return all(module in ("dagster_postgres", "taxi_storage") for module in modules)
+
+
 def write_instance_config(home: Path) -> str | None:
     """Write DAGSTER_HOME/dagster.yaml if missing; return a problem with an existing one, or None."""
     path, celery = home / "dagster.yaml", bool(celery_broker())
     if not path.exists():
         path.write_text(instance_config(celery))
     text = path.read_text()
-    if "postgres" not in text:
+    if not _postgres_storage(yaml.safe_load(text) or {}):
         return f"{path} has no PostgreSQL storage; use a DAGSTER_HOME for the deployment"
+    if "taxi_storage" not in text:
+        print(
+            f"note: {path} uses dagster-postgres' storage as it is (a connection per statement, pool claims "
+            "retried after 1-15 s): remove it to have deploy/dagster.yaml's written (deploy/taxi_storage.py)",
+            file=sys.stderr,
+        )
     if celery != ("TaxiCeleryRunLauncher" in text):
         return (
             f"{path} {'lacks' if celery else 'has'} the Celery run launcher but DAGSTER_CELERY_BROKER_URL is "

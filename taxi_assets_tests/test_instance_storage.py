@@ -65,7 +65,8 @@ def test_a_run_reuses_its_connections_and_a_blocked_step_starts_soon_after_its_s
                 while not storage.get_concurrency_info("warehouse").pending_step_count:
                     assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                     time.sleep(0.1)
-                time.sleep(8)  # blocked a while: Dagster's own retry interval has grown past 2 s by now
+                # Blocked a while: Dagster's own retries (1 s, growing 10% each) are 2.1 s apart by now.
+                time.sleep(12)
                 freed = time.time()
                 storage.free_concurrency_slot_for_step(HOLDER_RUN, HOLDER_STEP)
                 run.wait(timeout=120)

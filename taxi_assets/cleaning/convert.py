@@ -37,7 +37,7 @@ PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3  # smaller than level 1 at the same speed; levels 6 and 9 gained nothing
 
 
-# And at most this much buffered, whatever the rows hold: 512k rows of a typical month are 80-120 MB
+# And at most this much buffered, whatever the rows hold: 128k rows of a typical month are 20-30 MB
 # in Arrow; rows of long strings would otherwise buffer gigabytes before a row group is written.
 ROW_GROUP_BYTES = 128 << 20
 
