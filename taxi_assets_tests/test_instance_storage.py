@@ -4,10 +4,7 @@ starts soon after the slot is freed."""
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import psycopg2
@@ -15,12 +12,11 @@ import pytest
 
 from taxi_assets_harness.postgres import postgres_cluster, server_binaries
 from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.pools import ROOT, free_slot, run_blocked_on_pool
 
 pytestmark = pytest.mark.skipif(
     server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
 )
-ROOT = Path(__file__).resolve().parents[1]
-HOLDER_RUN, HOLDER_STEP = "another-run", "another-step"
 
 
 def _sessions(pg_url: str) -> int:
@@ -40,39 +36,24 @@ def test_a_run_reuses_its_connections_and_a_blocked_step_starts_soon_after_its_s
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
     with postgres_cluster(tmp_path / "pg") as pg_url:
+        monkeypatch.syspath_prepend(str(ROOT / "deploy"))
+        from serve import sqlalchemy_url  # as make serve derives it
+
         monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_PG_SQLALCHEMY_URL", pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        monkeypatch.setenv("DAGSTER_PG_SQLALCHEMY_URL", sqlalchemy_url(pg_url))
         monkeypatch.setenv(
             "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "deploy"), os.environ.get("PYTHONPATH")]))
         )
-        monkeypatch.syspath_prepend(str(ROOT / "deploy"))
         with dg.DagsterInstance.get() as instance:
-            storage = instance.event_log_storage
-            storage.set_concurrency_slots("warehouse", 1)
-            assert storage.claim_concurrency_slot("warehouse", HOLDER_RUN, HOLDER_STEP).is_claimed
             time.sleep(1.5)  # PostgreSQL's statistics of ended sessions are at most a second late
             sessions_before = _sessions(pg_url)
             log = tmp_path / "run.log"
-            run = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
-                + ["--select", "*bq_rides_table", "--partition", "green|2020-10-01"],
-                cwd=ROOT,
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                deadline = time.monotonic() + 180
-                while not storage.get_concurrency_info("warehouse").pending_step_count:
-                    assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                    time.sleep(0.1)
+            with run_blocked_on_pool(instance, "warehouse", "*bq_rides_table", "green|2020-10-01", log) as run:
                 # Blocked a while: Dagster's own retries (1 s, growing 10% each) are 2.1 s apart by now.
                 time.sleep(12)
                 freed = time.time()
-                storage.free_concurrency_slot_for_step(HOLDER_RUN, HOLDER_STEP)
+                free_slot(instance)
                 run.wait(timeout=120)
-            finally:
-                if run.poll() is None:
-                    run.kill()
             output = log.read_text()
             assert run.returncode == 0, output[-3000:]
             time.sleep(1.5)
