@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import broker
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +193,9 @@ def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
         return 2
+    if celery_broker() and (problem := broker.check()):  # deploy/broker.py: refused or unreachable
+        print(problem, file=sys.stderr)
+        return 2
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
     web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
@@ -221,6 +225,8 @@ def main() -> int:
         "webserver": [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", web_host, "-p", str(web_port)],
         "daemon": [sys.executable, "-c", DAEMON, "dagster-daemon", "run", "-w", str(workspace)],
     }
+    if celery_broker():  # a run whose Celery task was lost is failed (and retried) within 30 s
+        commands["lost-tasks"] = [sys.executable, str(ROOT / "deploy" / "lost_tasks.py")]
     processes: dict[str, subprocess.Popen] = {}
 
     def stop(*_args) -> None:
@@ -250,7 +256,7 @@ def main() -> int:
         _wait_for_port(web_port, processes["webserver"], logs / "webserver.log")
         launcher = "runs on Celery workers (`make worker`)" if celery_broker() else "a process per run"
         print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL, {launcher})")
-        print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
+        print(f"logs: {logs}/{{{','.join(commands)}}}.log; Ctrl-C stops them all", flush=True)
         while not stop_requested.is_set():
             for name, process in list(processes.items()):
                 if process.poll() is None or stop_requested.is_set():
