@@ -218,7 +218,11 @@ def _client(broker) -> Celery:
 
 
 def _workers(client: Celery) -> set[str]:
-    return {name for reply in client.control.ping(timeout=2) or [] for name in reply}
+    """The workers that answer a ping (none while the broker is away)."""
+    try:
+        return {name for reply in client.control.ping(timeout=1) or [] for name in reply}
+    except (redis.exceptions.ConnectionError, OSError):
+        return set()
 
 
 def _consume(client: Celery, workers: set[str], on: bool) -> None:
