@@ -12,7 +12,9 @@ exiting (5 times in 10 minutes) stops the service.
 
 With DAGSTER_CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0; the result backend is the same
 server unless DAGSTER_CELERY_BACKEND_URL says otherwise), runs are Celery tasks that `make worker`
-processes run (deploy/celery.yaml, deploy/worker.py) instead of a process each on this machine.
+processes run (deploy/celery.yaml, deploy/worker.py) instead of a process each on this machine; the
+broker is checked first (deploy/broker.py) and a fourth process fails runs whose task was lost
+(deploy/lost_tasks.py).
 Every pool's limit is set before anything starts (POOL_LIMITS), so two runs never race to create
 a pool's row in PostgreSQL.
 """
