@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -240,6 +241,13 @@ def _queued(broker) -> list[tuple[str, bytes]]:
         client.close()
 
 
+def _queued_task_of(port: int, broker, backfill: str) -> tuple[str, bytes] | None:
+    """(queue list, message) of a task of one of the backfill's runs waiting in the queue, or None
+    (the automation sensor's runs have messages of their own)."""
+    task_ids = {_tags(r).get("dagster-celery/task_id") for r in backfill_runs(port, backfill)} - {None}
+    return next(((name, m) for name, m in _queued(broker) if json.loads(m)["headers"]["id"] in task_ids), None)
+
+
 def _events(port: int, run_id: str) -> list[str]:
     events = graphql(
         port,
@@ -322,12 +330,13 @@ def test_whoever_writes_to_the_broker_cannot_fail_replay_or_stop_runs(gcp_emulat
         _consume(client, before, on=False)
         replayed_key = keys[4]
         second = launch_backfill(port, [replayed_key])
-        captured = wait_until(lambda: _queued(broker), 120, "the run's message in the queue", interval=0.2)
+        queue_name, message = wait_until(
+            lambda: _queued_task_of(port, broker, second), 120, "the run's message in the queue", interval=0.2
+        )
         _consume(client, before, on=True)
         (finished,) = _wait_backfill(port, second, [replayed_key])
         assert finished["status"] == "SUCCESS"
         tags_before, events_before = _tags(finished), _events(port, finished["runId"])
-        (queue_name, message), *_ = captured
         replay_id = _tags(finished)["dagster-celery/task_id"]
         redis_client = redis.Redis.from_url(broker.url)
         redis_client.lpush(queue_name, message)
@@ -402,7 +411,7 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
         backfill = launch_backfill(port, faulty)
         wait_until(lambda: any(r["status"] == "SUCCESS" for r in backfill_runs(port, backfill)), 240, "a first run")
         _consume(client, names, on=False)
-        wait_until(lambda: _queued(broker), 120, "a run's task waiting in the queue", interval=0.2)
+        wait_until(lambda: _queued_task_of(port, broker, backfill), 120, "a run's task in the queue", interval=0.2)
         broker.restart()
         restarted_at = time.time()
         wait_until(lambda: _workers(client) == names, 60, "both workers back on the broker", interval=0.5)
