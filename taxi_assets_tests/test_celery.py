@@ -152,8 +152,8 @@ def test_a_backfill_spreads_over_two_celery_workers(gcp_emulators, gcp_env, mirr
 
 
 def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env, mirror, tmp_path):
-    """A whole worker (its parent and pool processes) SIGKILLed while it runs the big partition, as a
-    host lost: run monitoring asks the worker, finds it gone, marks the run failed; run retries run
+    """A whole worker (make worker, the Celery parent and its pool processes) SIGKILLed while it
+    runs the big partition, as a host lost: run monitoring asks the worker, finds it gone, marks the run failed; run retries run
     it again, on the other worker; every slice is there exactly once."""
     big = "2020-06"
     keys = _publish(mirror, [f"2020-{m:02d}" for m in range(1, 9)], big=big)
@@ -168,8 +168,10 @@ def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env,
             return None
 
         killed = wait_until(big_run_started, 240, "the big partition's run", interval=0.2)
-        pid = int(_tags(killed)[PID_TAG])
-        os.killpg(os.getpgid(pid), signal.SIGKILL)  # the worker's whole process group: parent and pool
+        group = os.getpgid(int(_tags(killed)[PID_TAG]))  # the Celery worker's: its parent and pool
+        supervisor = int(Path(f"/proc/{group}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(supervisor, signal.SIGKILL)  # make worker first (it would start the worker again), then the worker
+        os.killpg(group, signal.SIGKILL)
         ran = _wait_backfill(port, backfill, keys)
         final = runs(port)
         killed_now = next(r for r in final if r["runId"] == killed["runId"])
