@@ -153,8 +153,8 @@ def test_a_backfill_spreads_over_two_celery_workers(gcp_emulators, gcp_env, mirr
 
 def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env, mirror, tmp_path):
     """A whole worker (make worker, the Celery parent and its pool processes) SIGKILLed while it
-    runs the big partition, as a host lost: run monitoring asks the worker, finds it gone, marks the run failed; run retries run
-    it again, on the other worker; every slice is there exactly once."""
+    runs the big partition, as a host lost: run monitoring asks the worker, finds it gone, marks
+    the run failed; run retries run it again, on the other worker; every slice is there exactly once."""
     big = "2020-06"
     keys = _publish(mirror, [f"2020-{m:02d}" for m in range(1, 9)], big=big)
     with _celery_deployment(tmp_path, mirror, _instance_yaml(**FAST_MONITORING), killable=True) as (port, _b, _w):
