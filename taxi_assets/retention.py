@@ -16,6 +16,7 @@ compute logs removed are those of the worker that ran it.
 import datetime as dt
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from taxi_assets import settings
 from taxi_assets.compute_logs import COMPUTE_LOGS, compute_log_root, run_log_folder
 
 PAGE = 1000  # records per storage query: bounded memory per page, few round trips
+EVALUATED = ("SUCCEEDED", "FAILED")  # check record statuses of an evaluation (not PLANNED)
 GOING = ("REQUESTED", "CANCELING", "FAILING")  # backfill statuses before its end
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
@@ -67,7 +69,8 @@ def _latest_asset_event_runs(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _latest_check_runs(instance: dg.DagsterInstance, check_keys) -> set[str]:
-    """Runs holding the latest evaluation (or planned one) of some asset check, per partition."""
+    """Runs holding the latest evaluation of some asset check, per partition (a check planned by a
+    run that failed before it is no evaluation)."""
     holders: set[str] = set()
     storage = instance.event_log_storage
     for check_key in check_keys:
@@ -76,7 +79,7 @@ def _latest_check_runs(instance: dg.DagsterInstance, check_keys) -> set[str]:
         while True:
             records = storage.get_asset_check_execution_history(check_key, limit=PAGE, cursor=cursor)
             for record in records:  # newest first
-                if record.partition not in seen:
+                if record.status.value in EVALUATED and record.partition not in seen:
                     seen.add(record.partition)
                     holders.add(record.run_id)
             if len(records) < PAGE:
@@ -193,14 +196,12 @@ class RetentionConfig(dg.Config):
     as_of: str | None = None  # ISO time the age is counted from; default: now
 
 
-@dg.op(description="Removes runs, compute logs and ticks older than TAXI_RETENTION_DAYS; keeps what partitions hold.")
-def remove_old_history(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
+def _remove_old_history(context: dg.OpExecutionContext, config: RetentionConfig, check_keys) -> None:
     days = settings.retention_days() if config.retention_days is None else config.retention_days
     now = dt.datetime.fromisoformat(config.as_of) if config.as_of else dt.datetime.now(dt.timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.timezone.utc)
     cutoff = now - dt.timedelta(days=days)
-    check_keys = context.repository_def.asset_graph.asset_check_keys
     removed = apply_retention(context.instance, cutoff, check_keys, log=context.log)
     for name, count in sorted(removed.ticks.items()):
         context.log.info(f"removed {count} ticks of {name}")
@@ -215,28 +216,31 @@ def _usage(root: Path) -> str:
     return f"{total.free:,} bytes free of {total.total:,} in {root}"
 
 
-# In process without the code location's look at free space: it must run when the disk is full,
-# since it is what frees it.
-@dg.job(
-    name="retention",
-    executor_def=dg.in_process_executor,
-    description="Removes runs, compute logs and ticks older than TAXI_RETENTION_DAYS (default 30); "
-    "a run holding a partition's latest materialization or check is kept.",
-    tags={"taxi/housekeeping": "retention"},
-)
-def retention_job():
-    remove_old_history()
+def retention_definitions(check_keys: Iterable[dg.AssetCheckKey]) -> dg.Definitions:
+    """The `retention` job and its daily schedule, for a code location whose asset checks are
+    `check_keys` (a run holding one's latest evaluation is kept); `build_defs` merges them in."""
+    keys = sorted(check_keys, key=str)
 
+    @dg.op(description="Removes runs, compute logs and ticks older than the retention; keeps what partitions hold.")
+    def remove_old_history(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
+        _remove_old_history(context, config, keys)
 
-retention_schedule = dg.ScheduleDefinition(
-    name="retention_schedule",
-    job=retention_job,
-    cron_schedule="17 3 * * *",  # daily, at a quiet minute
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: the retention job (TAXI_RETENTION_DAYS).",
-)
+    # In process without the code location's look at free space: it must run when the disk is
+    # full, since it is what frees it.
+    @dg.job(
+        name="retention",
+        executor_def=dg.in_process_executor,
+        description="Removes runs, compute logs and ticks older than TAXI_RETENTION_DAYS (default 30); "
+        "a run holding a partition's latest materialization or check is kept.",
+    )
+    def retention_job():
+        remove_old_history()
 
-
-def retention_definitions() -> dg.Definitions:
-    """The retention job and its schedule, merged into the code location by `build_defs`."""
-    return dg.Definitions(jobs=[retention_job], schedules=[retention_schedule])
+    schedule = dg.ScheduleDefinition(
+        name="retention_schedule",
+        job=retention_job,
+        cron_schedule="17 3 * * *",  # daily, at a quiet minute
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily: the retention job (TAXI_RETENTION_DAYS).",
+    )
+    return dg.Definitions(jobs=[retention_job], schedules=[schedule])
