@@ -54,6 +54,8 @@ class RotatingLog:
         self.file: IO[bytes] | None = None
         self.size = 0
         self.lost = 0  # bytes not written since writes began to fail
+        self.cut = False  # the file ends in the middle of a line
+        self.error: OSError | None = None  # the last write's failure
         self.reported_at: float | None = None
 
     def _open(self) -> IO[bytes]:
@@ -75,33 +77,43 @@ class RotatingLog:
                 os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
-    def _write_all(self, data: bytes) -> None:
-        file, view = self._open(), memoryview(data)
-        while view:
-            written = file.write(view)
-            self.size += written
-            view = view[written:]
+    def _write_all(self, data: bytes) -> int:
+        """Write `data`; return the bytes of it not written (a failure sets self.error)."""
+        view = memoryview(data)
+        try:
+            file = self._open()
+            while view:
+                written = file.write(view)
+                self.size += written
+                view = view[written:]
+        except OSError as exc:
+            self.error = exc
+            self.cut = self.cut or len(view) < len(data)  # the file ends in the middle of a line
+            self._close()
+        return len(view)
 
     def write(self, data: bytes) -> None:
         with self.lock:
+            self.error = None
             try:
                 if self.size and self.size + len(data) > self.max_bytes:
                     self._rotate()
-                if self.lost:
-                    note = f"{self.lost:,} bytes of output were lost: {self.path} could not be written"
-                    self._write_all(f"[{note}]\n".encode())
-                    print(f"{self.path} is written again; {note}", file=self.report, flush=True)
-                    self.lost, self.reported_at = 0, None
-                self._write_all(data)
             except OSError as exc:
-                self._close()
-                self.lost += len(data)
+                self.error = exc
+            if self.error is None and self.lost:
+                note = f"{self.lost:,} bytes of output were lost: {self.path} could not be written"
+                if not self._write_all(("\n" if self.cut else "").encode() + f"[{note}]\n".encode()):
+                    print(f"{self.path} is written again; {note}", file=self.report, flush=True)
+                    self.lost, self.cut, self.reported_at = 0, False, None
+            self.lost += self._write_all(data) if self.error is None else len(data)
+            if self.error is not None:
                 now = time.monotonic()
                 if self.reported_at is None or now - self.reported_at > REPORT_EVERY_SECONDS:
                     self.reported_at = now
+                    reason = self.error.strerror or self.error
                     print(
-                        f"cannot write {self.path}: {exc.strerror or exc}; {space_left(self.path.parent)}; its output "
-                        "is lost until there is room",
+                        f"cannot write {self.path}: {reason}; {space_left(self.path.parent)}; "
+                        "its output is lost until there is room",
                         file=self.report,
                         flush=True,
                     )
