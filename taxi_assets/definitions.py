@@ -39,7 +39,8 @@ def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.
         executor=checked_in_process_executor,
     )
     # Housekeeping: old runs, compute logs and ticks removed daily (taxi_assets/retention.py).
-    return dg.Definitions.merge(trips, retention_definitions(trips.resolve_asset_graph().asset_check_keys))
+    housekeeping = retention_definitions(trips.resolve_asset_graph().asset_check_keys, settings.retention_cron())
+    return dg.Definitions.merge(trips, housekeeping)
 
 
 # Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: taxi_assets/pool_wait.py).

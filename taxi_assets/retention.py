@@ -1,6 +1,7 @@
 """Retention: what the instance keeps grows with every run and tick; this removes what is old.
 
-Once a day (`retention_schedule`, on from the start, 03:17 UTC) the `retention` job removes, once
+Once a day (`retention_schedule`, on from the start, 03:17 UTC by default: TAXI_RETENTION_CRON) the
+`retention` job removes, once
 older than TAXI_RETENTION_DAYS (30 by default):
 - runs that hold no partition's latest materialization or observation of any asset, and no latest
   check evaluation, with their events and their compute logs. A run that holds one is kept: the
@@ -216,8 +217,8 @@ def _usage(root: Path) -> str:
     return f"{total.free:,} bytes free of {total.total:,} in {root}"
 
 
-def retention_definitions(check_keys: Iterable[dg.AssetCheckKey]) -> dg.Definitions:
-    """The `retention` job and its daily schedule, for a code location whose asset checks are
+def retention_definitions(check_keys: Iterable[dg.AssetCheckKey], cron: str) -> dg.Definitions:
+    """The `retention` job and its schedule (on `cron`), for a code location whose asset checks are
     `check_keys` (a run holding one's latest evaluation is kept); `build_defs` merges them in."""
     keys = sorted(check_keys, key=str)
 
@@ -239,8 +240,8 @@ def retention_definitions(check_keys: Iterable[dg.AssetCheckKey]) -> dg.Definiti
     schedule = dg.ScheduleDefinition(
         name="retention_schedule",
         job=retention_job,
-        cron_schedule="17 3 * * *",  # daily, at a quiet minute
+        cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Daily: the retention job (TAXI_RETENTION_DAYS).",
+        description=f"The retention job (TAXI_RETENTION_DAYS), on {cron} UTC (TAXI_RETENTION_CRON).",
     )
     return dg.Definitions(jobs=[retention_job], schedules=[schedule])

@@ -118,6 +118,12 @@ def retention_days() -> float:
     return _number("TAXI_RETENTION_DAYS", 30, 0)
 
 
+def retention_cron() -> str:
+    """TAXI_RETENTION_CRON (default `17 3 * * *`, daily at 03:17 UTC): when the retention schedule
+    runs; read when the code location loads."""
+    return os.environ.get("TAXI_RETENTION_CRON") or "17 3 * * *"
+
+
 def min_free_mb() -> float:
     """TAXI_MIN_FREE_MB (default 1024): `make serve` and `make worker` warn at start when
     DAGSTER_HOME, the work folder or TAXI_DATA_DIR has less free. The biggest upstream months are

@@ -11,6 +11,8 @@ import pytest
 
 from taxi_assets.assets import TRIP_ASSET_NAMES
 from taxi_assets.compute_logs import run_log_folder
+from taxi_assets_harness.graphql import wait_until
+from taxi_assets_harness.instances import dagster_dev
 from taxi_assets_tests.conftest import build_test_defs, fhv_month, run_partition
 from taxi_assets_tests.test_sensors import _tick
 
@@ -80,3 +82,28 @@ def test_retention_removes_what_is_old_and_superseded_and_keeps_what_partitions_
     # Run again at the same time: nothing more is old.
     _, messages = _retention(defs, instance, as_of=cutoff + dt.timedelta(days=30))
     assert any(m.startswith("older than") and "removed 0 runs" in m for m in messages), messages
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # about 90 s (a minute's cron and a daemon): kept out of `make test`'s 15 minutes
+def test_the_schedule_runs_the_retention_by_itself_and_it_removes_old_ticks(mirror, tmp_path):
+    """`dagster dev` (its daemon) with the schedule as shipped (on by default), every minute instead
+    of daily and a retention of 0 days: the daemon runs the job, which removes every tick before its
+    start but each sensor's and schedule's latest, and says how many in its run's log."""
+    env = {"TAXI_SOURCE_URL": mirror.base_url, "TAXI_RETENTION_CRON": "* * * * *", "TAXI_RETENTION_DAYS": "0"}
+    with dagster_dev(tmp_path, env), dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+
+        def retention_done():
+            runs = instance.get_runs(dg.RunsFilter(job_name="retention", statuses=[dg.DagsterRunStatus.SUCCESS]))
+            return runs[-1] if runs else None
+
+        run = wait_until(retention_done, 240, "a retention run started by the schedule")
+        started = instance.get_run_record_by_id(run.run_id).start_time
+        messages = [e.message for e in instance.all_logs(run.run_id) if e.user_message]
+        assert any(m.startswith("older than") for m in messages), messages
+        # The automation sensor ticks every 30 s: by the first minute's end it has ticked at least twice.
+        removed = [m for m in messages if m.startswith("removed ") and "ticks of analytics_automation" in m]
+        assert removed and int(removed[0].split()[1]) >= 1, messages
+        for state in instance.all_instigator_state():
+            before = instance.get_ticks(state.instigator_origin_id, state.selector_id, before=started)
+            assert len(before) <= 1, (state.instigator_name, len(before))  # at most its latest tick was kept
