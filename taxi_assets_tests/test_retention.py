@@ -11,12 +11,22 @@ import pytest
 
 from taxi_assets.assets import TRIP_ASSET_NAMES
 from taxi_assets.compute_logs import run_log_folder
+from taxi_assets.resources.source import TripSource
+from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets_harness.graphql import wait_until
 from taxi_assets_harness.instances import dagster_dev
 from taxi_assets_tests.conftest import build_test_defs, fhv_month, run_partition
-from taxi_assets_tests.test_sensors import _tick
 
 PUBLISHED = ("fhv|2019-01-01", "fhv|2019-02-01", "fhv|2019-03-01")
+
+
+def _sensor_tick(mirror, instance):
+    """One tick of the upstream sensor as the daemon evaluates it, with an empty cursor (turned on now)."""
+    context = dg.build_sensor_context(
+        instance=instance, resources={"source": TripSource(source="releases", base_url=mirror.base_url)}
+    )
+    result = upstream_files_sensor(context)
+    return {r.partition_key: r for r in result.run_requests}, result
 
 
 def _retention(defs, instance, as_of: dt.datetime, days: float = 30):
@@ -57,6 +67,8 @@ def test_retention_removes_what_is_old_and_superseded_and_keeps_what_partitions_
     before = _materialized(instance)
     assert before == {name: set(PUBLISHED) for name in TRIP_ASSET_NAMES}
 
+    gone_events = {run_id: len(instance.all_logs(run_id)) for run_id in (a1, a3, failed)}
+    assert all(gone_events.values())
     # As if 30 days had passed since the cutoff.
     retention_run, messages = _retention(defs, instance, as_of=cutoff + dt.timedelta(days=30))
 
@@ -75,7 +87,7 @@ def test_retention_removes_what_is_old_and_superseded_and_keeps_what_partitions_
     assert any(a1 in m and failed in m for m in messages if m.startswith("removed runs:"))
 
     # The sensor, turned on now with an empty cursor, finds every published partition loaded.
-    requested, result = _tick(mirror, instance)
+    requested, result = _sensor_tick(mirror, instance)
     assert requested == {}, requested
     assert "3 published, 0 new or changed" in result.skip_reason.skip_message
 
