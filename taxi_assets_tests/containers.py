@@ -94,10 +94,11 @@ def ensure_base_image(scratch: Path) -> None:
     print(f"base image {BASE_IMAGE}: built in {time.monotonic() - started:.0f} s")
 
 
-def build_image(scratch: Path) -> str:
-    """The project's image on the Debian base, with this machine's CA bundle trusted by pip."""
+def build_image(scratch: Path, tag: str = IMAGE) -> str:
+    """The project's image on the Debian base, with this machine's CA bundle trusted by pip, tagged `tag`
+    (a test of its own can name one no other test builds at the same time)."""
     ensure_base_image(scratch)
-    args = ["build", "-f", str(ROOT / "Containerfile"), "-t", IMAGE, "--network", "host"]
+    args = ["build", "-f", str(ROOT / "Containerfile"), "-t", tag, "--network", "host"]
     args += ["--build-arg", f"BASE={BASE_IMAGE}"]
     if CA_BUNDLE.exists():
         args += ["-v", f"{CA_BUNDLE}:/etc/pip-ca.crt:ro", "--build-arg", "PIP_CERT=/etc/pip-ca.crt"]
@@ -107,5 +108,5 @@ def build_image(scratch: Path) -> str:
     build = podman(*args, str(ROOT), capture_output=True, check=False)
     if build.returncode != 0:
         pytest.fail(f"podman build failed: {build.stdout[-4000:]}{build.stderr[-4000:]}")
-    print(f"image {IMAGE}: built in {time.monotonic() - started:.0f} s")
-    return IMAGE
+    print(f"image {tag}: built in {time.monotonic() - started:.0f} s")
+    return tag
