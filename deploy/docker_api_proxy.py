@@ -33,6 +33,7 @@ Standard library only: it runs from the project's image (`python3 -m docker_api_
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -107,8 +108,8 @@ QUERY = {
     "stop": {"t"},
     "kill": {"signal"},
     "wait": {"condition"},
-    "remove": {"v", "force"},
-    "list": {"all", "limit", "filters", "size"},
+    "remove": {"v", "force", "link"},
+    "list": {"all", "limit", "filters", "size", "trunc_cmd"},
     "pull": {"fromImage", "tag"},
     "image": set(),
 }
@@ -336,6 +337,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a client may stall mid-request (or idle between requests) before it is dropped
     server_version = "taxi-docker-api-proxy"
     policy: Policy
     upstream: str
@@ -351,16 +353,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- the request ------------------------------------------------------------------------------
 
     def handle_request(self):
-        path = self.path.partition("?")[0][:300]
-        self.replied = False  # one handler serves every request of a kept-alive connection
+        # The target as sent: http.server turns a leading "//" into "/" in self.path.
+        target = self.requestline.split(" ")[1] if self.requestline.count(" ") == 2 else ""
+        path = target.partition("?")[0][:300]
+        self.replied = self.body_read = False  # one handler serves every request of a kept-alive connection
         try:
-            r, params = route(self.command, self.path)
+            r, params = route(self.command, target)
             self.refuse_framing(r.name == "create")
             body = self.read_body() if r.name == "create" else b""
             status = self.dispatch(r, params, body)
         except Refused as exc:
             log.warning("refused %s %s from %s: %s", self.command, path, self.client_address[0], exc)
-            self.close_connection = True  # a refused body may be left unread
+            self.close_connection = True
+            self.drain()
             self.reply_json(403, {"message": f"refused by the deployment's Docker API proxy: {exc}"})
             return
         except (OSError, http.client.HTTPException) as exc:
@@ -385,9 +390,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length", "0"))
         data = self.rfile.read(length)
+        self.body_read = True
         if len(data) != length:
             raise Refused("the body ended early")
         return data
+
+    def drain(self) -> None:
+        """Read a refused request's body (when framed and small) before answering: closing a socket with
+        unread data resets it, and the client could lose the 403 and its message."""
+        length = self.headers.get("Content-Length", "0")
+        if not self.body_read and "Transfer-Encoding" not in self.headers and length.isdigit():
+            if int(length) <= MAX_BODY_BYTES:
+                with contextlib.suppress(OSError):
+                    self.rfile.read(int(length))
 
     # -- the routes -------------------------------------------------------------------------------
 
@@ -426,6 +441,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(status, headers, data)
         if r.name == "kill" and "signal" in query and not SIGNAL.fullmatch(query["signal"]):
             raise Refused("not a signal")
+        if r.name == "remove" and query.get("link", "False").lower() not in ("false", "0"):
+            raise Refused("link removal is not allowed")
         if r.name == "stop" and "t" in query and not query["t"].isdigit():
             raise Refused("t must be a number of seconds")
         suffix = "" if r.name == "remove" else f"/{r.name}"
