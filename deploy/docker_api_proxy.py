@@ -368,8 +368,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.drain()
             self.reply_json(403, {"message": f"refused by the deployment's Docker API proxy: {exc}"})
             return
-        except (OSError, http.client.HTTPException) as exc:
-            log.error("failed %s %s: the engine's socket: %s", self.command, path, exc)
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            log.error("failed %s %s: the engine's socket: %s", self.command, path, repr(exc)[:300])
             self.close_connection = True
             if not self.replied:
                 self.reply_json(502, {"message": f"the container engine did not answer: {exc}"})
@@ -465,14 +465,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # -- the engine -------------------------------------------------------------------------------
 
-    def call(self, url: str, method: str = "GET", body: bytes | None = None, timeout: float | None = None):
-        """One request to the engine, read whole: (status, headers, body)."""
-        conn = UnixConnection(self.upstream, UPSTREAM_TIMEOUT_SECONDS if timeout is None else timeout)
+    def call(self, url: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One GET to the engine, read whole: (status, headers, body)."""
+        conn = UnixConnection(self.upstream, UPSTREAM_TIMEOUT_SECONDS)
         try:
-            headers = {"Host": "docker"}
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, url, body=body, headers=headers)
+            conn.request("GET", url, headers={"Host": "docker"})
             response = conn.getresponse()
             return response.status, response.getheaders(), response.read()
         finally:
