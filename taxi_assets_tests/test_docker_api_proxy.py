@@ -15,10 +15,14 @@ rules (no containers) run in `make test`.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import shutil
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -222,6 +226,118 @@ def test_paths_and_methods_outside_the_launchers_calls_are_refused():
     for method, target in refused:
         with pytest.raises(docker_api_proxy.Refused):
             docker_api_proxy.route(method, target)
+
+
+# -- over HTTP, in front of a recording engine (no containers) ---------------------------------------
+
+
+class RecordingEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A loopback stand-in for the engine's socket: records what reaches it, answers as podman does
+    for the calls the proxy forwards."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str):
+        self.seen: list[tuple[str, str, dict | None]] = []
+        engine = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def address_string(self):
+                return "engine"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                engine.seen.append((self.command, self.path, json.loads(body) if body else None))
+                if self.path.endswith("/version"):
+                    answer = {"ApiVersion": "1.41"}
+                elif "/containers/create" in self.path:
+                    answer = {"Id": "c0ffee", "Warnings": []}
+                elif self.path.endswith("/json"):
+                    labels = {docker_api_proxy.RUN_LABEL: "true"} if "/run" in self.path else {"x": "y"}
+                    answer = {"Id": self.path.split("/")[-2] + "-full-id", "Config": {"Labels": labels}}
+                else:
+                    self.send_response(204)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = json.dumps(answer).encode()
+                self.send_response(201 if "/create" in self.path else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_DELETE = do_GET
+
+        super().__init__(path, Handler)
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    engine = RecordingEngine(str(tmp_path / "engine.sock"))
+    server = docker_api_proxy.serve(POLICY, str(tmp_path / "engine.sock"), "127.0.0.1", 0)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (engine, server)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield server.server_address[1], engine
+    finally:
+        for s in (server, engine):
+            s.shutdown()
+            s.server_close()
+
+
+def send(port: int, head: str, body: bytes = b"") -> tuple[int, dict]:
+    """A request written byte for byte (no client library's framing or path clean-up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head_out, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head_out.split()[1]), json.loads(payload) if payload else {}
+
+
+def test_refused_requests_never_reach_the_engine_and_creates_arrive_hardened(proxy):
+    port, engine = proxy
+    body = json.dumps(launcher_body()).encode()
+    close = "Host: x\nConnection: close\n"
+    status, answer = send(port, f"POST /v1.41/containers/create HTTP/1.1\n{close}Content-Length: {len(body)}\n", body)
+    assert (status, answer["Id"]) == (201, "c0ffee")
+    (create,) = [s for s in engine.seen if s[1].endswith("/containers/create")]
+    assert create[2]["HostConfig"]["CapDrop"] == ["ALL"] and create[2]["Labels"][docker_api_proxy.RUN_LABEL] == "true"
+    assert create[2]["Env"] == launcher_body()["Env"]
+    engine.seen.clear()
+
+    privileged = json.dumps(launcher_body(Privileged=True)).encode()
+    refused = [
+        (f"POST /v1.41/containers/create HTTP/1.1\n{close}Content-Length: {len(privileged)}\n", privileged),
+        (f"POST //containers/create HTTP/1.1\n{close}Content-Length: {len(body)}\n", body),
+        (f"POST /v1.41/containers/create HTTP/1.1\n{close}Transfer-Encoding: chunked\n", b""),
+        (f"POST /v1.41/containers/create HTTP/1.1\n{close}Content-Length: {2 << 20}\n", b""),
+        (f"POST /v1.41/containers/run/start HTTP/1.1\n{close}Upgrade: tcp\n", b""),
+        (f"POST /v1.41/containers/run/exec HTTP/1.1\n{close}Content-Length: 2\n", b"{}"),
+        (f"GET /v1.41/containers/%72un/json HTTP/1.1\n{close}", b""),
+        (f"GET http://engine/v1.41/containers/run/json HTTP/1.1\n{close}", b""),
+    ]
+    for head, payload in refused:
+        status, answer = send(port, head, payload)
+        assert status == 403 and answer["message"].startswith("refused by"), (head, status, answer)
+    assert engine.seen == []
+
+    # A container's own calls: checked on the engine (its labels), then done on its full id.
+    assert send(port, f"POST /v1.41/containers/run1/stop?t=5 HTTP/1.1\n{close}")[0] == 204
+    assert send(port, f"POST /v1.41/containers/other/start HTTP/1.1\n{close}")[0] == 403
+    assert [(m, p) for m, p, _ in engine.seen] == [
+        ("GET", "/v1.41/containers/run1/json"),
+        ("POST", "/v1.41/containers/run1-full-id/stop?t=5"),
+        ("GET", "/v1.41/containers/other/json"),
+    ]
 
 
 # -- on podman ----------------------------------------------------------------------------------------
