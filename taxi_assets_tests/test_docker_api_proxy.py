@@ -8,8 +8,9 @@ stand-in: a container of the same image as uid 10001 with its own groups on that
 talking to the proxy (fixtures/docker_api_attacks.py). It launches, health-checks and terminates run
 containers with docker-py's calls as DockerRunLauncher makes them, then tries every way out; the test
 checks each is refused, that whatever was created could not read the host's /etc/shadow or write its
-/tmp, and what a run container could do. The checks of compose.yaml's layout and of the create-body
-rules (no containers) run in `make test`.
+/tmp, and what a run container could do. Without containers, in `make test`: compose.yaml's layout,
+the create-body and path rules, and the proxy over HTTP in front of a loopback stand-in for the engine
+that records what reaches it.
 """
 
 from __future__ import annotations
