@@ -355,7 +355,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_request(self):
         # The target as sent: http.server turns a leading "//" into "/" in self.path.
         target = self.requestline.split(" ")[1] if self.requestline.count(" ") == 2 else ""
-        path = target.partition("?")[0][:300]
+        path = "".join(c if c.isascii() and c.isprintable() else "?" for c in target.partition("?")[0][:300])
         self.replied = self.body_read = False  # one handler serves every request of a kept-alive connection
         try:
             r, params = route(self.command, target)
