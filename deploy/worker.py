@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import broker
+from disk_floor import warn_low_space
 from serve import (
     BIN,
     MAX_RESTARTS,
@@ -44,6 +45,8 @@ from serve import (
     service_env,
     write_instance_config,
 )
+from service_logs import RotatingLog, pump
+from service_logs import settings as log_settings
 
 QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
 
@@ -71,6 +74,7 @@ def main() -> int:
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)
+    warn_low_space(home, data_dir)
     problem = write_instance_config(home)
     if problem:
         print(problem, file=sys.stderr)
@@ -98,8 +102,6 @@ def main() -> int:
         name,
         "--loglevel",
         "INFO",
-        "--logfile",
-        str(logs / "worker.log"),
         "--max-tasks-per-child",
         str(max_tasks),
         "--max-memory-per-child",
@@ -112,6 +114,9 @@ def main() -> int:
         "--without-gossip",
     ]
     env = service_env(home, data_dir)
+    # Its output (Celery logs to stderr without --logfile, which does not rotate) into a log that
+    # rotates by size (deploy/service_logs.py), one for every Celery worker this loop starts.
+    log = RotatingLog(logs / "worker.log", *log_settings())
     print(
         f"Celery worker {name}: {concurrency} runs at once, queue {QUEUE!r}; "
         f"log {logs / 'worker.log'}; Ctrl-C stops it",
@@ -120,11 +125,15 @@ def main() -> int:
     stop_requested = on_stop_signals()
     restarts: list[float] = []
     while True:
-        worker = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+        worker = subprocess.Popen(
+            command, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        output = pump(worker.stdout, log)
         while worker.poll() is None and not stop_requested.is_set():
             time.sleep(0.2)
         if stop_requested.is_set():
             break
+        output.join(timeout=5)
         # Exited on its own: a remote `shutdown` broadcast, a crash. Started again at once, so the
         # host is without a worker only while the new one starts; one that keeps exiting stops here.
         now = time.monotonic()
@@ -149,6 +158,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+    output.join(timeout=5)
     return 0
 
 
