@@ -198,15 +198,15 @@ def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
         return 2
-    if celery_broker() and (problem := broker.check()):  # deploy/broker.py: refused or unreachable
-        print(problem, file=sys.stderr)
-        return 2
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
     web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
     warn_if_exposed(web_host)
     private_home(home)
     warn_low_space(home, data_dir)
+    if celery_broker() and (problem := broker.check()):  # deploy/broker.py: refused or unreachable
+        print(problem, file=sys.stderr)
+        return 2
     # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
     logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -67,14 +67,14 @@ def main() -> int:
     if missing:
         print(f"set {' and '.join(missing)} (the instance's PostgreSQL, the Celery broker)", file=sys.stderr)
         return 2
-    problem = broker.check()  # deploy/broker.py: a broker anyone may write to, or one that cannot be used
-    if problem:
-        print(problem, file=sys.stderr)
-        return 2
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)
     warn_low_space(home, data_dir)
+    problem = broker.check()  # deploy/broker.py: a broker anyone may write to, or one that cannot be used
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     problem = write_instance_config(home)
     if problem:
         print(problem, file=sys.stderr)
