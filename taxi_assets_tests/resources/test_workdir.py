@@ -208,6 +208,7 @@ def test_the_sweep_leaves_folders_it_did_not_make_in_a_shared_work_folder(tmp_pa
         shared / "release.2024",
         shared / f"backup.{dead_pid}",
         shared / f"taxi-assets-lookalike.{dead_pid}",
+        shared / f"taxi-assets-lookalike@{socket.gethostname()}.{dead_pid}.1",
     ]
     for folder in foreign:
         folder.mkdir()
