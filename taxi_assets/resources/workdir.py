@@ -34,6 +34,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from taxi_assets import settings
+from taxi_assets.disk import space_left
 from taxi_assets.resources.errors import CannotWrite
 
 PREFIX = "taxi-assets-"
@@ -93,7 +94,7 @@ def _usable(root: Path) -> Iterator[None]:
         reason = exc.strerror or type(exc).__name__
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = (
-            "free some space there, or set TAXI_WORK_DIR to a folder with room"
+            f"{space_left(root)}: free some space there, or set TAXI_WORK_DIR to a folder with room"
             if full
             else ("set TAXI_WORK_DIR to a folder this user can write")
         )
