@@ -14,7 +14,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from taxi_assets.grid_upkeep import grid_upkeep_sensor
+from taxi_assets.grid_upkeep import COLOR_TAG as COLOR
+from taxi_assets.grid_upkeep import MONTH_TAG as MONTH
+from taxi_assets.grid_upkeep import grid_upkeep_sensor, tag_dimensions
 from taxi_assets.sources import TLC, month_after
 from taxi_assets_harness.graphql import partition_grid
 from taxi_assets_harness.instances import webserver
@@ -74,6 +76,34 @@ def test_history_of_the_static_keys_is_read_as_loaded_and_nothing_is_requested_a
     with duckdb.connect(str(local_env / "warehouse.duckdb"), read_only=True) as conn:
         slices = dict(conn.execute("SELECT color || '|' || month, count(*) FROM rides GROUP BY ALL").fetchall())
     assert slices == LOADED
+
+
+def test_the_upkeep_tags_each_materialization_of_the_static_keys_once(upgraded):
+    home, _ = upgraded
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+
+        def untagged():
+            return {
+                asset: sum(1 for tags in instance.get_event_tags_for_asset(dg.AssetKey(asset)) if COLOR not in tags)
+                for asset in TRIP_ASSETS
+            }
+
+        def tagged():
+            return {
+                asset: sorted(
+                    f"{tags[COLOR]}|{tags[MONTH]}"
+                    for tags in instance.get_event_tags_for_asset(dg.AssetKey(asset))
+                    if COLOR in tags
+                )
+                for asset in TRIP_ASSETS
+            }
+
+        assert untagged() == dict.fromkeys(TRIP_ASSETS, 4)  # yellow 2021-01 twice, green, fhvhv: no tags
+        cursor, count, more = tag_dimensions(instance, {})
+        assert (count, more) == (16, False) and untagged() == dict.fromkeys(TRIP_ASSETS, 0)
+        assert tagged() == dict.fromkeys(TRIP_ASSETS, sorted([*LOADED, "yellow|2021-01-01"]))
+        assert tag_dimensions(instance, cursor)[1] == 0  # once: a later tick reads only new records
+        assert tagged() == dict.fromkeys(TRIP_ASSETS, sorted([*LOADED, "yellow|2021-01-01"]))
 
 
 @pytest.mark.slow
