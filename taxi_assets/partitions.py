@@ -10,7 +10,7 @@ The grid is a month x color `MultiPartitionsDefinition` for either source, built
   after it ends, so neither the current month nor the one before is offered. The colors start
   years apart (green 2014, fhv 2015, fhvhv 2019-02), so the rectangle holds cells before a color's
   first file: the assets succeed at once on them, holding nothing (`Source.no_file_reason`), and
-  the sensor never asks for them (`upstream_keys`). Why a rectangle: docs/decisions.md#the-tlc-grid.
+  the sensor never asks for them (`upstream_keys`). Why a rectangle: docs/decisions.md#the-tlc-source.
 """
 
 from __future__ import annotations
