@@ -1,4 +1,4 @@
-"""The upkeep of the `tlc` grid's history, by `grid_upkeep_sensor` (on from the first load, every ten minutes;
+"""The upkeep of the `tlc` grid's history, by `grid_upkeep_sensor` (on from the first load, every two minutes;
 launches no run):
 
 1. Cells before a color's first file (green before 2014, fhv before 2015, fhvhv before 2019-02):
@@ -139,9 +139,9 @@ def tag_dimensions(
 
 
 @dg.sensor(
-    # Ten minutes: a fresh deployment's empty cells are recorded within the first hour; once
-    # caught up, a tick reads one page of new records per asset.
-    minimum_interval_seconds=600,
+    # Two minutes: a fresh deployment's empty cells are recorded within its first ten minutes;
+    # once caught up, a tick reads the few records made since the last one, per asset.
+    minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Records the cells before a color's first file as holding nothing, once, and adds the month and "
     "color tags to materializations recorded before the grid was month x color (launches no run).",
