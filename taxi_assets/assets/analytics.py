@@ -211,6 +211,15 @@ def build_monthly_trip_stats(
         slice, and stored by it: in one transaction, this partition's rows of the table
         `monthly_trip_stats` are deleted and the new ones inserted (a rerun replaces them)."""
         month = TripMonth.from_context(context, source.colors)
+        empty = month.no_file_reason(source)
+        if empty is not None:  # a cell before the color's first file: no slice, no statistics
+            return dg.MaterializeResult(
+                metadata={"dagster/row_count": 0, "no_file": empty},
+                check_results=[
+                    dg.AssetCheckResult(check_name=name, passed=True, metadata={"no_file": empty})
+                    for name in (TRIPS_ADD_UP, LOCATION_IDS_HAVE_ZONES)
+                ],
+            )
         with failing_fast(month):
             _require_zones(context, warehouse, month)
             tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}

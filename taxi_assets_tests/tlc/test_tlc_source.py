@@ -72,6 +72,26 @@ def test_a_cell_before_its_colors_first_file_succeeds_at_once_holding_nothing(mi
     assert not (tmp_path / "warehouse.duckdb").exists()  # the warehouse is not touched
 
 
+def test_the_statistics_of_a_cell_before_its_colors_first_file_succeed_holding_nothing(
+    mirror, tmp_path, instance, resources
+):
+    # Launched by hand on a fresh warehouse (no zones, no rides): nothing to wait for, nothing written.
+    result = dg.materialize(
+        [*ASSETS.trips, ASSETS.monthly_trip_stats],
+        selection=[ASSETS.monthly_trip_stats.key],
+        partition_key="green|2013-12-01",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success, step_failure_messages(result)
+    [materialization] = result.asset_materializations_for_node("monthly_trip_stats")
+    assert materialization.metadata["no_file"].value == "no TLC file before 2014-01 for green"
+    assert materialization.metadata["dagster/row_count"].value == 0
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert not (tmp_path / "warehouse.duckdb").exists()
+
+
 @pytest.mark.parametrize("era", ERAS, ids=[f"{e.color}-{e.month}" for e in ERAS])
 def test_every_era_lands_with_the_pinned_schema_and_exact_counts(era, mirror, tmp_path, instance, resources):
     write_era(era, mirror.path(era.color, era.month), rows=1_000)
