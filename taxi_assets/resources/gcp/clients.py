@@ -255,7 +255,7 @@ def call_retry(bounds: Bounds, *, service: str, doing: str) -> retries.Retry:
     def log(exc: Exception) -> None:
         dg.get_dagster_logger().warning(
             f"{service} refused to {doing} ({reason(exc) or f'HTTP {_status(cause(exc))}'}); retrying with backoff "
-            f"for up to {bounds.deadline:.0f} s: {said(exc)[:300]}"
+            f"for up to {bounds.deadline:g} s: {said(exc)[:300]}"
         )
 
     return retries.Retry(

@@ -65,6 +65,8 @@ _EU_REGIONS = frozenset(
 # ASIA, which configurable dual-regions also report) and predefined dual-regions (NAM4, EUR4,
 # ASIA1) have none of its shape.
 _REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+# The multi-regions' continents: their regions' (and their configurable dual-regions') names begin so.
+_CONTINENT = {"us": "us-", "eu": "europe-", "asia": "asia-"}
 # What BigQuery says when it aborts a transaction for another one on the same table.
 _CONCURRENT_UPDATE = re.compile(r"concurrent update|could not serialize access", re.IGNORECASE)
 
@@ -103,22 +105,26 @@ def _bq_schema(schema: pa.Schema, timestamps: str = "TIMESTAMP") -> list[bigquer
 def bucket_loadable_into(bucket_location: str, dataset_location: str) -> bool | None:
     """Whether BigQuery loads from a bucket in `bucket_location` into a dataset in
     `dataset_location`, where the rule is certain; None where it is not. The rule (BigQuery's
-    "Loading data from Cloud Storage"): a dataset in the US multi-region loads from anywhere;
-    otherwise the bucket must be in the dataset's region, or contained in its multi-region.
+    "Loading Parquet data from Cloud Storage", Limitations): a dataset in the US multi-region loads
+    from anywhere; otherwise the bucket must be in the dataset's region, or contained in its
+    multi-region.
     - True: the same location; a US dataset; a listed EU region into EU.
-    - False: two different regions; into EU, a region outside Europe, or the US or ASIA multi-region.
-    - None: everything else: a multi-region or dual-region bucket into a region (a configurable
-      dual-region reports only "US", "EU" or "ASIA"), a predefined dual-region, a European region
-      not listed, another multi-region."""
+    - False: two different regions; a multi-region (or a configurable dual-region, which reports
+      its multi-region) into a region of another continent, or into EU a bucket outside Europe.
+    - None: everything else: US, EU or ASIA into a region of theirs (a configurable dual-region may
+      hold it), a predefined dual-region (NAM4, EUR4, ASIA1), a European region not listed."""
     bucket, dataset = bucket_location.lower(), dataset_location.lower()
     if bucket == dataset or dataset == "us":
         return True
     if _REGION.match(bucket) and _REGION.match(dataset):
         return False
-    if dataset == "eu" and bucket in ("us", "asia"):  # their regions and dual-regions lie outside Europe
-        return False
-    if dataset == "eu" and _REGION.match(bucket):
-        return True if bucket in _EU_REGIONS else None if bucket.startswith("europe-") else False
+    if _REGION.match(dataset) and bucket in _CONTINENT:
+        return None if dataset.startswith(_CONTINENT[bucket]) else False
+    if dataset == "eu":
+        if bucket in _EU_REGIONS:
+            return True
+        if bucket in _CONTINENT or _REGION.match(bucket):
+            return None if bucket.startswith("europe-") else False
     return None
 
 

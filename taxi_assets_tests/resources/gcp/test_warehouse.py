@@ -43,6 +43,8 @@ YELLOW = RELEASES_SCHEMAS["yellow"]
         ("us-central1", "EU", False),
         ("US", "EU", False),
         ("ASIA", "EU", False),
+        ("US", "asia-northeast3", False),
+        ("EU", "us-central1", False),
         # Not certain (warned about, the load job has the last word): a multi-region name that may be
         # a configurable dual-region holding the dataset's region, a predefined dual-region, a
         # European region the list does not have (europe-north2), London and Zurich.
@@ -254,3 +256,22 @@ def test_statistics_of_two_partitions_written_at_once_are_each_there_once(gcp_em
         rows = warehouse.query(STATS_OF_PARTITION["bigquery"].format(stats=stats), {"color": color, "month": JANUARY})
         assert list(rows["pickup_borough"]) == ["Bronx", "Queens"]  # two rows, not six
         assert set(rows["trips"]) == {3}  # the last round's
+
+
+def test_an_uncertain_location_pair_warns_and_loads(gcp_emulators, gcp_env, tmp_path, caplog):
+    """A bucket reporting US (the emulator's) and a dataset in us-central1: a configurable
+    dual-region reports US and may hold us-central1, so the check cannot tell; it warns and lets
+    the load job decide (the emulator loads across any locations). The certain refusal is
+    test_graph_gcp.test_location_preflight_fails_before_loading."""
+    uri = _publish(tmp_path, gcp_env, real_rows("yellow_tripdata_2021-01_head3000.csv"))
+    warehouse = BigQueryWarehouse(
+        bigquery=TaxiBigQueryResource(project=gcp_env["project"], location="us-central1"),
+        gcs=TaxiGCSResource(project=gcp_env["project"]),
+        dataset=gcp_env["dataset"],
+    )
+    load = warehouse.replace_slice(
+        source_uri=uri, color="yellow", month=JANUARY, file_schema=YELLOW, fill_passenger_count=True
+    )
+    assert load.rows == 3000
+    assert f"bucket gs://{gcp_env['bucket']} is in US and dataset {gcp_env['dataset']} in us-central1" in caplog.text
+    assert "a mismatch is reported by the load job itself" in caplog.text
