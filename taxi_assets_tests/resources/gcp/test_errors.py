@@ -224,8 +224,8 @@ def test_a_persistent_refusal_fails_within_the_bound_as_retryable(
     if point == "failed job":
         assert "3 jobs over" in message and fault.requests(proxy) == 3
     else:
-        assert f"up to {DEADLINE:g} s (call_deadline_seconds)" in message and fault.requests(proxy) >= 2
-        assert took >= DEADLINE * 0.5  # retried for a while, not given up at once
+        assert f"up to {DEADLINE:g} s (call_deadline_seconds)" in message
+        assert fault.requests(proxy) >= 3  # retried with backoff, not given up at once
     assert took < DEADLINE + SLACK, took
     assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
 
@@ -368,7 +368,7 @@ def test_swaps_and_statistics_send_every_value_as_a_query_parameter(gcp_emulator
     for script in scripts:
         values = {p["name"]: p["parameterValue"]["value"] for p in script["queryParameters"]}
         assert values == {"color": "yellow", "month": "2021-01-01"}
-        assert "yellow" not in script["query"] and "2021-01-01" not in script["query"]
+        assert "'yellow'" not in script["query"] and "2021-01-01" not in script["query"]  # no literal
         assert "@color" in script["query"] and "@month" in script["query"]
 
 
