@@ -241,10 +241,6 @@ class Bounds:
     request_timeout: float
     first_pause: float
 
-    @property
-    def worst_case(self) -> float:
-        return self.deadline + self.request_timeout
-
 
 def call_retry(bounds: Bounds, *, service: str, doing: str) -> retries.Retry:
     """The `retry=` of every call: the client library's own retry object, with our predicate (also
@@ -261,7 +257,8 @@ def call_retry(bounds: Bounds, *, service: str, doing: str) -> retries.Retry:
     return retries.Retry(
         predicate=is_transient,
         initial=bounds.first_pause,
-        maximum=max(bounds.first_pause, 32.0),  # GCS's retry strategy caps its backoff near 32 s
+        # The longest pause: GCS's retry-strategy page suggests a maximum backoff of 32 or 64 s.
+        maximum=max(bounds.first_pause, 32.0),
         multiplier=2.0,
         timeout=bounds.deadline,
         on_error=log,
