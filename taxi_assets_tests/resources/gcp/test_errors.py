@@ -27,7 +27,8 @@ from taxi_assets_tests.emulators import RewritingProxy, google_error
 YELLOW = RELEASES.schemas["yellow"]
 JANUARY = dt.date(2021, 1, 1)
 KEY = "data/yellow/yellow_tripdata_2021-01.parquet"
-ROWS = real_rows("yellow_tripdata_2021-01_head3000.csv")
+ROWS = real_rows("yellow_tripdata_2021-01_head3000.csv")[:301]  # the header and 300 rows: enough, and quick
+N = 300
 QUOTA = (
     "Quota exceeded: Your table exceeded quota for imports or query appends per table. For more information, "
     "see https://cloud.google.com/bigquery/docs/troubleshoot-quotas"
@@ -194,7 +195,7 @@ def test_a_transient_refusal_succeeds_after_one_retry(gcp_emulators, gcp_env, tm
     proxy = RewritingProxy(gcp_emulators.bigquery_host, answer=fault.answer, reply=fault.reply)
     with _through(proxy, monkeypatch):
         load = _replace(_warehouse(gcp_env), uri)
-    assert load.rows == 3000 and fault.injected == 1
+    assert load.rows == N and fault.injected == 1
     # One refused request (or failed job), then the same request again (a new job): one retry.
     assert fault.requests(proxy) == 2 if point != "getQueryResults" else fault.requests(proxy) >= 2
     assert _tables(gcp_emulators, gcp_env) == ["rides"]
@@ -209,7 +210,9 @@ def test_a_persistent_refusal_fails_within_the_bound_as_retryable(
     Dagster's retry policy runs the step again later). The old slice stays."""
     uri = _publish(tmp_path, gcp_env, ROWS)
     warehouse = _warehouse(gcp_env)
-    assert _replace(warehouse, uri).rows == 3000
+    before = kind == "503 backendError"  # a slice loaded before (one kind per point: the tests are timed)
+    if before:
+        assert _replace(warehouse, uri).rows == N
     fault = Fault(point, kind, times=None)
     proxy = RewritingProxy(gcp_emulators.bigquery_host, answer=fault.answer, reply=fault.reply)
     started = time.monotonic()
@@ -227,7 +230,10 @@ def test_a_persistent_refusal_fails_within_the_bound_as_retryable(
         assert f"up to {DEADLINE:g} s (call_deadline_seconds)" in message
         assert fault.requests(proxy) >= 3  # retried with backoff, not given up at once
     assert took < DEADLINE + SLACK, took
-    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
+    # The old slice, whole; or, when only reading the swap's results failed, the new one: the swap's
+    # job ran and committed, and the step's rerun replaces the slice again.
+    swapped = point == "getQueryResults"
+    assert warehouse.slice_row_counts() == ({("yellow", JANUARY): N} if before or swapped else {})
 
 
 def test_quota_exceeded_is_not_retried_names_the_quota_and_starts_nothing_more(
@@ -237,7 +243,7 @@ def test_quota_exceeded_is_not_retried_names_the_quota_and_starts_nothing_more(
     it; a SetupError, so Dagster's retry policy does not start the step again either."""
     uri = _publish(tmp_path, gcp_env, ROWS)
     warehouse = _warehouse(gcp_env)
-    assert _replace(warehouse, uri).rows == 3000
+    assert _replace(warehouse, uri).rows == N
     is_load = _jobs_insert(b'"load"')
     proxy = RewritingProxy(
         gcp_emulators.bigquery_host,
@@ -254,7 +260,7 @@ def test_quota_exceeded_is_not_retried_names_the_quota_and_starts_nothing_more(
     assert "Grant" not in message and "permission" not in message.lower()  # not reported as a permission
     assert isinstance(err.value, SetupError)
     assert proxy.count("POST", "/jobs") == 1  # the one load; no retry, no swap
-    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
+    assert warehouse.slice_row_counts() == {("yellow", JANUARY): N}
     assert _tables(gcp_emulators, gcp_env) == ["rides"]
 
 
@@ -291,7 +297,7 @@ def test_a_failed_jobs_error_is_classified_like_its_http_twin(
     proxy = RewritingProxy(gcp_emulators.bigquery_host, answer=answer)
     with _through(proxy, monkeypatch):
         if expected is None:
-            assert _replace(warehouse, uri).rows == 3000
+            assert _replace(warehouse, uri).rows == N
         else:
             with pytest.raises(expected) as err:
                 _replace(warehouse, uri)
@@ -329,11 +335,11 @@ def test_a_load_jobs_insert_answered_409_after_a_lost_response_is_fetched(
     warehouse = _warehouse(gcp_env)
     with _through(proxy, monkeypatch):
         load = _replace(warehouse, uri)
-    assert load.rows == 3000
+    assert load.rows == N
     assert sum(1 for method, path, body in proxy.received if is_load(method, path, body)) == 2
     assert proxy.count("GET", f"/jobs/{job_ids[0]}") >= 1  # fetched, not started again
-    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
-    assert _replace(warehouse, uri).rows == 3000  # a rerun replaces it: still one slice
+    assert warehouse.slice_row_counts() == {("yellow", JANUARY): N}
+    assert _replace(warehouse, uri).rows == N  # a rerun replaces it: still one slice
 
 
 def test_swaps_and_statistics_send_every_value_as_a_query_parameter(gcp_emulators, gcp_env, tmp_path, monkeypatch):
@@ -346,7 +352,7 @@ def test_swaps_and_statistics_send_every_value_as_a_query_parameter(gcp_emulator
     proxy = RewritingProxy(gcp_emulators.bigquery_host)
     warehouse = _warehouse(gcp_env)
     with _through(proxy, monkeypatch):
-        assert _replace(warehouse, uri).rows == 3000
+        assert _replace(warehouse, uri).rows == N
         warehouse.replace_rows(
             "monthly_trip_stats",
             columns=STATS_COLUMNS["bigquery"],
@@ -432,7 +438,7 @@ def test_billing_not_enabled_is_a_setup_error_saying_to_enable_billing(gcp_emula
     """A BigQuery sandbox project refuses DML: the swap's transaction is answered so, once, not retried."""
     uri = _publish(tmp_path, gcp_env, ROWS)
     warehouse = _warehouse(gcp_env)
-    assert _replace(warehouse, uri).rows == 3000
+    assert _replace(warehouse, uri).rows == N
     sandbox = (
         "Billing has not been enabled for this project. Enable billing at "
         "https://console.cloud.google.com/billing. DML queries are not allowed in the free tier. "
@@ -452,7 +458,7 @@ def test_billing_not_enabled_is_a_setup_error_saying_to_enable_billing(gcp_emula
     assert "the project has no billing account" in message and "Enable billing for the project" in message
     assert not isinstance(err.value, AccessDenied)
     assert sum(1 for r in proxy.requests if r.startswith("POST") and r.endswith("/jobs")) == 2  # load, script
-    assert warehouse.slice_row_counts() == {("yellow", JANUARY): 3000}
+    assert warehouse.slice_row_counts() == {("yellow", JANUARY): N}
     assert _tables(gcp_emulators, gcp_env) == ["rides"]
 
 
