@@ -7,6 +7,7 @@ from taxi_assets import settings
 from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.compute_logs import checked_in_process_executor
+from taxi_assets.grid_upkeep import grid_upkeep_sensor
 from taxi_assets.jobs import trips_job
 from taxi_assets.pool_wait import sleep_while_waiting_for_pool_slots
 from taxi_assets.resources.source import TripSource
@@ -29,7 +30,9 @@ def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.
     trips = dg.Definitions(
         assets=build_assets(upstream, target).all,
         jobs=[trips_job],
-        sensors=[upstream_files_sensor, analytics_automation],
+        # The tlc grid's cells before a color's first file, and history from when it was a list of keys.
+        sensors=[upstream_files_sensor, analytics_automation]
+        + ([grid_upkeep_sensor] if upstream.name == "tlc" else []),
         # The releases never change; the TLC publishes a month every month.
         schedules=[newest_month_schedule] if upstream.name == "tlc" else [],
         resources=resources,
