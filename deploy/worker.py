@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from preflight import require_postgres
 from serve import BIN, ROOT, on_stop_signals, private_home, service_env, write_instance_config
 
 QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
@@ -50,6 +51,7 @@ def main() -> int:
     if missing:
         print(f"set {' and '.join(missing)} (the instance's PostgreSQL, the Celery broker)", file=sys.stderr)
         return 2
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from taxi_assets_harness.ports import free_port
 
@@ -36,9 +37,11 @@ def _as_server_user(command: list[str]) -> list[str]:
 class PostgresServer:
     """A running throwaway cluster: `url` of its database; `stop()` and `start()` for outages."""
 
-    def __init__(self, binaries: Path, data: Path, port: int, log: Path, database: str):
+    def __init__(self, binaries: Path, data: Path, port: int, log: Path, database: str, password: str | None = None):
         self.binaries, self.data, self.port, self.log_path, self.database = binaries, data, port, log, database
-        self.url = f"postgresql://postgres@127.0.0.1:{port}/{database}"
+        self.password = password
+        userinfo = f"postgres:{quote(password, safe='')}" if password else "postgres"
+        self.url = f"postgresql://{userinfo}@127.0.0.1:{port}/{database}"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -57,14 +60,20 @@ class PostgresServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with contextlib.closing(
-                    psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-                ):
+                with contextlib.closing(self.connect("postgres")):
                     return
             except psycopg2.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not start:\n{self.log_path.read_text()}") from None
                 time.sleep(0.2)
+
+    def connect(self, database: str):
+        """A psycopg2 connection to `database` as the superuser."""
+        import psycopg2
+
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=self.password, dbname=database
+        )
 
     def stop(self, fast: bool = True, timeout: float = 30) -> None:
         """Stop the server: fast (SIGINT to the postmaster: sessions are cut, as `pg_ctl -m fast stop`)
@@ -81,8 +90,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: Path, database: str = "dagster") -> Iterator[PostgresServer]:
-    """Start a cluster with `database` on it; yield it; stop and remove it afterwards."""
+def postgres_server(workdir: Path, database: str = "dagster", password: str | None = None) -> Iterator[PostgresServer]:
+    """Start a cluster with `database` on it; yield it; stop and remove it afterwards. With a
+    `password`, TCP connections must give it (scram-sha-256); without one, anyone may connect."""
     binaries = server_binaries()
     if binaries is None:
         raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql")
@@ -95,19 +105,22 @@ def postgres_server(workdir: Path, database: str = "dagster") -> Iterator[Postgr
     if os.geteuid() == 0:
         shutil.chown(cluster, "postgres")
         shutil.chown(data, "postgres")
+    auth = ["-A", "trust"]
+    if password:
+        pwfile = cluster / "pwfile"
+        pwfile.write_text(password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     subprocess.run(
-        _as_server_user([str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
+        _as_server_user([str(binaries / "initdb"), "-D", str(data), *auth, "-U", "postgres", "-E", "UTF8"]),
         check=True,
         capture_output=True,
     )
-    server = PostgresServer(binaries, data, free_port(), workdir / "postgres.log", database)
+    server = PostgresServer(binaries, data, free_port(), workdir / "postgres.log", database, password)
     try:
         server.start()
-        import psycopg2
-
-        with contextlib.closing(
-            psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
-        ) as conn:
+        with contextlib.closing(server.connect("postgres")) as conn:
             conn.autocommit = True
             conn.cursor().execute(f'CREATE DATABASE "{database}"')
         yield server
