@@ -193,7 +193,6 @@ def main() -> int:
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
         return 2
-    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_deploy").resolve()
     web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
@@ -213,6 +212,7 @@ def main() -> int:
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     env = service_env(home, data_dir)
     env.setdefault("TAXI_BACKFILL_INTERVAL_SECONDS", str(BACKFILL_INTERVAL_SECONDS))
     set_pool_limits(env)

@@ -51,7 +51,6 @@ def main() -> int:
     if missing:
         print(f"set {' and '.join(missing)} (the instance's PostgreSQL, the Celery broker)", file=sys.stderr)
         return 2
-    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)
@@ -59,6 +58,7 @@ def main() -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     logs = home / "worker-logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A run is one process's work from start to end (the in-process executor: parsing, Parquet,
