@@ -24,8 +24,8 @@ PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db
    ("too many retries for DB connection": a step claiming its pool slot failed for good, and its
    backfill with it). Here a new connection waits for the server instead (the engines' `do_connect`
    event), so those retries and every storage call reconnect into a wait; a statement cut while in
-   flight (the server stopping under it) is run again on a new connection by the methods in
-   RETRIED, and an event write cut in flight first looks whether its row landed, so no event is
+   flight (the server stopping under it) is run again on a new connection by every read and the
+   writes in RETRIED, and an event write cut in flight first looks whether its row landed, so no event is
    written twice. Past the bound: PostgresUnavailable naming host:port/dbname and the time waited.
    The webserver's engines (Dagster's `optimize_for_webserver`, which builds them without a
    pre-ping) get the same pre-ping and wait.
@@ -36,6 +36,7 @@ Figures: docs/performance.md#backfills.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import os
@@ -310,22 +311,16 @@ class _ReusedConnections:
 
 
 # Methods whose statements are run again after a cut: each can run twice with the same outcome.
-# Not add_run, add_backfill, create_tick (inserts: a second one would be a duplicate).
+# Every read (public methods named get_*, fetch_*, has_*, all_*: the daemon's backfill loop lost one
+# of its 5 retries to a cut read), and these writes (updates, upserts, claims). Not add_run,
+# add_backfill, create_tick (inserts: a second one would be a duplicate); store_event below.
+READ_PREFIXES = ("get_", "fetch_", "has_", "all_")
 RETRIED = {
     "run": (
         "handle_run_event",
         "add_run_tags",
         "add_daemon_heartbeat",
-        "get_runs",
-        "get_run_records",
-        "get_runs_count",
-        "get_run_ids",
-        "get_run_tags",
-        "get_daemon_heartbeats",
-        "get_backfill",
-        "get_backfills",
         "update_backfill",
-        "get_cursor_values",
         "set_cursor_values",
     ),
     "event_log": (
@@ -333,22 +328,21 @@ RETRIED = {
         "check_concurrency_claim",
         "free_concurrency_slot_for_step",
         "free_concurrency_slots_for_run",
-        "get_concurrency_info",
-        "get_records_for_run",
-        "get_event_records",
-        "get_asset_records",
-        "get_latest_materialization_events",
-        "get_stats_for_run",
-        "get_step_stats_for_run",
     ),
     "schedule": (
-        "all_instigator_state",
-        "get_instigator_state",
         "update_instigator_state",
-        "get_ticks",
         "update_tick",
     ),
 }
+
+
+def read_methods(cls) -> tuple[str, ...]:
+    """The public reads of a storage class (plain functions named with READ_PREFIXES)."""
+    return tuple(
+        name
+        for name in dir(cls)
+        if name.startswith(READ_PREFIXES) and inspect.isfunction(inspect.getattr_static(cls, name))
+    )
 
 
 class PooledPostgresRunStorage(_ReusedConnections, PostgresRunStorage):
@@ -424,6 +418,9 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
                 self.store_asset_check_event(event, event_id)
 
 
-retry_cut_statements(PooledPostgresRunStorage, RETRIED["run"])
-retry_cut_statements(PooledPostgresEventLogStorage, RETRIED["event_log"])
-retry_cut_statements(PooledPostgresScheduleStorage, RETRIED["schedule"])
+for _cls, _kind in (
+    (PooledPostgresRunStorage, "run"),
+    (PooledPostgresEventLogStorage, "event_log"),
+    (PooledPostgresScheduleStorage, "schedule"),
+):
+    retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))

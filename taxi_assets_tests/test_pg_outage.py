@@ -137,7 +137,11 @@ def test_a_backfill_rides_out_a_20_s_postgres_outage(mirror, tmp_path):
         wall_down = time.time() - (time.monotonic() - down_at)
         wall_up = time.time() - (time.monotonic() - up_at)
         spanning = [r for r in outage_runs if r["startTime"] < wall_up and (r["endTime"] or 0) > wall_down]
-        assert spanning, "no run was going during the outage: the test proved nothing"
+        assert spanning, (
+            "no run was going during the outage: the test proved nothing",
+            [(r["startTime"] - wall_down, (r["endTime"] or 0) - wall_down) for r in outage_runs],
+            wall_up - wall_down,
+        )
         assert "answers again" in daemon_log  # the daemon waited for the server, and said so
 
         # Each event once: no run wrote more of anything than the fault-free run of its partition.

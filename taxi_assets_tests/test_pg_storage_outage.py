@@ -65,6 +65,12 @@ def test_the_private_names_it_relies_on_are_there():
     ):
         for name in taxi_storage.RETRIED[kind]:
             assert getattr(cls, name).__wrapped__, (cls, name)  # wrapped: the name exists in this Dagster
+    # Reads the daemon and runs make, run again after a cut (the backfill loop's, seen cut in an outage).
+    reads = taxi_storage.read_methods(taxi_storage.PooledPostgresEventLogStorage)
+    assert {"get_asset_event_summary_records", "get_records_for_run", "has_pending_step"} <= set(reads)
+    assert {"get_runs", "get_run_records", "get_backfill"} <= set(
+        taxi_storage.read_methods(taxi_storage.PooledPostgresRunStorage)
+    )
 
 
 def test_calls_wait_for_a_stopped_server_then_go_on(pg_instance):
@@ -177,3 +183,13 @@ def test_the_webservers_engines_check_their_connection_after_a_restart(pg_instan
     assert isinstance(instance.event_log_storage.get_concurrency_keys(), set)
     assert instance.all_instigator_state() == []
     assert time.monotonic() - started < 5
+
+
+def test_a_read_cut_in_flight_is_run_again(pg_instance):
+    """As the daemon's backfill loop read asset records when the server stopped under it."""
+    pg, instance = pg_instance
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="read_asset"))
+    with _cut_connection_once(pg, "SELECT ASSET_KEYS.", "before") as cut:
+        records = instance.get_asset_records([dg.AssetKey("read_asset")])
+    assert cut.is_set()
+    assert [r.asset_entry.asset_key for r in records] == [dg.AssetKey("read_asset")]
