@@ -11,7 +11,7 @@ anything that still holds the password is masked.
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 SETTING = "DAGSTER_PG_URL"
 SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2")
@@ -43,37 +43,46 @@ def postgres_problem(url: str | None) -> str | None:
             outage_seconds()
         except ValueError as error:
             return str(error)
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        return f"{SETTING} must be a postgresql:// URL, got scheme {parts.scheme!r}"
-    # The password is whatever lies between the first ':' after '//' and the last '@' of the URL: a
-    # '#', '/' or '?' in it ends the URL's host part early, and the rest is not a host.
-    raw_userinfo = url.split("//", 1)[-1].rpartition("@")[0]
-    raw_password = raw_userinfo.partition(":")[2]
-    secrets = [raw_password, unquote(raw_password)]
-    if "@" in url.split("//", 1)[-1] and "@" not in parts.netloc or any(c in raw_password for c in "#/?"):
-        return (
-            f"{SETTING} cannot be parsed: its password holds '#', '/' or '?'; percent-encode them "
-            "(# as %23, / as %2F, ? as %3F, @ as %40, % as %25)"
-        )
-    try:
-        port = parts.port or 5432
-    except ValueError as error:
-        return f"{SETTING} has a bad port: {_masked(str(error), secrets)} (expected 1-65535)"
-    host = parts.hostname or "localhost (socket)"
-    database = unquote(parts.path.lstrip("/")) or (unquote(parts.username or "") or "(default)")
-    where = f"{SETTING}: PostgreSQL at {host}:{port}/{database} as {unquote(parts.username or '') or '(default user)'}"
-    import psycopg2
+    scheme = url.partition("://")[0]
+    if scheme not in SCHEMES or "://" not in url:
+        return f"{SETTING} must be a postgresql:// URL, got scheme {scheme!r}"
+    import sqlalchemy
 
-    libpq_url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    # Parsed as the storages parse it (SQLAlchemy's URL, the psycopg2 driver): their password is
+    # everything between the first ':' and the next '@', so a raw '#', '/' or '?' in it works; an '@'
+    # does not (what follows it is read as the host), nor does a ':' or '/' in the user name.
+    sqlalchemy_url = "postgresql+psycopg2://" + url.partition("://")[2]
+    raw_password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+    secrets = [raw_password, unquote(raw_password)]
+    encode = "percent-encode it (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F, % as %25)"
     try:
-        psycopg2.connect(libpq_url, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
-    except psycopg2.Error as error:
-        said = one_line(error)
+        parsed = sqlalchemy.engine.make_url(sqlalchemy_url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # their text repeats the URL, password included
+        return (
+            f"{SETTING} cannot be parsed as postgresql://user:password@host:port/database: check its port, or {encode}"
+        )
+    secrets.append(parsed.password or "")
+    if "@" in (parsed.host or "") or url.partition("://")[2].count("@") > 1:
+        return f"{SETTING} cannot be parsed: its password (or user name) holds an '@'; {encode}"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"{SETTING} has a bad port: {parsed.port} (expected 1-65535)"
+    host, port = parsed.host or "localhost (socket)", parsed.port or 5432
+    where = f"{SETTING}: PostgreSQL at {host}:{port}/{parsed.database or parsed.username or ''} as {parsed.username}"
+    engine = sqlalchemy.create_engine(
+        parsed,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+    try:
+        engine.connect().close()
+    except sqlalchemy.exc.DBAPIError as error:  # its text adds SQLAlchemy's notes: the driver's alone
+        said = one_line(error.orig or error)
         for prefix in (f'connection to server at "{host}"', "connection to server on socket"):
             if said.startswith(prefix):  # libpq repeats the host and port: keep what the server said
                 said = said.split("failed: ", 1)[-1]
         return _masked(f"{where}: {said}", secrets)
+    finally:
+        engine.dispose()
     return None
 
 

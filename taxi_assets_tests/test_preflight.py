@@ -28,19 +28,18 @@ WRONG = "Wr0ng-Pa55word"
 def _variants(port: int) -> dict[str, tuple[str, str]]:
     """name: (DAGSTER_PG_URL, what its one line must say)."""
     closed = free_port()
+    refused = f'127.0.0.1:{port}/dagster as postgres: FATAL: password authentication failed for user "postgres"'
     return {
-        "bad port number": (f"postgresql://postgres:{ENCODED}@127.0.0.1:99999/dagster", "bad port"),
-        "'#' and '/' unencoded": (f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/dagster", "percent-encode"),
-        "'/' unencoded": (f"postgresql://postgres:ab/{WRONG}@127.0.0.1:{port}/dagster", "percent-encode"),
-        "'#' unencoded": (f"postgresql://postgres:ab#{WRONG}@127.0.0.1:{port}/dagster", "percent-encode"),
+        "bad port number": (f"postgresql://postgres:{ENCODED}@127.0.0.1:99999/dagster", "bad port: 99999"),
+        "port not a number": (f"postgresql://postgres:{ENCODED}@127.0.0.1:54x2/dagster", "cannot be parsed"),
+        # Read as the storages read it (everything up to the '@' is the password): refused as wrong.
+        "'#' and '/' unencoded": (f"postgresql://postgres:{WRONG}#/x?y@127.0.0.1:{port}/dagster", refused),
+        "'@' unencoded": (f"postgresql://postgres:{WRONG}@x@127.0.0.1:{port}/dagster", "percent-encode it"),
         "closed port": (
             f"postgresql://postgres:{ENCODED}@127.0.0.1:{closed}/dagster",
             f"127.0.0.1:{closed}/dagster as postgres: Connection refused",
         ),
-        "wrong password": (
-            f"postgresql://postgres:{WRONG}@127.0.0.1:{port}/dagster",
-            f'127.0.0.1:{port}/dagster as postgres: FATAL: password authentication failed for user "postgres"',
-        ),
+        "wrong password": (f"postgresql://postgres:{WRONG}@127.0.0.1:{port}/dagster", refused),
         "missing database": (
             f"postgresql://postgres:{ENCODED}@127.0.0.1:{port}/nosuchdb",
             f'127.0.0.1:{port}/nosuchdb as postgres: FATAL: database "nosuchdb" does not exist',
@@ -86,12 +85,14 @@ def test_a_bad_postgres_url_is_one_line_naming_setting_host_port_and_cause(tmp_p
             assert not (home / "home" / "serve-logs" / "daemon.log").exists()
             assert not (home / "home" / "worker-logs").exists()
 
-        # The same password percent-encoded is accepted.
+        # The right password is accepted percent-encoded, and also raw: the storages' parser
+        # (SQLAlchemy's) reads '#', '/' and '?' in a password as they are, and so does the check.
         monkeypatch.syspath_prepend(str(ROOT / "deploy"))
         from preflight import postgres_problem
 
         assert ENCODED in pg.url
         assert postgres_problem(pg.url) is None
+        assert postgres_problem(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{pg.port}/dagster") is None
 
 
 def test_a_bad_outage_bound_is_one_line(tmp_path):
