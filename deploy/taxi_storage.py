@@ -1,6 +1,6 @@
 """The instance's PostgreSQL storages (dagster-postgres'), with two changes for backfills of many
-small partitions. deploy/dagster.yaml names them; `make serve` and `make worker` put deploy/ on
-PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
+small partitions and a third for PostgreSQL outages. deploy/dagster.yaml names them; `make serve`
+and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
 
 1. Connections are reused inside a process. dagster-postgres opens a new connection for every
    statement (SQLAlchemy's NullPool) so that an instance never holds connections it is not using. A
@@ -18,7 +18,6 @@ PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db
    second, and a slot left free for a second is a second the backfill loses per waiting run. Each
    retry is a few short statements on a kept connection. (The event log storage's claim result may
    carry this interval: `ConcurrencyClaimStatus.with_sleep_interval`, as Dagster's own test storage does.)
-
 3. A PostgreSQL outage is waited out, up to DAGSTER_PG_OUTAGE_SECONDS (OUTAGE_SECONDS by default).
    dagster-postgres retries a failed connection 5 times, about 6 s in all, then fails the statement
    ("too many retries for DB connection": a step claiming its pool slot failed for good, and its
@@ -293,6 +292,7 @@ class _ReusedConnections:
         engine = pooled_engine(
             self.postgres_url,
             self.pg_token_provider,
+            # the webserver's default is 3600 s: kept to POOL_RECYCLE_SECONDS, as the other engines
             pool_recycle=min(pool_recycle, POOL_RECYCLE_SECONDS) if pool_recycle > 0 else POOL_RECYCLE_SECONDS,
             max_overflow=max_overflow,
             **({"connect_args": {"options": options}} if options else {}),

@@ -99,6 +99,8 @@ def _duplicated_events(pg_url: str) -> list[tuple]:
         return cur.fetchall()
 
 
+# Two 12-partition backfills: 3-4 minutes each here with the machine shared (about 1 alone).
+@pytest.mark.timeout(1800)
 def test_a_backfill_rides_out_a_20_s_postgres_outage(mirror, tmp_path):
     for ym in MONTHS:
         mirror.publish("yellow", ym, ROWS)
@@ -111,7 +113,7 @@ def test_a_backfill_rides_out_a_20_s_postgres_outage(mirror, tmp_path):
         # Fault-free first: the reference for the wall time and for what each run writes.
         started = time.monotonic()
         clean = launch_backfill(port, KEYS)
-        clean_runs = wait_until(lambda: _finished(port, clean), 400, "the fault-free backfill", interval=1)
+        clean_runs = wait_until(lambda: _finished(port, clean), 600, "the fault-free backfill", interval=1)
         clean_seconds = time.monotonic() - started
         assert {r["status"] for r in clean_runs} == {"SUCCESS"}, (logs / "daemon.log").read_text()[-3000:]
 
@@ -141,7 +143,7 @@ def test_a_backfill_rides_out_a_20_s_postgres_outage(mirror, tmp_path):
                 web_errors.append(f"HTTP {error.code}: {error.read()[:300]!r}")
         web_seconds = time.monotonic() - up_at
 
-        outage_runs = wait_until(lambda: _finished(port, backfill), 400, "the backfill after the outage", interval=1)
+        outage_runs = wait_until(lambda: _finished(port, backfill), 600, "the backfill after the outage", interval=1)
         outage_seconds = time.monotonic() - started
         daemon_log = (logs / "daemon.log").read_text()
         assert {_partition_of(r): r["status"] for r in outage_runs} == dict.fromkeys(KEYS, "SUCCESS"), (
