@@ -19,7 +19,7 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
    retry is a few short statements on a kept connection. (The event log storage's claim result may
    carry this interval: `ConcurrencyClaimStatus.with_sleep_interval`, as Dagster's own test storage does.)
 3. A PostgreSQL outage is waited out, up to DAGSTER_PG_OUTAGE_SECONDS (OUTAGE_SECONDS by default).
-   dagster-postgres retries a failed connection 5 times, about 6 s in all, then fails the statement
+   dagster-postgres retries a failed connection 5 times, 11.4 s (±1) in all, then fails the statement
    ("too many retries for DB connection": a step claiming its pool slot failed for good, and its
    backfill with it). Here a new connection waits for the server instead (the engines' `do_connect`
    event), so those retries and every storage call reconnect into a wait; a statement cut while in
@@ -256,7 +256,7 @@ class _ReusedConnections:
         outage_seconds()  # a bad DAGSTER_PG_OUTAGE_SECONDS fails here, naming it
         self.pg_token_provider = token_provider
         # dagster-postgres' constructor looks for its tables on an engine of its own, retried for
-        # about 6 s: a process starting during an outage waits for the server first.
+        # about 11 s: a process starting during an outage waits for the server first.
         probe = wait_out_outages(create_pg_engine(postgres_url, token_provider, poolclass=sqlalchemy.pool.NullPool))
         try:
             probe.connect().close()
