@@ -47,9 +47,11 @@ clean:
 	rm -rf $(TAXI_DATA_DIR)
 
 .PHONY: image
-image:  ## the deployment's image from Containerfile, with podman or docker (IMAGE=name, BASE=base image, PIP_CERT, PIP_INDEX_URL)
+image:  ## the deployment's image from Containerfile, with podman or docker (IMAGE=name, BASE=base image, PIP_CERT, PIP_INDEX_URL: a build secret, never in the image)
 	@engine=$$(command -v podman || command -v docker) || { echo "make image: needs podman or docker" >&2; exit 1; }; \
-	args="--build-arg BASE=$${BASE:-python:3.11-slim} --build-arg PIP_INDEX_URL=$${PIP_INDEX_URL:-}"; \
+	args="--build-arg BASE=$${BASE:-python:3.11-slim}"; \
+	if [ -n "$${PIP_INDEX_URL:-}" ]; then secret=$$(mktemp) && trap 'rm -f "$$secret"' EXIT && \
+	  printf '%s' "$$PIP_INDEX_URL" > "$$secret" && args="$$args --secret id=pip_index_url,src=$$secret"; fi; \
 	case "$$engine" in *podman) args="$$args --network host"; \
 	  if [ -n "$${PIP_CERT:-}" ]; then args="$$args -v $$PIP_CERT:/etc/pip-ca.crt:ro --build-arg PIP_CERT=/etc/pip-ca.crt"; fi;; esac; \
 	set -x; $$engine build -f Containerfile -t $${IMAGE:-taxi-assets:latest} $$args .

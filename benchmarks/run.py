@@ -67,18 +67,40 @@ class Measured:
         return sum(self.steps.values())
 
 
+# Runs the measured command as its child and writes the child's own peak RSS (KiB) to argv[1].
+# Why a go-between: Linux carries a process's peak RSS over fork and exec (ru_maxrss is the
+# larger of the old and the new address space's), so a command forked by this benchmark, which
+# may have just generated a 20M-row file, would report the generator's peak as its own (issue 26:
+# 5,015 MB printed for a run that peaks at 558 MB). Started with -I -S, this process is ~10 MB.
+PEAK_OF_CHILD = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> tuple[float, float, str]:
-    """Run a command; its wall time, peak RSS (MB, of the process and its waited children) and output."""
+    """Run a command; its wall time, its own peak RSS (MB, of the process and its waited children,
+    not this benchmark's: see PEAK_OF_CHILD) and its output."""
+    peak_file = log.with_suffix(".peak")
     with open(log, "w") as out:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", PEAK_OF_CHILD, str(peak_file), *cmd],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+        process.wait()
         wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text()
     if process.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({process.returncode}); see {log}:\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, int(peak_file.read_text()) / 1024, text
 
 
 def seed(url: str, work: Path) -> Measured:

@@ -31,7 +31,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from disk_floor import warn_low_space
 from preflight import require_postgres
+from service_logs import RotatingLog, pump
+from service_logs import settings as log_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -198,6 +201,7 @@ def main() -> int:
     web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
     warn_if_exposed(web_host)
     private_home(home)
+    warn_low_space(home, data_dir)
     # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
     logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -224,6 +228,9 @@ def main() -> int:
         "daemon": [sys.executable, "-c", DAEMON, "dagster-daemon", "run", "-w", str(workspace)],
     }
     processes: dict[str, subprocess.Popen] = {}
+    # Each child's output, through a pipe, into a log that rotates by size (deploy/service_logs.py).
+    outputs = {name: RotatingLog(logs / f"{name}.log", *log_settings()) for name in commands}
+    pumps: list[threading.Thread] = []
 
     def stop(*_args) -> None:
         for process in processes.values():
@@ -240,8 +247,10 @@ def main() -> int:
     stop_requested = on_stop_signals()
 
     def start(name: str) -> None:
-        with open(logs / f"{name}.log", "ab") as log:
-            processes[name] = subprocess.Popen(commands[name], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        processes[name] = subprocess.Popen(
+            commands[name], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        pumps.append(pump(processes[name].stdout, outputs[name]))
 
     restarts: dict[str, list[float]] = {name: [] for name in commands}
     try:
@@ -274,6 +283,8 @@ def main() -> int:
         return 0
     finally:
         stop()
+        for thread in pumps:  # what the processes wrote last (runs they started may still write)
+            thread.join(timeout=5)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from disk_floor import warn_low_space
 from preflight import require_postgres
 from serve import BIN, ROOT, on_stop_signals, private_home, service_env, write_instance_config
+from service_logs import RotatingLog, pump
+from service_logs import settings as log_settings
 
 QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
 
@@ -54,6 +57,7 @@ def main() -> int:
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)
+    warn_low_space(home, data_dir)
     problem = write_instance_config(home)
     if problem:
         print(problem, file=sys.stderr)
@@ -82,8 +86,6 @@ def main() -> int:
         name,
         "--loglevel",
         "INFO",
-        "--logfile",
-        str(logs / "worker.log"),
         "--max-tasks-per-child",
         str(max_tasks),
         "--max-memory-per-child",
@@ -95,7 +97,17 @@ def main() -> int:
         "--without-mingle",
         "--without-gossip",
     ]
-    worker = subprocess.Popen(command, env=service_env(home, data_dir), cwd=ROOT, start_new_session=True)
+    # Its output (Celery logs to stderr without --logfile, which does not rotate) into a log that
+    # rotates by size (deploy/service_logs.py).
+    worker = subprocess.Popen(
+        command,
+        env=service_env(home, data_dir),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = pump(worker.stdout, RotatingLog(logs / "worker.log", *log_settings()))
     print(
         f"Celery worker {name}: {concurrency} runs at once, queue {QUEUE!r}; "
         f"log {logs / 'worker.log'}; Ctrl-C stops it",
@@ -106,6 +118,7 @@ def main() -> int:
     while worker.poll() is None and not stop_requested.is_set():
         time.sleep(0.2)
     if not stop_requested.is_set():
+        output.join(timeout=5)
         print(f"the Celery worker exited with {worker.returncode}; see {logs / 'worker.log'}", file=sys.stderr)
         return worker.returncode or 1
     # Celery's warm shutdown: take no new run, let the running ones finish; then a cold one.
@@ -120,6 +133,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+    output.join(timeout=5)
     return 0
 
 

@@ -152,8 +152,8 @@ def canonical_column(pinned: pa.Schema, header_name: str) -> str | None:
     return None
 
 
-# The analytics tables beside `rides`, stored by Dagster's pandas IO managers (named after their
-# assets' keys): the zone lookup and the per-borough monthly statistics.
+# The analytics tables beside `rides`, written by the warehouse itself (`Warehouse.replace_table`,
+# `Warehouse.replace_rows`): the zone lookup and the per-borough monthly statistics.
 ZONES_TABLE = "zones"
 STATS_TABLE = "monthly_trip_stats"
 

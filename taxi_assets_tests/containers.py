@@ -94,18 +94,24 @@ def ensure_base_image(scratch: Path) -> None:
     print(f"base image {BASE_IMAGE}: built in {time.monotonic() - started:.0f} s")
 
 
-def build_image(scratch: Path) -> str:
-    """The project's image on the Debian base, with this machine's CA bundle trusted by pip."""
+def build_image(scratch: Path, tag: str = IMAGE, index_url: str | None = None) -> str:
+    """The project's image on the Debian base, with this machine's CA bundle trusted by pip;
+    `index_url` (default: $PIP_INDEX_URL) is passed as `make image` passes it."""
+    index_url = index_url if index_url is not None else os.environ.get("PIP_INDEX_URL")
     ensure_base_image(scratch)
-    args = ["build", "-f", str(ROOT / "Containerfile"), "-t", IMAGE, "--network", "host"]
+    args = ["build", "-f", str(ROOT / "Containerfile"), "-t", tag, "--network", "host"]
     args += ["--build-arg", f"BASE={BASE_IMAGE}"]
     if CA_BUNDLE.exists():
         args += ["-v", f"{CA_BUNDLE}:/etc/pip-ca.crt:ro", "--build-arg", "PIP_CERT=/etc/pip-ca.crt"]
-    if os.environ.get("PIP_INDEX_URL"):
-        args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
+    if index_url:
+        # As `make image` passes it: a build secret, in a file only this user reads.
+        secret = scratch / "pip_index_url"
+        secret.touch(mode=0o600)
+        secret.write_text(index_url)
+        args += ["--secret", f"id=pip_index_url,src={secret}"]
     started = time.monotonic()
     build = podman(*args, str(ROOT), capture_output=True, check=False)
     if build.returncode != 0:
         pytest.fail(f"podman build failed: {build.stdout[-4000:]}{build.stderr[-4000:]}")
-    print(f"image {IMAGE}: built in {time.monotonic() - started:.0f} s")
-    return IMAGE
+    print(f"image {tag}: built in {time.monotonic() - started:.0f} s")
+    return tag

@@ -1,6 +1,7 @@
 """deploy/compose.yaml on podman: PostgreSQL (a local image of Debian's postgresql on the test base,
-standing in for postgres:16), the code server, the webserver and the daemon, from the project's image,
-with podman-compose (PyPI) and DockerRunLauncher talking to podman's Docker API socket. A backfill of
+standing in for postgres:16), the code server, the webserver, the daemon and the Docker API proxy, from
+the project's image, with podman-compose (PyPI) and DockerRunLauncher talking to podman's Docker API
+socket through the proxy (the socket root's, 0600, mounted into the proxy only). A backfill of
 4 partitions over GraphQL; each run is seen in a container of its own while it runs (through the
 Docker API) and the container is gone after; rows exact in the DuckDB file on the shared volume; run
 storage in PostgreSQL; everything stopped and removed at the end.
@@ -37,6 +38,7 @@ from taxi_assets_tests.containers import NO_PODMAN, ROOT, build_image, podman, p
 
 PODMAN_COMPOSE = shutil.which("podman-compose") or str(Path(sys.executable).with_name("podman-compose"))
 POSTGRES_IMAGE = "localhost/taxi-postgres:test"
+IMAGE = "localhost/taxi-assets:compose-test"  # a tag of this test's own: other tests build theirs in parallel
 FILES = {
     ("yellow", "2021-01"): real_rows("yellow_tripdata_2021-01_head3000.csv"),
     ("yellow", "2020-07"): real_rows("yellow_tripdata_2020-07_sample266.csv"),
@@ -84,15 +86,15 @@ class DockerAPI:
 
 @contextlib.contextmanager
 def docker_api_socket(folder: Path):
-    """podman's Docker API on a socket of the test's own (group-writable: the daemon's user reaches it
-    through group 0)."""
+    """podman's Docker API on a socket of the test's own, as podman makes it (root's, 0600): only the
+    proxy service, root in its container, opens it."""
     path = folder / "podman.sock"
     service = subprocess.Popen(
         ["podman", "system", "service", "--time=0", f"unix://{path}"], env=podman_env(), stderr=subprocess.DEVNULL
     )
     try:
         wait_until(path.exists, 30, "podman's API socket")
-        path.chmod(0o660)
+        assert path.stat().st_mode & 0o077 == 0
         yield path
     finally:
         service.terminate()
@@ -112,10 +114,10 @@ def postgres_image(folder: Path) -> str:
 def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_factory):
     if podman("container", "exists", "taxi-assets_daemon_1", check=False).returncode == 0 or any(
         podman(kind, "exists", "taxi-assets" + suffix, check=False).returncode == 0
-        for kind, suffix in (("network", ""), ("volume", "-data"), ("volume", "-postgres"))
+        for kind, suffix in (("network", ""), ("network", "-docker-api"), ("volume", "-data"), ("volume", "-postgres"))
     ):
         pytest.skip("a taxi-assets compose deployment already exists on this machine: not touching it")
-    image = build_image(tmp_path_factory.mktemp("base"))
+    image = build_image(tmp_path_factory.mktemp("base"), IMAGE)
     postgres = postgres_image(ROOT / "taxi_assets_tests" / "fixtures" / "postgres")
 
     mirror = Mirror(tmp_path / "mirror", RELEASES)
@@ -153,7 +155,7 @@ def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_f
             return "".join(
                 f"\n== {c}\n"
                 + podman("logs", "--tail", "30", f"taxi-assets_{c}_1", capture_output=True, check=False).stderr
-                for c in ("code", "webserver", "daemon")
+                for c in ("code", "webserver", "daemon", "docker-api")
             )
 
         api = DockerAPI(str(sock))
@@ -181,8 +183,14 @@ def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_f
             backfill = launch_backfill(port, [f"{color}|{ym}-01" for color, ym in FILES])
             containers: dict[str, str] = {}
 
+            hardened: dict[str, bool] = {}
+
             def finished() -> list[dict] | None:
                 containers.update(api.run_containers())
+                for cid in set(containers.values()) - set(hardened):
+                    with contextlib.suppress(AssertionError):  # gone already: removed at its run's end
+                        host = api.get(f"/containers/{cid}/json")["HostConfig"]
+                        hardened[cid] = "no-new-privileges" in (host.get("SecurityOpt") or [])
                 runs = backfill_runs(port, backfill)
                 return runs if len(runs) == len(FILES) and all(r["status"] in FINISHED for r in runs) else None
 
@@ -193,6 +201,20 @@ def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_f
             assert len({containers[i] for i in ids}) == len(ids)  # a container of its own, each
             wait_until(lambda: not ids & set(api.run_containers()), 60, "the run containers to be removed")
             print(f"compose backfill of {len(FILES)} partitions: {time.monotonic() - started:.0f} s from up")
+
+            # The runs went through the proxy: the daemon has no socket, each run's container was
+            # created, started and inspected by the proxy, and carries its hardening.
+            daemon = json.loads(podman("inspect", "taxi-assets_daemon_1", capture_output=True).stdout)[0]
+            assert not [m for m in daemon["Mounts"] if m["Source"] == str(sock)], daemon["Mounts"]
+            assert daemon["HostConfig"].get("GroupAdd") in (None, []), daemon["HostConfig"].get("GroupAdd")
+            proxy_log = podman("logs", "taxi-assets_docker-api_1", capture_output=True)
+            proxy_lines = (proxy_log.stdout + proxy_log.stderr).splitlines()
+            creates = sum("allowed POST /v1.41/containers/create -> 201" in line for line in proxy_lines)
+            assert creates >= len(FILES), logs()
+            # DockerRunLauncher's own calls (launch, health checks) are all on the proxy's list.
+            assert not [line for line in proxy_lines if " refused " in line or " failed " in line], proxy_lines
+            print(f"the proxy: {len(proxy_lines) - 1} calls allowed, {creates} run containers created")
+            assert hardened and all(hardened.values()), hardened
 
             count = podman(
                 "exec",
@@ -221,9 +243,12 @@ def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_f
                 ).fetchall()
             assert {(c, ym): n for c, ym, n in slices} == {key: len(lines) - 1 for key, lines in FILES.items()}
         finally:
-            down = run("down", "-v")
-            for container in api.run_containers().values():  # a run container left behind by a failure
+            # The daemon first, so that no run starts (the analytics sensor requests runs after the
+            # backfill's), then any run container still there (a removed volume cannot be in use).
+            podman("stop", "taxi-assets_daemon_1", check=False, capture_output=True)
+            for container in api.run_containers().values():
                 podman("rm", "-f", container, check=False, capture_output=True)
+            down = run("down", "-v")
         assert down.returncode == 0, down.stderr[-2000:]
         assert podman("volume", "exists", "taxi-assets-data", check=False).returncode != 0
         assert podman("network", "exists", "taxi-assets", check=False).returncode != 0

@@ -186,6 +186,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_pat
     assert code != 0
     assert "partition yellow|2021-01-01: cannot write" in log and "No space left on device" in log
     assert str(runs.data / "work") in log and "yellow_tripdata_2021-01.csv.gz" in log  # the path
+    assert f"bytes free in {runs.data / 'work'}" in log  # and the room left there
     assert {p: p.read_bytes() for p in before} == before  # the previous good files, unchanged
     assert not list((runs.data / "lake").rglob("*2021-01*"))  # nothing half-written in the lake
     assert runs.leftovers() == []
@@ -195,6 +196,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_pat
     code, log = runs.run("yellow|2021-01-01")
     assert code != 0
     assert f"partition yellow|2021-01-01: cannot write {runs.data / 'warehouse.duckdb'}: No space left on device" in log
+    assert f"bytes free in {runs.data}; the previous files are kept" in log
     assert runs.slice_rows("2020-07") == 266  # the other slice is whole
     assert runs.slice_rows("2021-01") in (0, 120_000)  # this one: old (none) or new, never a part
     assert runs.leftovers() == []

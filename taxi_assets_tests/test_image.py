@@ -5,8 +5,10 @@ container shares the host's network) into a mounted data folder, as its non-root
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import pytest
@@ -23,9 +25,34 @@ pytestmark = [
 ]
 
 
+def index_url_with_a_token() -> tuple[str, str]:
+    """The package index the build uses ($PIP_INDEX_URL, else PyPI's, which ignores credentials)
+    with a credential in it, as a private index's URL carries one; and the credential."""
+    parts = urlsplit(os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
+    if parts.password:
+        return parts.geturl(), parts.password
+    token = f"taxi-token-{secrets.token_hex(8)}"
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"taxi-build:{token}@{host}")), token
+
+
+INDEX_URL, INDEX_TOKEN = index_url_with_a_token()
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> str:
-    return build_image(tmp_path_factory.mktemp("base"))
+    # Built with a credential in the index URL, as `make image` passes PIP_INDEX_URL (a build secret).
+    return build_image(tmp_path_factory.mktemp("base"), index_url=INDEX_URL)
+
+
+def test_the_index_credential_leaves_no_trace_in_the_image(image):
+    """Build arguments are recorded in the image's history; the index URL is a build secret, so
+    neither the history nor the image's config holds the credential it carried."""
+    history = podman("history", "--no-trunc", "--format", "json", image, capture_output=True).stdout
+    config = podman("image", "inspect", image, capture_output=True).stdout
+    assert "RUN" in history or "pip install" in history  # the history is there to be read
+    assert INDEX_TOKEN not in history
+    assert INDEX_TOKEN not in config
 
 
 @pytest.mark.timeout(1800)  # a first run builds the base and the dependency layer: ~4 minutes here

@@ -62,7 +62,8 @@ FROM ids
 }
 
 # Trips per month and color over every slice in monthly_trip_stats. Aliased: BigQuery names result
-# columns as the table does (upper case, from the pandas IO manager).
+# columns as the table does, and a table made by an earlier version of this project (through
+# Dagster's pandas IO manager) has upper-case column names.
 TRIPS_PER_MONTH = {
     "duckdb": "SELECT month, color, sum(trips) AS trips FROM {stats} GROUP BY ALL ORDER BY ALL",
     "bigquery": "SELECT month AS month, color AS color, SUM(trips) AS trips FROM {stats} GROUP BY 1, 2 ORDER BY 1, 2",
@@ -82,8 +83,7 @@ STATS_PARTITION = {
     "duckdb": "color = $color AND month = CAST($month AS TIMESTAMP)",
     "bigquery": "color = @color AND month = TIMESTAMP(@month)",
 }
-# Those rows, read back after the transaction. Aliased: a table the BigQuery pandas IO manager made
-# before has upper-case column names.
+# Those rows, read back after the transaction. Aliased, as TRIPS_PER_MONTH is.
 _STATS_NAMES = (
     "month",
     "color",

@@ -72,10 +72,10 @@ class RowGroups:
             self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=self.pending_rows)
         self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
         # A typical row group's freed blocks stay with the allocator for the next one (handing them
-        # back to the OS after each made the next fault them in again: 5% slower); clean_trip_file
-        # hands them back at the end, for the warehouse load that follows in the same process. A
-        # group cut by its bytes is handed back at once: kept, such blocks raised the peak (20 KB
-        # strings: 408 -> 451 MB).
+        # back to the OS after each made the next fault them in again); clean_trip_file hands them
+        # back at the end, for the warehouse load that follows in the same process. A group cut by
+        # its bytes is handed back at once: kept, such blocks raised the peak of rows of long
+        # strings (figures: docs/performance.md#tuned-settings).
         if unusual:
             pa.default_memory_pool().release_unused()
 

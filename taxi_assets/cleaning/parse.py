@@ -26,8 +26,8 @@ from taxi_assets.schema import INT
 
 # Tuned on generated yellow months, 2 cores (benchmarks/run.py; figures: docs/performance.md#tuned-settings):
 CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; bigger blocks held more Arrow memory for the same speed
-# ~8 MB of CSV (~90k rows): enough to keep the parser busy while a 128k-row group is encoded; 16
-# (with 512k-row groups) made small months wait on a fuller queue (1.37M rows: 0.94 -> 0.78 s).
+# ~8 MB of CSV (~90k rows): enough to keep the parser busy while a 128k-row group is encoded; a
+# deeper queue only made small months wait for it to fill.
 PREFETCH_BATCHES = 4
 CSV_PARSE_THREADS = False  # Arrow's CSV thread pool competed with the Parquet encoder for the 2 cores
 

@@ -122,11 +122,46 @@ class DuckDBWarehouse(Warehouse):
         finally:
             conn.close()
 
-    def _create_table_sql(self) -> str:
-        columns = ", ".join(
+    def _rides_columns(self) -> str:
+        """`rides`' column list in DuckDB's types, from the pinned schema."""
+        return ", ".join(
             f"{_quote(f.name)} {_DUCKDB_TYPES[f.type]}{'' if f.nullable else ' NOT NULL'}" for f in RIDES_SCHEMA
         )
-        return f"CREATE TABLE IF NOT EXISTS {RIDES_TABLE} ({columns})"
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for writes: a full disk or a failed write names the file (`writing`)."""
+        with writing(self.path), _disk_errors(), self._connection() as conn:
+            yield conn
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK on any error (a failed rollback does not hide the error)."""
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _replace(self, conn, name: str, *, columns: str, delete_where: str, select: str, params) -> None:
+        """`replace_rows` on an open connection: create the table if missing, then one transaction."""
+
+        def used(sql: str) -> dict[str, object]:  # DuckDB refuses parameters a statement does not name
+            return {key: value for key, value in params.items() if re.search(rf"\${key}\b", sql)}
+
+        table = _quote(name)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        with self._transaction(conn):
+            conn.execute(f"DELETE FROM {table} WHERE {delete_where}", used(delete_where))
+            conn.execute(f"INSERT INTO {table} {select}", used(select))
+
+    def _has_table(self, conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+        sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = $name"
+        return conn.execute(sql, {"name": name}).fetchone()[0] > 0
 
     def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
         if "://" in source_uri:
@@ -139,23 +174,20 @@ class DuckDBWarehouse(Warehouse):
             )
         )
         slice_params = {"color": color, "month": month}
-        with writing(self.path), _disk_errors(), self._connection() as conn:
-            conn.execute(self._create_table_sql())
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(f"DELETE FROM {RIDES_TABLE} WHERE color = $color AND month = $month", slice_params)
-                conn.execute(
-                    f"INSERT INTO {RIDES_TABLE} SELECT {select} FROM read_parquet($path)",
-                    {**slice_params, "path": source_uri},
-                )
-                loaded = conn.execute(
-                    f"SELECT count(*) FROM {RIDES_TABLE} WHERE color = $color AND month = $month", slice_params
-                ).fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):  # a failed rollback must not hide the error
-                    conn.execute("ROLLBACK")
-                raise
+        with self._writing() as conn:
+            self._replace(
+                conn,
+                RIDES_TABLE,
+                columns=self._rides_columns(),
+                delete_where="color = $color AND month = $month",
+                select=f"SELECT {select} FROM read_parquet($path)",
+                params={**slice_params, "path": source_uri},
+            )
+            # Read after the commit, on the same connection: this load's rows (DuckDB takes one
+            # writer at a time, so no other load changed the slice in between).
+            loaded = conn.execute(
+                f"SELECT count(*) FROM {RIDES_TABLE} WHERE color = $color AND month = $month", slice_params
+            ).fetchone()[0]
             total = conn.execute(f"SELECT count(*) FROM {RIDES_TABLE}").fetchone()[0]
             if color in ALL_COLUMNS_VIEW:
                 # The columns `rides` has no place for (fhvhv's request times, driver pay, flags...):
@@ -168,50 +200,31 @@ class DuckDBWarehouse(Warehouse):
 
     def slice_rows(self, color, month) -> int:
         with self._connection() as conn:
-            conn.execute(self._create_table_sql())
+            if not self._has_table(conn, RIDES_TABLE):  # a read never creates the table
+                return 0
             return conn.execute(
                 f"SELECT count(*) FROM {RIDES_TABLE} WHERE color = $color AND month = $month",
                 {"color": color, "month": month},
             ).fetchone()[0]
 
     def replace_table(self, name: str, table: pa.Table) -> int:
-        with writing(self.path), _disk_errors(), self._connection() as conn:
+        with self._writing() as conn:
             conn.register("incoming", table)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with self._transaction(conn):
                 conn.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM incoming")
                 rows = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
-                raise
         return rows
 
     def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
-        def used(sql: str) -> dict[str, object]:  # DuckDB refuses parameters a statement does not name
-            return {key: value for key, value in params.items() if re.search(rf"\${key}\b", sql)}
-
-        table = _quote(name)
-        with writing(self.database), _disk_errors(), self._connection() as conn:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(f"DELETE FROM {table} WHERE {delete_where}", used(delete_where))
-                conn.execute(f"INSERT INTO {table} {select}", used(select))
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
-                raise
+        with self._writing() as conn:
+            self._replace(conn, name, columns=columns, delete_where=delete_where, select=select, params=params)
 
     def table_name(self, name: str) -> str:
         return _quote(name)
 
     def has_table(self, name: str) -> bool:
         with self._connection() as conn:
-            sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = $name"
-            return conn.execute(sql, {"name": name}).fetchone()[0] > 0
+            return self._has_table(conn, name)
 
     def query(self, sql, params=None):
         with self._connection() as conn:
@@ -219,7 +232,8 @@ class DuckDBWarehouse(Warehouse):
 
     def slice_row_counts(self):
         with self._connection() as conn:
-            conn.execute(self._create_table_sql())
+            if not self._has_table(conn, RIDES_TABLE):  # a read never creates the table
+                return {}
             rows = conn.execute(
                 f"SELECT color, month, count(*) FROM {RIDES_TABLE} GROUP BY ALL ORDER BY ALL"
             ).fetchall()

@@ -66,3 +66,10 @@ def test_a_table_replaced_in_a_data_folder_that_does_not_exist_yet(tmp_path):
     warehouse = DuckDBWarehouse(database=str(tmp_path / "new" / "data" / "warehouse.duckdb"))
     assert warehouse.replace_table("zones", pa.table({"LocationID": [1, 2]})) == 2
     assert warehouse.replace_table("zones", pa.table({"LocationID": [3]})) == 1  # replaced, not appended
+
+
+def test_reads_of_an_empty_warehouse_create_nothing(tmp_path):
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    assert warehouse.slice_rows("fhv", MONTH) == 0
+    assert warehouse.slice_row_counts() == {}
+    assert not warehouse.has_table("rides")  # the reads above did not create it
