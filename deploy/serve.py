@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import broker
 import yaml
 from disk_floor import warn_low_space
+from preflight import require_postgres
 from service_logs import RotatingLog, pump
 from service_logs import settings as log_settings
 
@@ -221,6 +222,7 @@ def main() -> int:
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     env = service_env(home, data_dir)
     env.setdefault("TAXI_BACKFILL_INTERVAL_SECONDS", str(BACKFILL_INTERVAL_SECONDS))
     set_pool_limits(env)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import broker
 from disk_floor import warn_low_space
+from preflight import require_postgres
 from serve import (
     BIN,
     MAX_RESTARTS,
@@ -79,6 +80,7 @@ def main() -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     logs = home / "worker-logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A run is one process's work from start to end (the in-process executor: parsing, Parquet,
