@@ -14,6 +14,7 @@ import pytest
 
 from taxi_assets.compute_logs import COMPUTE_LOG_FLOOR_BYTES
 from taxi_assets_tests.conftest import fhv_month
+from taxi_assets_tests.disks import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -23,17 +24,8 @@ from service_logs import RotatingLog  # noqa: E402  (deploy/ is a folder of scri
 @pytest.fixture
 def small_mount(tmp_path):
     """An 8 MB tmpfs, unmounted after the test."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(mount: Path, leave: int) -> Path:

@@ -18,6 +18,7 @@ import pytest
 
 from taxi_assets_harness.graphql import wait_until
 from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.disks import small_tmpfs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,17 +158,8 @@ def test_a_lock_held_too_long_fails_clearly_after_the_bound(mirror, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """TAXI_DATA_DIR on a 3 MB tmpfs: what a full disk looks like to the lake and the warehouse."""
-    mount = tmp_path / "data"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_path, small_disk):
