@@ -63,6 +63,11 @@ QUEUE = "dagster"  # dagster-celery's queue: make_app declares only this one
 WORKER_HOST_TAG, WORKER_PID_TAG, CELERY_WORKER_TAG = "taxi/worker_host", "taxi/worker_pid", "taxi/celery_worker"
 WORKER_LOST_SECONDS = 10.0  # a worker silent (or not running the task) this long has lost the run
 PING_TIMEOUT_SECONDS = 3.0
+# A worker waits this long for the launcher to record the task's id before it writes the run's tags:
+# Dagster's add_run_tags rewrites the run's whole tag set (read, merge, write), so two writers at
+# the same moment lose one's tags (seen: a run without its worker tags, the worker having taken
+# the task the instant it was sent). The launcher writes right after sending, within milliseconds.
+LAUNCH_TAG_WAIT_SECONDS = 10.0
 REFUSED = "refused"  # what a refused task returns (its result in the backend)
 
 # Settings shared by the launcher (daemon, webserver) and the workers.
@@ -221,6 +226,15 @@ def admit(task, packed) -> bool:
     run_id = unpack_value(packed, as_type=(ExecuteRunArgs, ResumeRunArgs)).run_id
     instance = worker_instance()
     run = instance.get_run_by_id(run_id)
+    deadline = time.monotonic() + LAUNCH_TAG_WAIT_SECONDS
+    while (
+        run is not None
+        and run.status == DagsterRunStatus.STARTING
+        and DAGSTER_CELERY_TASK_ID_TAG not in run.tags
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+        run = instance.get_run_by_id(run_id)
     launched = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG) if run else None
     if run is None or run.status != DagsterRunStatus.STARTING or (launched and launched != task.request.id):
         why = (

@@ -425,8 +425,11 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
         failed = [r for r in ran if r["status"] == "FAILURE"]
         lost = [r for r in failed if any("was lost" in e for e in _events(port, r["runId"]))]
         assert lost, failed  # the watchdog found the run whose message went with the broker
-        for run in lost:  # and failed it soon, not after the 180 s start timeout
-            assert run["endTime"] - restarted_at < 30, run["endTime"] - restarted_at
+        # ... and failed it soon, not after the 180 s start timeout: the watchdog's own delay is two
+        # sightings 10 s apart, polled every 3 s, each asking the workers (3 s timeout), ~20 s (19-24 s
+        # measured on a quiet machine); 45 s leaves room for a loaded one (39 s seen at load 10).
+        for run in lost:
+            assert run["endTime"] - restarted_at < 45, run["endTime"] - restarted_at
         for run in failed:  # each failed run (lost, or launched while Redis was down) retried once
             assert [r["status"] for r in ran if _tags(r).get("dagster/parent_run_id") == run["runId"]] == ["SUCCESS"]
         for worker in workers:  # both lost the broker and came back to it
