@@ -22,10 +22,10 @@ demo: install  ## the whole graph for a few partitions, offline, from the bundle
 test: install  ## lint, then the test suite (it starts its own HTTP mirror, GCS / BigQuery emulators, PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -m "not extended"
+	$(BIN)/pytest -m "not extended" --durations=15
 
 test-extended: install  ## the image and compose on podman, the Celery deployment on Redis (CI runs them after make test)
-	$(BIN)/pytest -m extended
+	$(BIN)/pytest -m extended --durations=15
 
 test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
 	$(BIN)/pytest -m "not slow"
