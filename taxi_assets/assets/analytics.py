@@ -24,6 +24,7 @@ from taxi_assets.assets.analytics_sql import (
 )
 from taxi_assets.assets.common import LAKE_IO, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, markdown_table
 from taxi_assets.io_manager import NewFile
+from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
@@ -31,7 +32,7 @@ from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
 from taxi_assets.sources import Source
-from taxi_assets.upstream import UpstreamError, redact
+from taxi_assets.upstream import UpstreamError, redact, zone_lookup_url
 
 ANALYTICS = "analytics"
 ZONE_COUNT = 265
@@ -81,6 +82,12 @@ def _read_zones(url: str, data: bytes) -> pd.DataFrame:
     return zones
 
 
+def _source_of_zones(source: TripSource, url: str) -> dict[str, object]:
+    """Where the lookup came from: its URL, or the public one and "bundled sample" (mirror.recorded_source)."""
+    origin = recorded_source(source.base, url, zone_lookup_url(PUBLIC_BASE_URL[source.spec.name]))
+    return {"source_url": dg.MetadataValue.url(origin.pop("source_url")), **origin}
+
+
 def build_taxi_zones(target: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=ZONES_KEY,
@@ -109,7 +116,7 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
-                "source_url": dg.MetadataValue.url(redact(url)),
+                **_source_of_zones(source, url),
                 "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
             },
             check_results=[
