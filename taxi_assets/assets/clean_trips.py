@@ -12,6 +12,7 @@ from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, 
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.sources import Source
@@ -147,6 +148,12 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
         out = workdir.path(f"{month.file_stem}.parquet")
         rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None
         raw_downloaded = raw_trips.downloads
+        progress = Progress(context.log, "parse")
+        progress.say(f"{raw_trips.uri} ({megabytes(raw_trips.size)}) with the {month.color} pinned schema")
+
+        def parsing(rows: int, rejected_rows: int) -> None:
+            progress.update(lambda: f"{rows:,} rows parsed, {rejected_rows:,} rejected")
+
         with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
             try:
                 result = clean_trip_file(
@@ -158,9 +165,14 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
                     month_end=month.next_month,
                     file_label=label,
                     rejected_path=rejected,
+                    on_progress=parsing,
                 )
             except BadTripFile as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        progress.done(
+            f"{result.rows:,} rows parsed, {result.rows_rejected:,} rejected, "
+            f"{megabytes(out.stat().st_size)} of Parquet ({result.rows / max(progress.seconds, 1e-6):,.0f} rows/s)"
+        )
         if rejected is not None and raw_trips.key.endswith(".parquet"):
             context.log.warning(
                 "on_bad_rows: quarantine applies to CSV files; a Parquet file's values are typed already"

@@ -5,6 +5,7 @@ import dagster as dg
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, STORAGE_RETRY
 from taxi_assets.io_manager import LakeFile, PublishCopy
+from taxi_assets.progress import Progress, megabytes
 
 
 def build_gcs_parquet(target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -21,6 +22,10 @@ def build_gcs_parquet(target: str, partitions_def: dg.PartitionsDefinition) -> d
         seed's layout), only after clean_trips passed its blocking checks. The object is replaced
         atomically by the storage itself (a hard link and a rename locally, a server-side copy on GCS):
         readers see the old file or the new one, never a part, and the bytes never pass through here."""
+        Progress(context.log, "publish").say(
+            f"{clean_trips.parquet.num_rows:,} rows ({megabytes(clean_trips.size)}) from {clean_trips.uri}, "
+            "copied by the lake"
+        )
         return dg.MaterializeResult(
             value=PublishCopy(clean_trips), metadata={"dagster/row_count": clean_trips.parquet.num_rows}
         )
