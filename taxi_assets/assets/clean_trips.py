@@ -15,6 +15,7 @@ from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.workdir import WorkDir
+from taxi_assets.schema import DROPOFF_COLUMN, PICKUP_COLUMN
 from taxi_assets.sources import Source
 
 HAS_ROWS = "has_rows"
@@ -58,17 +59,50 @@ CLEAN_CHECKS = [
 ]
 
 
-def _metadata(result: CleanResult, pinned: pa.Schema, raw_downloaded: bool) -> dict[str, object]:
+# The preview's columns, where the color has them: what a trip is, in a table that fits the page.
+PREVIEW_COLUMNS = (
+    "passenger_count",
+    "trip_distance",
+    "pulocationid",
+    "dolocationid",
+    "fare_amount",
+    "tip_amount",
+    "total_amount",
+    "dispatching_base_num",
+)
+
+
+def preview_table(preview: pa.Table, color: str) -> str:
+    """The first rows, as Markdown: pickup and dropoff times and the columns above, amounts and
+    distances to two decimals."""
+    wanted = {PICKUP_COLUMN[color].lower(), DROPOFF_COLUMN[color].lower(), *PREVIEW_COLUMNS}
+    columns = [name for name in preview.column_names if name.lower() in wanted]
+    cells = {}
+    for name in columns:
+        values = preview.column(name).to_pylist()
+        if pa.types.is_floating(preview.schema.field(name).type):
+            values = [None if v is None else f"{v:.2f}" for v in values]
+        cells[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return markdown_table(pa.table(cells)) if cells else ""
+
+
+def _pickup_range(result: CleanResult) -> dict[str, str]:
+    """The earliest and latest pickups; left out when the file has no rows."""
+    if result.min_pickup is None:
+        return {}
+    return {"min_pickup": str(result.min_pickup), "max_pickup": str(result.max_pickup)}
+
+
+def _metadata(result: CleanResult, pinned: pa.Schema, raw_downloaded: bool, color: str) -> dict[str, object]:
     return {
         "dagster/row_count": result.rows,
         "dagster/column_schema": column_schema(pinned),
-        "preview": dg.MetadataValue.md(markdown_table(result.preview) if result.preview is not None else ""),
+        "preview": dg.MetadataValue.md(preview_table(result.preview, color) if result.preview is not None else ""),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,
         "dropoffs_before_pickup": result.dropoffs_before_pickup,
-        "min_pickup": str(result.min_pickup),
-        "max_pickup": str(result.max_pickup),
-        "parse_seconds": round(result.seconds, 3),
+        **_pickup_range(result),
+        "parse_seconds": round(result.seconds, 2),
         "raw_file_downloaded": raw_downloaded,
     }
 
@@ -94,19 +128,15 @@ def _checks(
             metadata={
                 "rows_rejected": result.rows_rejected,
                 "source_lines": source_lines,
-                "rejected_fraction": round(rejected_share, 6),
-                "max_rejected_fraction": config.max_rejected_fraction,
+                "rejected_percent": round(100 * rejected_share, 3),
+                "max_rejected_percent": round(100 * config.max_rejected_fraction, 3),
             },
         ),
         dg.AssetCheckResult(
             check_name=PICKUPS_WITHIN_MONTH,
             passed=result.pickups_outside_month == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "pickups_outside_month": result.pickups_outside_month,
-                "min_pickup": str(result.min_pickup),
-                "max_pickup": str(result.max_pickup),
-            },
+            metadata={"pickups_outside_month": result.pickups_outside_month, **_pickup_range(result)},
         ),
         dg.AssetCheckResult(
             check_name=DROPOFF_NOT_BEFORE_PICKUP,
@@ -181,7 +211,7 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
             context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
         return dg.MaterializeResult(
             value=NewFile(out, side_files={"rejected": rejected if result.rows_rejected else None}),
-            metadata={**_metadata(result, pinned, raw_downloaded), "rows_rejected": result.rows_rejected},
+            metadata={**_metadata(result, pinned, raw_downloaded, month.color), "rows_rejected": result.rows_rejected},
             check_results=_checks(result, pq.read_schema(out), pinned, config),
         )
 

@@ -17,6 +17,12 @@ WAREHOUSE_KIND = {"local": "duckdb", "gcp": "bigquery"}
 STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
+def shown_table_name(sql_name: str) -> str:
+    """A table's name as users type it: `"monthly_trip_stats"` (DuckDB's quoting) reads
+    monthly_trip_stats, `` `project.dataset.table` `` reads project.dataset.table."""
+    return sql_name.replace('"', "").replace("`", "")
+
+
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
     """An Arrow schema as the `dagster/column_schema` metadata the UI shows."""
     return dg.TableSchema(
