@@ -65,7 +65,10 @@ def _print_stats() -> None:
         + " ".join(f"{h:>{w}}" if i > 2 else f"{h:<{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True)))
     )
     for row in rows:
-        cells = ["-" if v is None else (f"{v:.1%}" if i == 8 else str(v)) for i, v in enumerate(row)]
+        cells = [
+            "-" if v is None else f"{v:.1%}" if i == 8 else f"{v:,.2f}" if i in (5, 6, 7) else str(v)
+            for i, v in enumerate(row)
+        ]
         print(
             "  "
             + " ".join(

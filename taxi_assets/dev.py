@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_dg_cli.cli import cli as dg
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if sys.prefix != sys.base_prefix:  # run from the project's venv (make dev): dg then sees it as active
+        os.environ.setdefault("VIRTUAL_ENV", sys.prefix)
     data_dir = settings.data_dir()
     ensure_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home"))))
     with contextlib.ExitStack() as stack:

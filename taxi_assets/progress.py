@@ -13,7 +13,8 @@ from taxi_assets import settings
 
 
 def megabytes(size: int) -> str:
-    return f"{size / 1e6:,.1f} MB"
+    """A size as a user reads it: MB, or KB under a megabyte (a sample file is a few KB)."""
+    return f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} KB"
 
 
 class Progress:

@@ -28,6 +28,7 @@ from taxi_assets.assets.common import (
     WAREHOUSE_KIND,
     column_schema,
     markdown_table,
+    per_partition,
     shown_table_name,
 )
 from taxi_assets.io_manager import NewFile
@@ -187,20 +188,23 @@ def build_monthly_trip_stats(
         retry_policy=STORAGE_RETRY,
         # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
         automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
-        check_specs=[
-            dg.AssetCheckSpec(
-                TRIPS_ADD_UP,
-                asset=STATS_TABLE,
-                blocking=True,
-                description="Trips across boroughs add up to the slice's rows in `rides`",
-            ),
-            dg.AssetCheckSpec(
-                LOCATION_IDS_HAVE_ZONES,
-                asset=STATS_TABLE,
-                description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
-                "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
-            ),
-        ],
+        check_specs=per_partition(
+            partitions_def,
+            [
+                dg.AssetCheckSpec(
+                    TRIPS_ADD_UP,
+                    asset=STATS_TABLE,
+                    blocking=True,
+                    description="Trips across boroughs add up to the slice's rows in `rides`",
+                ),
+                dg.AssetCheckSpec(
+                    LOCATION_IDS_HAVE_ZONES,
+                    asset=STATS_TABLE,
+                    description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
+                    "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
+                ),
+            ],
+        ),
     )
     def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
         """Per pickup borough, for the month x color slice of `rides`: trips, passengers, total and

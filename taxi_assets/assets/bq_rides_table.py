@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema
+from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, per_partition
 from taxi_assets.io_manager import LakeFile
 from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress
@@ -29,13 +29,16 @@ def build_bq_rides_table(source: Source, target: str, partitions_def: dg.Partiti
         kinds={WAREHOUSE_KIND[target], "table"},
         retry_policy=STORAGE_RETRY,
         pool="warehouse",
-        check_specs=[
-            dg.AssetCheckSpec(
-                SLICE_MATCHES_LAKE_FILE,
-                asset="bq_rides_table",
-                description="The slice holds exactly the published file's rows",
-            )
-        ],
+        check_specs=per_partition(
+            partitions_def,
+            [
+                dg.AssetCheckSpec(
+                    SLICE_MATCHES_LAKE_FILE,
+                    asset="bq_rides_table",
+                    description="The slice holds exactly the published file's rows",
+                )
+            ],
+        ),
     )
     def bq_rides_table(
         context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeFile, warehouse: Warehouse

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from taxi_assets import layout
-from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table
+from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table, per_partition
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeFile, NewFile
 from taxi_assets.partitions import TripMonth
@@ -157,7 +157,7 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
             layout.partition_path("staging/clean_trips", ".parquet"),
             rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
         ),
-        check_specs=CLEAN_CHECKS,
+        check_specs=per_partition(partitions_def, CLEAN_CHECKS),
     )
     def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
         """The month parsed with the color's pinned Arrow schema (the same types every month:
