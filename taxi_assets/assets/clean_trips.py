@@ -63,6 +63,7 @@ CLEAN_CHECKS = [
 PREVIEW_COLUMNS = (
     "passenger_count",
     "trip_distance",
+    "store_and_fwd_flag",  # upstream text: shown inert (markdown_text), like every cell
     "pulocationid",
     "dolocationid",
     "fare_amount",
