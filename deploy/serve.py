@@ -12,7 +12,9 @@ exiting (5 times in 10 minutes) stops the service.
 
 With DAGSTER_CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0; the result backend is the same
 server unless DAGSTER_CELERY_BACKEND_URL says otherwise), runs are Celery tasks that `make worker`
-processes run (deploy/celery.yaml, deploy/worker.py) instead of a process each on this machine.
+processes run (deploy/celery.yaml, deploy/worker.py) instead of a process each on this machine; the
+broker is checked first (deploy/broker.py) and a fourth process fails runs whose task was lost
+(deploy/lost_tasks.py).
 Every pool's limit is set before anything starts (POOL_LIMITS), so two runs never race to create
 a pool's row in PostgreSQL.
 """
@@ -30,7 +32,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import broker
 import yaml
+from disk_floor import warn_low_space
+from preflight import require_postgres
+from service_logs import RotatingLog, pump
+from service_logs import settings as log_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -197,6 +204,10 @@ def main() -> int:
     web_host = os.environ.get("DAGSTER_WEBSERVER_HOST") or "127.0.0.1"
     warn_if_exposed(web_host)
     private_home(home)
+    warn_low_space(home, data_dir)
+    if celery_broker() and (problem := broker.check()):  # deploy/broker.py: refused or unreachable
+        print(problem, file=sys.stderr)
+        return 2
     # Not $DAGSTER_HOME/logs: Dagster moves that folder away (its telemetry queue).
     logs = home / "serve-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -211,6 +222,7 @@ def main() -> int:
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     env = service_env(home, data_dir)
     env.setdefault("TAXI_BACKFILL_INTERVAL_SECONDS", str(BACKFILL_INTERVAL_SECONDS))
     set_pool_limits(env)
@@ -221,7 +233,12 @@ def main() -> int:
         "webserver": [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", web_host, "-p", str(web_port)],
         "daemon": [sys.executable, "-c", DAEMON, "dagster-daemon", "run", "-w", str(workspace)],
     }
+    if celery_broker():  # a run whose Celery task was lost is failed (and retried) within 30 s
+        commands["lost-tasks"] = [sys.executable, str(ROOT / "deploy" / "lost_tasks.py")]
     processes: dict[str, subprocess.Popen] = {}
+    # Each child's output, through a pipe, into a log that rotates by size (deploy/service_logs.py).
+    outputs = {name: RotatingLog(logs / f"{name}.log", *log_settings()) for name in commands}
+    pumps: list[threading.Thread] = []
 
     def stop(*_args) -> None:
         for process in processes.values():
@@ -238,8 +255,10 @@ def main() -> int:
     stop_requested = on_stop_signals()
 
     def start(name: str) -> None:
-        with open(logs / f"{name}.log", "ab") as log:
-            processes[name] = subprocess.Popen(commands[name], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        processes[name] = subprocess.Popen(
+            commands[name], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        pumps.append(pump(processes[name].stdout, outputs[name]))
 
     restarts: dict[str, list[float]] = {name: [] for name in commands}
     try:
@@ -250,7 +269,7 @@ def main() -> int:
         _wait_for_port(web_port, processes["webserver"], logs / "webserver.log")
         launcher = "runs on Celery workers (`make worker`)" if celery_broker() else "a process per run"
         print(f"Dagster UI: http://{web_host}:{web_port}  (instance: {home / 'dagster.yaml'}, PostgreSQL, {launcher})")
-        print(f"logs: {logs}/code-server.log, webserver.log, daemon.log; Ctrl-C stops all three", flush=True)
+        print(f"logs: {logs}/{{{','.join(commands)}}}.log; Ctrl-C stops them all", flush=True)
         while not stop_requested.is_set():
             for name, process in list(processes.items()):
                 if process.poll() is None or stop_requested.is_set():
@@ -272,6 +291,8 @@ def main() -> int:
         return 0
     finally:
         stop()
+        for thread in pumps:  # what the processes wrote last (runs they started may still write)
+            thread.join(timeout=5)
 
 
 if __name__ == "__main__":

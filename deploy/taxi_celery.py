@@ -1,41 +1,69 @@
 """The Celery side of the deployment: the run launcher the daemon uses when DAGSTER_CELERY_BROKER_URL
 is set (`make serve`), and the Celery app its workers run (`make worker`, deploy/worker.py).
 
-Both import this module from deploy/ (serve.py and worker.py put it on PYTHONPATH):
+Both import this module from deploy/ (serve.py and worker.py put it on PYTHONPATH). What the broker
+and the result backend say is not trusted alone (whoever can write to Redis could forge it):
 
 - `TaxiCeleryRunLauncher` is dagster-celery's `CeleryRunLauncher` (each run is one Celery task on
-  the `dagster` queue, run by a long-lived worker process that keeps its imports) with a health
-  check that also notices a worker that died as a whole. The stock check reads the task's state
-  from the result backend: a killed pool process is reported FAILURE by its worker, but a worker
-  killed with its pool (machine lost, SIGKILL, OOM killer on the parent) leaves the task STARTED
-  forever, and a result backend that lost its keys (Redis restarted without persistence) says
-  PENDING, which run monitoring would take for a dead run. Here a run whose task is not SUCCESS or
-  FAILURE is asked about to the worker that took it (recorded in its tags): running there is
-  RUNNING; not running there, or no answer for WORKER_LOST_SECONDS, is FAILED (run monitoring
-  marks the run failed; run retries run it again).
-- `app` is the workers' Celery app: dagster-celery's tasks (execute_job, resume_job), configured
-  from the environment, and a hook that records in each run which worker runs it (tags
-  `taxi/worker_host`, `taxi/worker_pid`, `taxi/celery_worker`, and an engine event in the run's log).
+  the `dagster` queue, run by a long-lived worker process that keeps its imports) whose health
+  check asks the worker that took the run (recorded in its tags) whether the task is active there:
+  active is RUNNING, whatever the result backend says (a forged or stale FAILURE fails no healthy
+  run); FAILURE or REVOKED with the worker saying it is not running the task is FAILED; not running
+  there or no answer for WORKER_LOST_SECONDS (a worker killed as a whole leaves its task STARTED
+  forever; Redis restarted without persistence says PENDING) is FAILED. Run monitoring marks the
+  run failed; run retries run it again.
+- `app` is the workers' Celery app. Its execute_job and resume_job tasks are this module's: a task
+  is refused (no tag, no event, nothing run) unless its run exists and is STARTING (a replayed or
+  forged message for a finished or running run), then the task records which worker runs it (tags
+  `taxi/worker_host`, `taxi/worker_pid`, `taxi/celery_worker`, and an engine event in the run's log)
+  and runs dagster-celery's task body.
+- `tasks_in_broker` and `tasks_on_workers` tell where a run's task is: deploy/lost_tasks.py fails a
+  STARTING run whose task is nowhere (lost with a broker restarted without persistence).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 
-from celery.signals import task_prerun, worker_process_init
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from celery import Celery
+from celery.signals import worker_process_init
+from celery.utils.log import get_task_logger
+from dagster import DagsterRunStatus
 from dagster_celery.config import DEFAULT_CONFIG
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
-from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
+
+# Dagster's and dagster-celery's private names this module needs (Dagster pinned <1.14), in one
+# place. A missing one leaves INTERNALS_MISSING set: the module still imports, and what needs it
+# says which name moved (test_celery_config.py fails when one does).
+try:
+    from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+    from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
+    from dagster._serdes import unpack_value
+    from dagster_celery.config import TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME
+    from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
+
+    INTERNALS_MISSING: str | None = None
+except ImportError as error:  # pragma: no cover - only with a Dagster this was not written for
+    INTERNALS_MISSING = f"deploy/taxi_celery.py needs a name this Dagster or dagster-celery lacks: {error}"
+    TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME = "execute_job", "resume_job"
+
+
+def require_internals() -> None:
+    if INTERNALS_MISSING:
+        raise RuntimeError(INTERNALS_MISSING)
+
 
 QUEUE = "dagster"  # dagster-celery's queue: make_app declares only this one
 WORKER_HOST_TAG, WORKER_PID_TAG, CELERY_WORKER_TAG = "taxi/worker_host", "taxi/worker_pid", "taxi/celery_worker"
 WORKER_LOST_SECONDS = 10.0  # a worker silent (or not running the task) this long has lost the run
 PING_TIMEOUT_SECONDS = 3.0
+REFUSED = "refused"  # what a refused task returns (its result in the backend)
 
 # Settings shared by the launcher (daemon, webserver) and the workers.
 CELERY_SETTINGS = {
@@ -61,8 +89,19 @@ def backend_url() -> str | None:
     return os.environ.get("DAGSTER_CELERY_BACKEND_URL") or broker_url()
 
 
+def task_active_on(celery: Celery, worker: str, task_id: str) -> bool | None:
+    """Is `task_id` active on `worker`: True, False, or None when the worker (or the broker) does not answer."""
+    try:
+        replies = celery.control.inspect(destination=[worker], timeout=PING_TIMEOUT_SECONDS, limit=1).active()
+    except Exception:  # the broker is unreachable: nothing can be said about the worker
+        return None
+    if not replies or worker not in replies:
+        return None
+    return any(task.get("id") == task_id for task in replies.get(worker) or [])
+
+
 class TaxiCeleryRunLauncher(CeleryRunLauncher):
-    """CeleryRunLauncher whose health check asks the worker when the backend cannot tell."""
+    """CeleryRunLauncher whose health check believes the worker, not the result backend alone."""
 
     def __init__(self, *args, **kwargs):
         kwargs["config_source"] = {**CELERY_SETTINGS, **(kwargs.get("config_source") or {})}
@@ -70,28 +109,70 @@ class TaxiCeleryRunLauncher(CeleryRunLauncher):
         self._silent_since: dict[str, float] = {}
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        require_internals()
         task_id = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG)
         worker = run.tags.get(CELERY_WORKER_TAG)
         if not task_id or not worker:  # the worker has not recorded itself yet: it is starting the run
             return CheckRunHealthResult(WorkerStatus.RUNNING)
-        state = self.celery.AsyncResult(task_id).state
-        if state == "SUCCESS":
-            return CheckRunHealthResult(WorkerStatus.SUCCESS)
-        if state in ("FAILURE", "REVOKED"):
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Celery task {state} on {worker}")
         try:
-            replies = self.celery.control.inspect(destination=[worker], timeout=PING_TIMEOUT_SECONDS, limit=1).active()
-        except Exception:  # the broker is unreachable: nothing can be said about the worker
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "broker unreachable")
-        if replies and any(task.get("id") == task_id for task in replies.get(worker) or []):
+            state = self.celery.AsyncResult(task_id).state
+        except Exception:  # the result backend is unreachable: the worker is asked all the same
+            state = "UNKNOWN"
+        active = task_active_on(self.celery, worker, task_id)
+        if active:
+            # The worker runs it: a FAILURE or REVOKED in the backend is stale or forged.
             self._silent_since.pop(task_id, None)
-            return CheckRunHealthResult(WorkerStatus.RUNNING)
+            note = "" if state in ("STARTED", "PENDING") else f"result backend says {state}; the worker runs it"
+            return CheckRunHealthResult(WorkerStatus.RUNNING, note or None)
+        if active is False and state in ("FAILURE", "REVOKED"):
+            self._silent_since.pop(task_id, None)
+            why = f"Celery task {state} on {worker}, which is not running it"
+            return CheckRunHealthResult(WorkerStatus.FAILED, why)
         first = self._silent_since.setdefault(task_id, time.monotonic())
-        why = f"{worker} is not running task {task_id}" if replies else f"{worker} does not answer"
+        why = f"{worker} is not running task {task_id}" if active is False else f"{worker} does not answer"
         if time.monotonic() - first < WORKER_LOST_SECONDS:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"{why} (task {state}); checking again")
         self._silent_since.pop(task_id, None)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"{why} (task {state}) for {WORKER_LOST_SECONDS:.0f} s")
+
+
+def task_id_of(message: str | bytes) -> str | None:
+    """The Celery task id in a message as kombu's Redis transport stores it (JSON, protocol 2)."""
+    try:
+        payload = json.loads(message)
+    except ValueError:
+        return None
+    if isinstance(payload, list):  # the unacked hash holds [message, exchange, routing key]
+        payload = payload[0] if payload and isinstance(payload[0], dict) else {}
+    return ((payload or {}).get("headers") or {}).get("id") if isinstance(payload, dict) else None
+
+
+def tasks_in_broker(celery: Celery, queue: str = QUEUE) -> set[str]:
+    """Ids of the tasks waiting in `queue` (each priority's list) or taken from it and not yet
+    acknowledged by a worker. Raises when the broker cannot be read."""
+    found: set[str] = set()
+    with celery.connection_for_read() as connection:
+        channel = connection.default_channel
+        client = channel.client
+        names = {queue} | {f"{queue}{channel.sep}{step}" for step in channel.priority_steps if step}
+        for name in sorted(names):
+            found.update(filter(None, map(task_id_of, client.lrange(name, 0, -1))))
+        found.update(filter(None, map(task_id_of, client.hvals(channel.unacked_key))))
+    return found
+
+
+def tasks_on_workers(celery: Celery, task_ids: list[str]) -> tuple[set[str], int]:
+    """(ids among `task_ids` some worker holds, reserved or active; how many workers answered)."""
+    replies = celery.control.inspect(timeout=PING_TIMEOUT_SECONDS).query_task(*task_ids) or {}
+    held = {task_id for per_worker in replies.values() for task_id in (per_worker or {})}
+    return held, len(replies)
+
+
+def fail_lost_run(instance, run, message: str) -> None:
+    """Mark a run whose task was lost failed, as run monitoring marks a run that never started
+    (reason START_TIMEOUT): run retries launch it again."""
+    require_internals()
+    instance.report_run_failed(run, message, JobFailureData(error=None, failure_reason=RunFailureReason.START_TIMEOUT))
 
 
 app = make_app(
@@ -103,10 +184,17 @@ app = make_app(
         "task_default_queue": QUEUE,
     }
 )
-execute_job = create_execute_job_task(app)
-resume_job = create_resume_job_task(app)
-
+logger = get_task_logger(__name__)
 _instance = None
+
+
+def worker_instance():
+    global _instance
+    if _instance is None:
+        from dagster import DagsterInstance
+
+        _instance = DagsterInstance.get()
+    return _instance
 
 
 @worker_process_init.connect
@@ -114,37 +202,67 @@ def warm_up(**_ignored) -> None:
     """In each new pool process, before its first run: open the instance (PostgreSQL storage, the
     run launcher's Celery app), which otherwise costs the process's first run a few seconds."""
     global _instance
-    from dagster import DagsterInstance
-
     try:
-        _instance = DagsterInstance.get()
-        _instance.get_run_records(limit=1)
+        worker_instance().get_run_records(limit=1)
     except Exception:  # the run will report what is wrong, with its own instance
         _instance = None
 
 
-@task_prerun.connect
-def record_worker(task_id=None, task=None, kwargs=None, **_ignored) -> None:
-    """Before a run starts in this pool process: its host, pid and Celery node into the run's tags and log."""
-    global _instance
-    packed = (kwargs or {}).get("execute_job_args_packed")
-    if packed is None:
-        return
-    from dagster import DagsterInstance
-    from dagster._core.events import EngineEventData
-    from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
-    from dagster._serdes import unpack_value
+def admit(task, packed) -> bool:
+    """May this task run its run? Only if the run exists, is STARTING (launched, not started: a
+    message replayed for a running or finished run is refused) and, once the launcher has recorded
+    its task id, is this task's. An admitted task records its worker in the run's tags and log.
 
+    A Celery signal handler cannot refuse a task, hence this check inside the task's body. Two
+    copies of one message delivered within the same instant could both pass it: the first to start
+    moves the run to STARTED within a second, and Dagster refuses to execute a run that is not
+    STARTING (it logs engine events only)."""
+    require_internals()
     run_id = unpack_value(packed, as_type=(ExecuteRunArgs, ResumeRunArgs)).run_id
-    if _instance is None:
-        _instance = DagsterInstance.get()
-    run = _instance.get_run_by_id(run_id)
-    if run is None:
-        return
+    instance = worker_instance()
+    run = instance.get_run_by_id(run_id)
+    launched = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG) if run else None
+    if run is None or run.status != DagsterRunStatus.STARTING or (launched and launched != task.request.id):
+        why = (
+            "no such run"
+            if run is None
+            else f"the run is {run.status.value}, not STARTING"
+            if run.status != DagsterRunStatus.STARTING
+            else f"the run was launched as task {launched}"
+        )
+        logger.warning("refused task %s for run %s: %s (a replayed or forged message)", task.request.id, run_id, why)
+        return False
     host, pid, node = socket.gethostname(), os.getpid(), task.request.hostname
-    _instance.add_run_tags(run_id, {WORKER_HOST_TAG: host, WORKER_PID_TAG: str(pid), CELERY_WORKER_TAG: node})
-    _instance.report_engine_event(
+    instance.add_run_tags(run_id, {WORKER_HOST_TAG: host, WORKER_PID_TAG: str(pid), CELERY_WORKER_TAG: node})
+    instance.report_engine_event(
         f"Running on Celery worker {node} (host {host}, pid {pid})",
         run,
-        EngineEventData({"Celery worker": node, "host": host, "pid": str(pid), "Celery task": task_id}),
+        EngineEventData({"Celery worker": node, "host": host, "pid": str(pid), "Celery task": task.request.id}),
     )
+    return True
+
+
+# dagster-celery's task bodies, made on an app of their own (shared=False: not registered on any
+# other app), so that `app` holds this module's tasks under their names.
+if INTERNALS_MISSING is None:
+    _bodies = Celery("taxi-dagster-celery-bodies", set_as_current=False)
+    dagster_execute_job = create_execute_job_task(_bodies, shared=False)
+    dagster_resume_job = create_resume_job_task(_bodies, shared=False)
+
+
+@app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True, shared=False)
+def execute_job(self, execute_job_args_packed):
+    if not admit(self, execute_job_args_packed):
+        return REFUSED
+    return dagster_execute_job.run(execute_job_args_packed)
+
+
+@app.task(bind=True, name=TASK_RESUME_JOB_NAME, track_started=True, shared=False)
+def resume_job(self, execute_job_args_packed=None, resume_job_args_packed=None):
+    # dagster-celery's launcher sends `execute_job_args_packed` to a task expecting
+    # `resume_job_args_packed` (its resume never ran); either is taken. Resume is off here
+    # (max_resume_run_attempts 0), and a resumed run is not STARTING: the check refuses it.
+    packed = resume_job_args_packed if resume_job_args_packed is not None else execute_job_args_packed
+    if not admit(self, packed):
+        return REFUSED
+    return dagster_resume_job.run(packed)

@@ -1,6 +1,6 @@
 """The instance's PostgreSQL storages (dagster-postgres'), with two changes for backfills of many
-small partitions. deploy/dagster.yaml names them; `make serve` and `make worker` put deploy/ on
-PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
+small partitions and a third for PostgreSQL outages. deploy/dagster.yaml names them; `make serve`
+and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
 
 1. Connections are reused inside a process. dagster-postgres opens a new connection for every
    statement (SQLAlchemy's NullPool) so that an instance never holds connections it is not using. A
@@ -18,28 +18,250 @@ PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db
    second, and a slot left free for a second is a second the backfill loses per waiting run. Each
    retry is a few short statements on a kept connection. (The event log storage's claim result may
    carry this interval: `ConcurrencyClaimStatus.with_sleep_interval`, as Dagster's own test storage does.)
+3. A PostgreSQL outage is waited out, up to DAGSTER_PG_OUTAGE_SECONDS (OUTAGE_SECONDS by default).
+   dagster-postgres retries a failed connection 5 times, 11.4 s (±1) in all, then fails the statement
+   ("too many retries for DB connection": a step claiming its pool slot failed for good, and its
+   backfill with it). Here a new connection waits for the server instead (the engines' `do_connect`
+   event), so those retries and every storage call reconnect into a wait; a statement cut while in
+   flight (the server stopping under it) is run again on a new connection by every read and the
+   writes in RETRIED, and an event write cut in flight first looks whether its row landed, so no event is
+   written twice. Past the bound: PostgresUnavailable naming host:port/dbname and the time waited.
+   The webserver's engines (Dagster's `optimize_for_webserver`, which builds them without a
+   pre-ping) get the same pre-ping and wait.
 
 Figures: docs/performance.md#backfills.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import math
+import os
+import time
+import warnings
 import weakref
 
+import sqlalchemy
+from dagster import serialize_value
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+    set_pg_statement_timeout,
+)
+
+log = logging.getLogger("taxi_storage")
 
 # A kept connection is replaced after this long: under the idle cut-offs in front of many servers
 # (PgBouncer's server_idle_timeout is 600 s), and checked before each use anyway.
 POOL_RECYCLE_SECONDS = 300
 # A blocked step's next claim: 4 a second per waiting step.
 POOL_CLAIM_RETRY_SECONDS = 0.25
+# How long a PostgreSQL outage is waited out (DAGSTER_PG_OUTAGE_SECONDS overrides it): a restart,
+# a failover or a minor-version upgrade takes seconds to a minute; 120 s rides out a 60 s outage
+# with room for the server's own recovery, and is still short enough that a database gone for
+# good shows up as failed runs within minutes.
+OUTAGE_SECONDS = 120.0
+OUTAGE_SETTING = "DAGSTER_PG_OUTAGE_SECONDS"
+# One connection attempt gives up after this long (libpq's default is to wait for ever on a host
+# that drops packets), then the next one starts, within the bound.
+CONNECT_TIMEOUT_SECONDS = 10
+# Attempts while the server is down: 0.2 s, doubling up to 2 s: back within 2 s of the server.
+FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.2, 2.0
+# What a server answers that waiting does not change: a wrong password, user or database, a
+# refused client. Everything else (refused or reset connections, "the database system is starting
+# up / shutting down", too many clients, an unresolvable host) is waited out.
+PERMANENT = ("authentication failed", "does not exist", "pg_hba.conf", "no password supplied", "invalid")
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL did not answer within the bound. Not a SQLAlchemy error on purpose: dagster-postgres
+    retries those 5 more times, which would make the bound six times longer."""
+
+
+def outage_seconds() -> float:
+    """DAGSTER_PG_OUTAGE_SECONDS, or OUTAGE_SECONDS; a bad value is an error naming the setting."""
+    value = os.environ.get(OUTAGE_SETTING) or str(OUTAGE_SECONDS)
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{OUTAGE_SETTING} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{OUTAGE_SETTING} must be 0 or more seconds, got {value!r}")
+    return seconds
+
+
+def database_name(params: dict) -> str:
+    """host:port/dbname of a connection's parameters (never the user or password)."""
+    host = params.get("host") or "local socket"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('database') or ''}"
+
+
+def is_permanent(error: Exception) -> bool:
+    text = str(error)
+    return any(marker in text for marker in PERMANENT)
+
+
+def wait_for_server(connect, where: str, bound: float):
+    """connect(), again and again while the server is unreachable, for up to `bound` seconds;
+    then PostgresUnavailable. An error that waiting does not change is raised at once."""
+    import psycopg2
+
+    started = time.monotonic()
+    pause = FIRST_WAIT_SECONDS
+    waiting = False
+    while True:
+        try:
+            connection = connect()
+        except psycopg2.OperationalError as error:
+            if is_permanent(error):
+                raise
+            waited = time.monotonic() - started
+            if waited >= bound:
+                raise PostgresUnavailable(
+                    f"PostgreSQL at {where} did not answer for {waited:.0f} s ({OUTAGE_SETTING}={bound:g}): "
+                    f"{one_line(error)}"
+                ) from error
+            if not waiting:
+                waiting = True
+                log.warning("PostgreSQL at %s unreachable (%s); waiting up to %g s", where, one_line(error), bound)
+            time.sleep(min(pause, bound - waited))
+            pause = min(pause * 2, LONGEST_WAIT_SECONDS)
+            continue
+        if waiting:
+            log.warning("PostgreSQL at %s answers again after %.1f s", where, time.monotonic() - started)
+        return connection
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (libpq's messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def wait_out_outages(engine: sqlalchemy.engine.Engine) -> sqlalchemy.engine.Engine:
+    """Every new connection of `engine` waits for the server (up to the bound) instead of failing.
+    Registered after dagster-postgres' own `do_connect` hook (a token as password), which returns None."""
+
+    @sqlalchemy.event.listens_for(engine, "do_connect")
+    def connect(dialect, _record, cargs, cparams):
+        params = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **cparams}
+        return wait_for_server(lambda: dialect.connect(*cargs, **params), database_name(params), outage_seconds())
+
+    return engine
+
+
+def pooled_engine(postgres_url: str, token_provider, **kwargs) -> sqlalchemy.engine.Engine:
+    """An engine that keeps a connection, checks it before each use and waits out outages."""
+    options = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_size": 1,
+        "max_overflow": -1,  # no limit: a thread never waits for another's connection
+        "pool_recycle": POOL_RECYCLE_SECONDS,
+        "pool_pre_ping": True,
+        **kwargs,
+    }
+    return wait_out_outages(create_pg_engine(postgres_url, token_provider, **options))
+
+
+def cut_in_flight(error: BaseException) -> bool:
+    """A statement whose connection was lost under it (SQLAlchemy has invalidated the connection)."""
+    return isinstance(error, sqlalchemy.exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def retried_when_cut(method):
+    """`method` run again on a new connection when the server cut its statement, for up to the bound
+    from the first cut. Only for methods that can run twice: reads, updates, upserts, claims."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlalchemy.exc.DBAPIError as error:
+                if not cut_in_flight(error):
+                    raise
+                deadline = deadline or time.monotonic() + outage_seconds()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: the connection was lost mid-statement; running it again", method.__name__)
+
+    return run
+
+
+def retry_cut_statements(cls, names: tuple[str, ...]):
+    """Wrap each of `names` (public methods of dagster's storages) with retried_when_cut. A name this
+    Dagster lacks is reported, not fatal: that method's statements are then not run again after a cut."""
+    for name in names:
+        method = getattr(cls, name, None)
+        if method is None:
+            warnings.warn(f"taxi_storage: {cls.__name__} has no {name}; its statements are not retried", stacklevel=2)
+            continue
+        setattr(cls, name, retried_when_cut(method))
+    return cls
+
+
+# Dagster's private names this module relies on, in one place. A missing one is a clear error
+# where it is needed (never at import); `missing_dagster_internals()` lists them for the test.
+ENGINE_ATTRIBUTE = "_engine"  # dagster-postgres' storages read their engine from it wherever they connect
+TAGS_WRITER = "_store_asset_event_tags"  # SqlEventLogStorage's: an asset event's indexed tags
+
+
+def missing_dagster_internals() -> list[str]:
+    """The private names of dagster(-postgres) used here that this installation lacks."""
+    missing = [
+        f"{cls.__name__}.{ENGINE_ATTRIBUTE}"
+        for cls in (PostgresRunStorage, PostgresEventLogStorage, PostgresScheduleStorage)
+        if ENGINE_ATTRIBUTE not in cls.__init__.__code__.co_names
+    ]
+    if not hasattr(PostgresEventLogStorage, TAGS_WRITER):
+        missing.append(f"PostgresEventLogStorage.{TAGS_WRITER}")
+    try:
+        from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS  # noqa: F401
+    except ImportError:
+        missing.append("dagster._core.events.ASSET_EVENTS, ASSET_CHECK_EVENTS")
+    return missing
+
+
+def _engine_of(storage) -> sqlalchemy.engine.Engine:
+    engine = getattr(storage, ENGINE_ATTRIBUTE, None)
+    if engine is None:
+        raise RuntimeError(
+            f"taxi_storage: {type(storage).__name__} has no {ENGINE_ATTRIBUTE} (dagster-postgres changed); "
+            "name dagster_postgres' storages in dagster.yaml instead"
+        )
+    return engine
+
+
+def _asset_event_kinds():
+    """Dagster's sets of event types that store_event indexes (asset events, asset check events)."""
+    try:
+        from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+    except ImportError as error:
+        raise RuntimeError(
+            "taxi_storage: dagster._core.events.ASSET_EVENTS moved (dagster changed): "
+            "cannot finish an event write cut in flight"
+        ) from error
+    return ASSET_EVENTS, ASSET_CHECK_EVENTS
 
 
 class _ReusedConnections:
-    """Mixin for a dagster-postgres storage: its engine keeps a connection (see the module's 1.)."""
+    """Mixin for a dagster-postgres storage: its engine keeps a connection (see the module's 1.) and
+    waits out outages (3.)."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
+        outage_seconds()  # a bad DAGSTER_PG_OUTAGE_SECONDS fails here, naming it
+        self.pg_token_provider = token_provider
+        # dagster-postgres' constructor looks for its tables on an engine of its own, retried for
+        # about 11 s: a process starting during an outage waits for the server first.
+        probe = wait_out_outages(create_pg_engine(postgres_url, token_provider, poolclass=sqlalchemy.pool.NullPool))
+        try:
+            probe.connect().close()
+        finally:
+            probe.dispose()
         super().__init__(
             postgres_url=postgres_url,
             should_autocreate_tables=should_autocreate_tables,
@@ -47,23 +269,36 @@ class _ReusedConnections:
             token_provider=token_provider,
         )
         # The storage's own engine (NullPool, used above to create the tables) replaced by one that
-        # keeps a connection; dagster-postgres reads `_engine` wherever it connects.
-        self._engine = create_pg_engine(
-            postgres_url,
-            token_provider,
-            isolation_level="AUTOCOMMIT",
-            pool_size=1,
-            max_overflow=-1,  # no limit: a thread never waits for another's connection
-            pool_recycle=POOL_RECYCLE_SECONDS,
-            pool_pre_ping=True,
-        )
+        # keeps a connection.
+        self._set_engine(pooled_engine(postgres_url, token_provider))
+
+    def _set_engine(self, engine: sqlalchemy.engine.Engine) -> None:
+        old = _engine_of(self)
+        setattr(self, ENGINE_ATTRIBUTE, engine)
+        old.dispose()
         # Closed with the storage: the instance disposes the run and event log storages, not the
         # schedule storage, and an engine is freed only when Python collects cycles.
-        weakref.finalize(self, self._engine.dispose)
+        weakref.finalize(self, engine.dispose)
 
     def dispose(self) -> None:
         super().dispose()
-        self._engine.dispose()
+        _engine_of(self).dispose()
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        """As dagster-postgres' (one kept connection, a statement timeout), with the pre-ping and the
+        outage wait: without the pre-ping, the first request after a PostgreSQL restart failed
+        with HTTP 500 on the dead kept connection."""
+        options = _engine_of(self).url.query.get("options")
+        engine = pooled_engine(
+            self.postgres_url,
+            self.pg_token_provider,
+            # the webserver's default is 3600 s: kept to POOL_RECYCLE_SECONDS, as the other engines
+            pool_recycle=min(pool_recycle, POOL_RECYCLE_SECONDS) if pool_recycle > 0 else POOL_RECYCLE_SECONDS,
+            max_overflow=max_overflow,
+            **({"connect_args": {"options": options}} if options else {}),
+        )
+        sqlalchemy.event.listen(engine, "connect", lambda conn, _: set_pg_statement_timeout(conn, statement_timeout))
+        self._set_engine(engine)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -75,17 +310,117 @@ class _ReusedConnections:
         )
 
 
+# Methods whose statements are run again after a cut: each can run twice with the same outcome.
+# Every read (public methods named get_*, fetch_*, has_*, all_*: the daemon's backfill loop lost one
+# of its 5 retries to a cut read), and these writes (updates, upserts, claims). Not add_run,
+# add_backfill, create_tick (inserts: a second one would be a duplicate); store_event below.
+READ_PREFIXES = ("get_", "fetch_", "has_", "all_")
+RETRIED = {
+    "run": (
+        "handle_run_event",
+        "add_run_tags",
+        "add_daemon_heartbeat",
+        "update_backfill",
+        "set_cursor_values",
+    ),
+    "event_log": (
+        "claim_concurrency_slot",
+        "check_concurrency_claim",
+        "free_concurrency_slot_for_step",
+        "free_concurrency_slots_for_run",
+    ),
+    "schedule": (
+        "update_instigator_state",
+        "update_tick",
+    ),
+}
+
+
+def read_methods(cls) -> tuple[str, ...]:
+    """The public reads of a storage class (plain functions named with READ_PREFIXES)."""
+    return tuple(
+        name
+        for name in dir(cls)
+        if name.startswith(READ_PREFIXES) and inspect.isfunction(inspect.getattr_static(cls, name))
+    )
+
+
 class PooledPostgresRunStorage(_ReusedConnections, PostgresRunStorage):
-    """PostgresRunStorage reusing its connections."""
+    """PostgresRunStorage reusing its connections and waiting out outages."""
 
 
 class PooledPostgresScheduleStorage(_ReusedConnections, PostgresScheduleStorage):
-    """PostgresScheduleStorage reusing its connections."""
+    """PostgresScheduleStorage reusing its connections and waiting out outages."""
 
 
 class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage):
-    """PostgresEventLogStorage reusing its connections, whose blocked pool claims are retried soon."""
+    """PostgresEventLogStorage reusing its connections, whose blocked pool claims are retried soon,
+    and whose event writes survive a cut connection without writing an event twice."""
 
     def claim_concurrency_slot(self, concurrency_key, run_id, step_key, priority=None):
         status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
         return status if status.is_claimed else status.with_sleep_interval(POOL_CLAIM_RETRY_SECONDS)
+
+    def store_event(self, event) -> None:
+        """dagster-postgres' store_event: the event's row, then (asset events) the asset index in a
+        transaction. Cut in flight, the row may have landed or not: look it up, write it if it is
+        missing, and finish the index if it is there."""
+        try:
+            return super().store_event(event)
+        except sqlalchemy.exc.DBAPIError as error:
+            if not cut_in_flight(error):
+                raise
+            first = error
+        deadline = time.monotonic() + outage_seconds()
+        while True:
+            log.warning("store_event: the connection was lost mid-write; checking whether the event was stored")
+            try:
+                event_id = self.stored_event_id(event)
+                if event_id is None:
+                    return super().store_event(event)
+                return self._finish_stored_event(event, event_id)
+            except sqlalchemy.exc.DBAPIError as error:
+                if not cut_in_flight(error) or time.monotonic() > deadline:
+                    raise error from first
+
+    def stored_event_id(self, event) -> int | None:
+        """The id of `event`'s row if it is stored (its run and its serialized body), else None."""
+        with self.index_connection() as conn:
+            row = conn.execute(
+                sqlalchemy.text("SELECT id FROM event_logs WHERE run_id = :run_id AND event = :body"),
+                {"run_id": event.run_id, "body": serialize_value(event)},
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _finish_stored_event(self, event, event_id: int) -> None:
+        """What store_event does after the row, for a row already stored: the asset index (its tags
+        unless stored, then the asset's entry, an upsert) and an asset check's execution row."""
+        asset_events, asset_check_events = _asset_event_kinds()
+        dagster_event = event.dagster_event if event.is_dagster_event else None
+        if dagster_event and event.dagster_event_type in asset_events and dagster_event.asset_key:
+            write_tags = getattr(self, TAGS_WRITER, None)
+            with self.index_transaction() as conn:
+                tagged = conn.execute(
+                    sqlalchemy.text("SELECT 1 FROM asset_event_tags WHERE event_id = :id LIMIT 1"), {"id": event_id}
+                ).fetchone()
+                if write_tags is None:
+                    log.warning("store_event: this Dagster has no %s; the event's tags are not indexed", TAGS_WRITER)
+                elif not tagged:
+                    write_tags(conn, [event], [event_id])
+            self.store_asset_event(event, event_id)
+        if dagster_event and event.dagster_event_type in asset_check_events:
+            with self.index_connection() as conn:
+                stored = conn.execute(
+                    sqlalchemy.text("SELECT 1 FROM asset_check_executions WHERE evaluation_event_storage_id = :id"),
+                    {"id": event_id},
+                ).fetchone()
+            if not stored:
+                self.store_asset_check_event(event, event_id)
+
+
+for _cls, _kind in (
+    (PooledPostgresRunStorage, "run"),
+    (PooledPostgresEventLogStorage, "event_log"),
+    (PooledPostgresScheduleStorage, "schedule"),
+):
+    retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))

@@ -9,7 +9,11 @@ GCP_PROJECT, GCS_BUCKET, BQ_DATASET, credentials; for local, the same TAXI_DATA_
 host). It writes the instance config into its own DAGSTER_HOME (default TAXI_DATA_DIR/dagster_home_worker)
 as `make serve` does, and logs to DAGSTER_HOME/worker-logs/worker.log. Ctrl-C or SIGTERM stops it:
 the runs it holds get DAGSTER_CELERY_STOP_SECONDS to finish, then they are cut off (run monitoring
-marks them failed and run retries start them again on another worker).
+marks them failed and run retries start them again on another worker). A worker that exits on its
+own (a remote `shutdown` broadcast, a crash) is started again at once; one that keeps exiting (5
+times in 10 minutes) stops `make worker`. Before anything starts, the broker and the result backend
+are checked (deploy/broker.py): a non-loopback URL without a password, or a server that cannot be
+reached or refuses the credentials, is one line on stderr and exit 2.
 
 Settings (environment):
 - DAGSTER_CELERY_CONCURRENCY: runs side by side, default the number of cores;
@@ -29,7 +33,21 @@ import sys
 import time
 from pathlib import Path
 
-from serve import BIN, ROOT, on_stop_signals, private_home, service_env, write_instance_config
+import broker
+from disk_floor import warn_low_space
+from preflight import require_postgres
+from serve import (
+    BIN,
+    MAX_RESTARTS,
+    RESTART_WINDOW_SECONDS,
+    ROOT,
+    on_stop_signals,
+    private_home,
+    service_env,
+    write_instance_config,
+)
+from service_logs import RotatingLog, pump
+from service_logs import settings as log_settings
 
 QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
 
@@ -53,10 +71,16 @@ def main() -> int:
     data_dir = Path(os.environ.get("TAXI_DATA_DIR") or ROOT / "data").resolve()
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home_worker").resolve()
     private_home(home)
+    warn_low_space(home, data_dir)
+    problem = broker.check()  # deploy/broker.py: a broker anyone may write to, or one that cannot be used
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     problem = write_instance_config(home)
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    require_postgres()  # one line and exit 1 for a DAGSTER_PG_URL PostgreSQL does not accept
     logs = home / "worker-logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A run is one process's work from start to end (the in-process executor: parsing, Parquet,
@@ -80,8 +104,6 @@ def main() -> int:
         name,
         "--loglevel",
         "INFO",
-        "--logfile",
-        str(logs / "worker.log"),
         "--max-tasks-per-child",
         str(max_tasks),
         "--max-memory-per-child",
@@ -93,19 +115,39 @@ def main() -> int:
         "--without-mingle",
         "--without-gossip",
     ]
-    worker = subprocess.Popen(command, env=service_env(home, data_dir), cwd=ROOT, start_new_session=True)
+    env = service_env(home, data_dir)
+    # Its output (Celery logs to stderr without --logfile, which does not rotate) into a log that
+    # rotates by size (deploy/service_logs.py), one for every Celery worker this loop starts.
+    log = RotatingLog(logs / "worker.log", *log_settings())
     print(
         f"Celery worker {name}: {concurrency} runs at once, queue {QUEUE!r}; "
         f"log {logs / 'worker.log'}; Ctrl-C stops it",
         flush=True,
     )
-
     stop_requested = on_stop_signals()
-    while worker.poll() is None and not stop_requested.is_set():
-        time.sleep(0.2)
-    if not stop_requested.is_set():
-        print(f"the Celery worker exited with {worker.returncode}; see {logs / 'worker.log'}", file=sys.stderr)
-        return worker.returncode or 1
+    restarts: list[float] = []
+    while True:
+        worker = subprocess.Popen(
+            command, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        output = pump(worker.stdout, log)
+        while worker.poll() is None and not stop_requested.is_set():
+            time.sleep(0.2)
+        if stop_requested.is_set():
+            break
+        output.join(timeout=5)
+        # Exited on its own: a remote `shutdown` broadcast, a crash. Started again at once, so the
+        # host is without a worker only while the new one starts; one that keeps exiting stops here.
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
+        if len(restarts) > MAX_RESTARTS:
+            print(
+                f"the Celery worker exited {len(restarts)} times within {RESTART_WINDOW_SECONDS} s "
+                f"(last: {worker.returncode}); stopping, see {logs / 'worker.log'}",
+                file=sys.stderr,
+            )
+            return worker.returncode or 1
+        print(f"the Celery worker exited with {worker.returncode}; starting it again", file=sys.stderr, flush=True)
     # Celery's warm shutdown: take no new run, let the running ones finish; then a cold one.
     os.killpg(worker.pid, signal.SIGTERM)
     try:
@@ -118,6 +160,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+    output.join(timeout=5)
     return 0
 
 

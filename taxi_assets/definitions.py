@@ -6,9 +6,12 @@ import dagster as dg
 from taxi_assets import settings
 from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import analytics_automation
+from taxi_assets.compute_logs import checked_in_process_executor
+from taxi_assets.grid_upkeep import grid_upkeep_sensor
 from taxi_assets.jobs import trips_job
 from taxi_assets.pool_wait import sleep_while_waiting_for_pool_slots
 from taxi_assets.resources.source import TripSource
+from taxi_assets.retention import retention_definitions
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import source_named
@@ -24,17 +27,23 @@ def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.
     # the source the assets were built for.
     if isinstance(served, TripSource) and served.spec.name != upstream.name:
         raise ValueError(f"the source resource serves {served.spec.name!r}, the assets are built for {source!r}")
-    return dg.Definitions(
+    trips = dg.Definitions(
         assets=build_assets(upstream, target).all,
         jobs=[trips_job],
-        sensors=[upstream_files_sensor, analytics_automation],
+        # The tlc grid's cells before a color's first file, and history from when it was a list of keys.
+        sensors=[upstream_files_sensor, analytics_automation]
+        + ([grid_upkeep_sensor] if upstream.name == "tlc" else []),
         # The releases never change; the TLC publishes a month every month.
         schedules=[newest_month_schedule] if upstream.name == "tlc" else [],
         resources=resources,
         # A partition's four steps are a chain: separate processes per step would buy no
-        # parallelism and cost seconds each. Partitions run side by side as separate runs.
-        executor=dg.in_process_executor,
+        # parallelism and cost seconds each. Partitions run side by side as separate runs. A run
+        # first checks the room for its compute logs (taxi_assets/compute_logs.py).
+        executor=checked_in_process_executor,
     )
+    # Housekeeping: old runs, compute logs and ticks removed daily (taxi_assets/retention.py).
+    housekeeping = retention_definitions(trips.resolve_asset_graph().asset_check_keys, settings.retention_cron())
+    return dg.Definitions.merge(trips, housekeeping)
 
 
 # Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: taxi_assets/pool_wait.py).

@@ -19,7 +19,10 @@ What: an asset returns what it made, and it is stored under the asset's key:
   storage itself (a hard link, a server-side GCS copy); declared side files are removed;
 - a `LakeFile` handle of this very asset's stored object: keep it as it is, side files too
   (raw_trips, when the upstream file has not changed). The asset gets that handle from
-  `stored_file(context, lake)`, which asks the `lake` resource for the key its own metadata names.
+  `stored_file(context, lake)`, which asks the `lake` resource for the key its own metadata names;
+- `NoFile(reason)`: nothing, for a cell of the grid before its color's first file (the asset's
+  `lake/source` metadata names the source that says so); the next asset receives the same
+  `NoFile` instead of a handle, and nothing is ever stored for that cell.
 
 Downstream assets receive a `LakeFile` handle: the object's URI, size and generation, the Parquet
 footer's facts (read once), and its bytes on local disk on demand. When this process stored the
@@ -45,6 +48,7 @@ from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
 from taxi_assets.resources.workdir import owned_temp_folder
+from taxi_assets.sources import source_named
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class ParquetFacts:
         return cls(num_rows=footer.num_rows, null_counts=nulls)
 
 
+class LakeInput:
+    """What the lake IO manager hands the next asset: a `LakeFile`, or `NoFile` for a cell of the
+    grid that holds none (an input's annotation: Dagster checks inputs against it, and takes no union)."""
+
+
 @dataclass(frozen=True)
 class NewFile:
     """An asset's output: a finished local file, to be stored under the asset's lake key, with its
@@ -77,7 +86,7 @@ class NewFile:
 
 
 @dataclass(frozen=True)
-class LakeFile:
+class LakeFile(LakeInput):
     """A stored object, as the IO manager hands it to the next asset (and `stored_file` to the asset
     that stored it)."""
 
@@ -124,6 +133,18 @@ class LakeFile:
     def downloads(self) -> bool:
         """Whether `local_copy` would download the bytes."""
         return self.local is None or not self.local.is_file()
+
+
+@dataclass(frozen=True)
+class NoFile(LakeInput):
+    """An asset's output, and the input the next asset receives, for a cell of the grid that holds
+    no file (before its color's first month upstream): nothing is stored."""
+
+    reason: str  # "no TLC file before 2014-01 for green"
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        return {"dagster/row_count": 0, "no_file": self.reason}
 
 
 @dataclass(frozen=True)
@@ -175,6 +196,12 @@ def _place(asset: str, metadata: Mapping[str, object], context: _Context) -> tup
         return month, layout.key_for(template, month)
 
 
+def _no_file_reason(metadata: Mapping[str, object], month: TripMonth | None) -> str | None:
+    """Why the asset's cell holds no object (it is before its color's first file), or None."""
+    source = layout.source_of(metadata)
+    return month.no_file_reason(source_named(source)) if month is not None and source is not None else None
+
+
 def _footer_facts(lake: Lake, key: str) -> ParquetFacts | None:
     return ParquetFacts.from_footer(lake.parquet_footer(key)) if key.endswith(".parquet") else None
 
@@ -209,10 +236,19 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 self._facts[stored.key] = (stored.generation, facts)
         return LakeFile.of(self.lake, stored, facts, local=kept_path if kept_generation == stored.generation else None)
 
-    def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile | NoFile) -> None:
         asset = context.asset_key.to_user_string()
         metadata = context.definition_metadata
         month, key = _place(asset, metadata, context)
+        reason = _no_file_reason(metadata, month)
+        if isinstance(obj, NoFile) or reason is not None:
+            if not (isinstance(obj, NoFile) and reason is not None):
+                raise dg.Failure(
+                    description=f"partition {month}: {asset} returned {type(obj).__name__}, but the cell "
+                    + (f"holds no file ({reason})" if reason else "holds a file"),
+                    allow_retries=False,
+                )
+            return  # nothing is stored for a cell before its color's first file
         side_files = obj.side_files if isinstance(obj, NewFile) else {}
         with _declared(asset):
             side_keys = {name: layout.key_for(side, month) for name, side in layout.side_paths_of(metadata).items()}
@@ -265,9 +301,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 stored = self.lake.store(path, key)
             context.add_output_metadata({f"{name}_uri": dg.MetadataValue.text(stored.uri)})
 
-    def load_input(self, context: dg.InputContext) -> LakeFile:
+    def load_input(self, context: dg.InputContext) -> LakeFile | NoFile:
         upstream = context.upstream_output.asset_key.to_user_string()
-        month, key = _place(upstream, context.upstream_output.definition_metadata, context)
+        metadata = context.upstream_output.definition_metadata
+        month, key = _place(upstream, metadata, context)
+        reason = _no_file_reason(metadata, month)
+        if reason is not None:
+            return NoFile(reason)
         with failing_fast(month or upstream):
             stored = self.lake.stat(key)
             if stored is None:

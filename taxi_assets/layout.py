@@ -41,6 +41,7 @@ from taxi_assets.partitions import TripMonth
 
 LAKE_PATH = "lake/path"
 SIDE_PATH = "lake/side/"  # + the side file's name
+LAKE_SOURCE = "lake/source"  # the upstream (releases, tlc) whose grid the asset is partitioned by
 FIELDS = frozenset({"color", "ym", "file_stem"})
 
 
@@ -49,13 +50,16 @@ def partition_path(folder: str, suffix: str) -> str:
     return checked(f"{folder}/{{color}}/{{file_stem}}{suffix}")
 
 
-def lake_metadata(path: str, **side_paths: str) -> dict[str, str]:
-    """A lake asset's metadata: where its object lives and, by name, its side files' templates."""
+def lake_metadata(path: str, *, source: str | None = None, **side_paths: str) -> dict[str, str]:
+    """A lake asset's metadata: where its object lives and, by name, its side files' templates; for
+    a partitioned asset, the source of its grid, whose cells before a color's first file hold no
+    object (`Source.no_file_reason`)."""
     partitioned = is_partitioned(path)
     for name, side in side_paths.items():
         if is_partitioned(side) != partitioned:
             raise ValueError(f"side file {name!r} ({side!r}) and the object ({path!r}) must both be partitioned or not")
-    return {LAKE_PATH: path, **{f"{SIDE_PATH}{name}": side for name, side in side_paths.items()}}
+    own = {LAKE_SOURCE: source} if source is not None and partitioned else {}
+    return {LAKE_PATH: path, **own, **{f"{SIDE_PATH}{name}": side for name, side in side_paths.items()}}
 
 
 def checked(template: str) -> str:
@@ -118,6 +122,12 @@ def path_of(metadata: Mapping[str, object]) -> str:
             "or with a fixed name for an asset that is not partitioned"
         )
     return checked(template)
+
+
+def source_of(metadata: Mapping[str, object]) -> str | None:
+    """The source an asset's definition metadata names for its grid (None: not partitioned)."""
+    value = _text(metadata.get(LAKE_SOURCE))
+    return value if isinstance(value, str) else None
 
 
 def side_paths_of(metadata: Mapping[str, object]) -> dict[str, str]:

@@ -3,7 +3,9 @@
 The TLC publishes a month about eight weeks after it ends, all colors on the same day (2024-01 came
 out on 2024-03-21). On the 25th, the month before last is asked for; a color whose file is not out
 yet (403 or 404) is skipped, and a tick with none out is skipped, not failed. The sensor catches
-what a late publication or a re-publication brings later.
+what a late publication or a re-publication brings later. The month asked for is in the grid at
+the tick's moment (the grid ends at the month before last: `partitions.TLC_END_OFFSET`), whenever
+the code location was loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 import dagster as dg
 
 from taxi_assets.jobs import trips_job
-from taxi_assets.partitions import TripMonth
+from taxi_assets.partitions import TripMonth, upstream_keys
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import UpstreamError
@@ -33,20 +35,19 @@ def month_before_last(day: dt.date) -> dt.date:
 )
 def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSource):
     month = month_before_last(context.scheduled_execution_time.date())
-    keys = set(source.spec.partition_keys())  # the grid of the source the resource serves
-    loaded = loaded_fingerprints(context.instance)  # the sensor may have loaded it already
+    # The grid of the source the resource serves at the tick's moment, cells with a file only.
+    keys = set(upstream_keys(source.spec, context.scheduled_execution_time))
+    trips = [trip for trip in (TripMonth(color, month) for color in source.spec.colors) if trip.key in keys]
+    loaded = loaded_fingerprints(context.instance, [trip.key for trip in trips])  # the sensor may have loaded some
     run_requests, not_out = [], []
-    for color in source.spec.colors:
-        trip = TripMonth(color, month)
-        if trip.key not in keys:
-            continue
+    for trip in trips:
         try:
             fingerprint = source.fingerprint(trip)
         except UpstreamError as exc:  # its message shows the URL without credentials
             context.log.warning(f"{trip}: could not check upstream: {exc}")
             fingerprint = None
         if fingerprint is None:
-            not_out.append(color)
+            not_out.append(trip.color)
             continue
         if loaded.get(trip.key) == fingerprint.token():
             continue

@@ -6,11 +6,17 @@ the server's fingerprint (ETag, Last-Modified, Content-Length) with the one the 
 or whose file changed, gets a run request; its run key includes the fingerprint, so one version of
 a file is requested once. The run history is the source of truth: turned on after a backfill, the
 first tick requests only what is missing or changed. The cursor only remembers the fingerprints
-already requested or loaded, so a quiet tick does not read the event log at all.
+already requested or loaded, so a quiet tick does not read the event log at all, and a tick with
+changes reads the latest materialization of those partitions only.
+
+The partitions checked are the grid's at the tick's moment (`upstream_keys`: the same definition
+the assets have, evaluated now), without the cells before a color's first file: a month appears
+as the calendar moves, with no reload of the code location.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -20,7 +26,7 @@ import dagster as dg
 import requests
 
 from taxi_assets.jobs import trips_job
-from taxi_assets.partitions import TripMonth
+from taxi_assets.partitions import TripMonth, upstream_keys
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import Fingerprint, UpstreamError
@@ -74,12 +80,13 @@ def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fing
 def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSource) -> dg.SensorResult:
     started = time.monotonic()
     known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    keys = source.spec.partition_keys()  # the grid of the source the resource serves
+    # The grid of the source the resource serves, at this moment: what a run accepts now.
+    keys = upstream_keys(source.spec, dt.datetime.now(dt.timezone.utc))
     upstream, failed = _probe_all(source, keys, context.log)
     published = {key: fp.token() for key, fp in upstream.items() if fp is not None}
 
     changed_since_cursor = [key for key, token in published.items() if known.get(key) != token]
-    loaded = loaded_fingerprints(context.instance) if changed_since_cursor else {}
+    loaded = loaded_fingerprints(context.instance, changed_since_cursor)
     run_requests = []
     for key in sorted(changed_since_cursor):
         token = published[key]

@@ -110,3 +110,36 @@ def bq_location() -> str:
 def gcp_credentials() -> str | None:
     """GCP_CREDENTIALS: an optional base64 service-account key (else Application Default Credentials)."""
     return os.environ.get("GCP_CREDENTIALS") or None
+
+
+def _number(name: str, default: float, minimum: float) -> float:
+    value = os.environ.get(name) or str(default)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {value!r}")
+    return number
+
+
+def retention_days() -> float:
+    """TAXI_RETENTION_DAYS (default 30): the retention job removes compute logs, sensor and schedule
+    ticks, and runs that hold no partition's latest materialization or check, once older than this.
+    30 days covers a month of the hourly sensor and one run of the monthly schedule, enough to see
+    why a partition changed; what each partition holds now is never removed (retention.py)."""
+    return _number("TAXI_RETENTION_DAYS", 30, 0)
+
+
+def retention_cron() -> str:
+    """TAXI_RETENTION_CRON (default `17 3 * * *`, daily at 03:17 UTC): when the retention schedule
+    runs; read when the code location loads."""
+    return os.environ.get("TAXI_RETENTION_CRON") or "17 3 * * *"
+
+
+def min_free_mb() -> float:
+    """TAXI_MIN_FREE_MB (default 1024): `make serve` and `make worker` warn at start when
+    DAGSTER_HOME, the work folder or TAXI_DATA_DIR has less free. The biggest upstream months are
+    about 1 GB, and a run holds its download and its Parquet in the work folder before the lake
+    takes them: below 1 GB the next big month can fill the disk mid-run."""
+    return _number("TAXI_MIN_FREE_MB", 1024, 0)

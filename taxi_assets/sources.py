@@ -30,23 +30,16 @@ class Source:
     suffix: str  # of the upstream file, and of the raw copy in the lake
     folder: str | None  # the path between the base URL and the file; None: the color's name
     not_published: frozenset[int]  # HTTP statuses that mean "no such month (yet)"
+    publisher: str  # who publishes the files, as a reason for an empty cell names it
     schemas: Mapping[str, pa.Schema] = field(hash=False)  # each color's pinned schema
 
-    def last_month(self) -> dt.date:
-        if self.name == "releases":
-            return settings.last_month()
-        return dt.date.today().replace(day=1)  # the TLC publishes every month, ~8 weeks after it ends
-
-    def months(self, color: str) -> list[dt.date]:
-        months, month = [], self.first_month[color]
-        while month <= self.last_month():
-            months.append(month)
-            month = month_after(month)
-        return months
-
-    def partition_keys(self) -> list[str]:
-        """Every month x color that can exist, color first ("yellow|2021-01-01")."""
-        return [f"{color}|{month.isoformat()}" for color in self.colors for month in self.months(color)]
+    def no_file_reason(self, color: str, month: dt.date) -> str | None:
+        """Why the month x color cell holds no file (it is before the color's first one), or None.
+        The TLC's grid is a rectangle of months x colors, and its colors start years apart."""
+        first = self.first_month[color]
+        if month >= first:
+            return None
+        return f"no {self.publisher} file before {first:%Y-%m} for {color}"
 
     def file_name(self, color: str, ym: str) -> str:
         return f"{color}_tripdata_{ym}{self.suffix}"
@@ -66,6 +59,7 @@ RELEASES = Source(
     suffix=".csv.gz",
     folder=None,
     not_published=frozenset({404}),
+    publisher="release",
     schemas=RELEASES_SCHEMAS,
 )
 TLC = Source(
@@ -82,6 +76,7 @@ TLC = Source(
     suffix=".parquet",
     folder="trip-data",
     not_published=frozenset({403, 404}),  # CloudFront answers 403 for a month not out yet
+    publisher="TLC",
     schemas=TLC_SCHEMAS,
 )
 SOURCES = {"releases": RELEASES, "tlc": TLC}

@@ -72,3 +72,53 @@ def max_overlap(finished_runs: list[dict]) -> int:
         running += delta
         peak = max(peak, running)
     return peak
+
+
+GRID = """
+query Grid($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      partitionDefinition { type dimensionTypes { name type } }
+      partitionKeysByDimension { name type partitionKeys }
+      assetPartitionStatuses {
+        __typename
+        ... on MultiPartitionStatuses {
+          primaryDimensionName
+          ranges {
+            primaryDimStartKey
+            primaryDimEndKey
+            secondaryDim { ... on DefaultPartitionStatuses { materializedPartitions failedPartitions } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def partition_grid(port: int, asset: str) -> dict:
+    """An asset's grid as the UI's partitions page and launch dialog read it: the dimensions, each
+    one's keys, and the materialized keys ("yellow|2021-01-01") of a month x color grid."""
+    node = graphql(port, GRID, {"key": {"path": asset.split("/")}})["assetNodeOrError"]
+    keys = {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
+    statuses = node["assetPartitionStatuses"]
+    primary = statuses["primaryDimensionName"]
+    [secondary] = [name for name in keys if name != primary]
+    materialized = set()
+    for span in statuses["ranges"]:
+        months = keys[primary][
+            keys[primary].index(span["primaryDimStartKey"]) : keys[primary].index(span["primaryDimEndKey"]) + 1
+        ]
+        for other in span["secondaryDim"]["materializedPartitions"]:
+            parts = {primary: "", secondary: other}
+            for month in months:
+                parts[primary] = month
+                materialized.add("|".join(parts[name] for name in sorted(parts)))  # dimensions sort by name
+    return {
+        "type": node["partitionDefinition"]["type"],
+        "dimensions": {d["name"]: d["type"] for d in node["partitionDefinition"]["dimensionTypes"]},
+        "primary": primary,
+        "keys": keys,
+        "materialized": materialized,
+    }

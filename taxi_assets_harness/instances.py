@@ -58,6 +58,34 @@ def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
             dev.wait()
 
 
+@contextlib.contextmanager
+def webserver(home: Path, env: dict[str, str], log: Path) -> Iterator[int]:
+    """The webserver alone (no daemon: no sensor ticks) on the instance in `home`, loading
+    workspace.yaml's code location with `env`; yields its port once the location has loaded."""
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), **env}
+    binary = Path(sys.executable).parent / "dagster-webserver"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(binary), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: _running(server, log) and location_loaded(port), 180, "dagster-webserver")
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
 def _stop_like_ctrl_c(
     process: subprocess.Popen, what: str, home: Path, log: Path, timeout: float, may_fail: bool = False
 ) -> None:

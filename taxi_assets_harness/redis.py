@@ -1,6 +1,8 @@
 """A throwaway Redis server (Debian's redis-server) on a free loopback port, with no persistence
 (nothing written to disk: a restart empties it, as a broker lost with its memory would be).
-Used by the Celery deployment test and benchmarks/backfill.py."""
+With a password, the default user is off and the only user is `taxi` with CELERY_ACL: what
+Celery's workers, the run launcher and the lost-task watchdog need, and no more (docs/deploy.md
+gives the same line). Used by the Celery deployment test and benchmarks/backfill.py."""
 
 from __future__ import annotations
 
@@ -14,16 +16,31 @@ from pathlib import Path
 
 from taxi_assets_harness.ports import free_port
 
+# The Redis ACL of a Celery deployment's user (docs/deploy.md#the-broker): kombu's Redis transport
+# (queues as lists, unacked messages in a hash and a sorted set, bindings in sets, a mutex, Lua
+# scripts run under this same ACL), the result backend (keys with a TTL, PUBLISH/SUBSCRIBE for
+# results) and remote control (pidbox fanout over PUBLISH/PSUBSCRIBE, replies in lists). No
+# FLUSHALL, CONFIG, KEYS, MONITOR, ACL, DEBUG, SHUTDOWN, EVAL of new scripts...
+CELERY_ACL = (
+    "~* &* -@all +ping +hello +auth +client|setname +select +brpop +lpush +rpush +llen +lrange +del +get +mget "
+    "+set +setex +expire +hset +hget +hdel +hvals +sadd +smembers +srem +zadd +zrem +zrange +zrangebyscore "
+    "+zrevrangebyscore +multi +exec +watch +unwatch +discard +time +publish +subscribe +unsubscribe +psubscribe "
+    "+punsubscribe +evalsha +script|load +script|exists"
+)
+CELERY_USER = "taxi"
+
 
 def redis_binary() -> str | None:
     return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, password: str | None = None):
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        credentials = f"{CELERY_USER}:{password}@" if password else ""
+        self.url = f"redis://{credentials}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -31,10 +48,15 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "redis.conf"  # holds the password: private
+        lines = [f"port {self.port}", "bind 127.0.0.1", 'save ""', "appendonly no", f"dir {self.workdir}"]
+        if self.password:
+            lines += ["user default off", f"user {CELERY_USER} on >{self.password} {CELERY_ACL}"]
+        config.touch(mode=0o600)
+        config.write_text("\n".join(lines) + "\n")
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                + ["--dir", str(self.workdir)],
+                [binary, str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -65,8 +87,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(workdir)
+def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, password)
     server.start()
     try:
         yield server

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import http.server
 import os
+import threading
 import time
 import zlib
 from collections import defaultdict
@@ -53,12 +54,15 @@ class Mirror:
     - "trickle": the same endless body, TRICKLE_BYTES every TRICKLE_SECONDS (no read ever times out);
     - "huge": announce a Content-Length of HUGE_BYTES, then send the endless body.
     An endless body stops when the client goes away, or after ENDLESS_SECONDS.
+    `hold_zones()` holds the zone lookup's requests until the event it returns is set (at most
+    HOLD_SECONDS), as a slow upstream would.
     """
 
     STALL_SECONDS = 5
     TRICKLE_BYTES, TRICKLE_SECONDS = 64, 0.02
     HUGE_BYTES = 5 << 40
     ENDLESS_SECONDS = 120
+    HOLD_SECONDS = 120
 
     def __init__(self, root: Path, source: Source):
         self.root = root
@@ -68,6 +72,7 @@ class Mirror:
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.always: dict[str, str] = {}
         self.requests: list[str] = []
+        self.held: dict[str, threading.Event] = {}
 
     def path(self, color: str, ym: str) -> Path:
         return self.root / self._url_path(color, ym).lstrip("/")
@@ -99,6 +104,11 @@ class Mirror:
 
     def fail_always(self, color: str, ym: str, fault: str) -> None:
         self.always[self._url_path(color, ym)] = fault
+
+    def hold_zones(self) -> threading.Event:
+        """Hold requests of the zone lookup until the returned event is set; then answer as usual."""
+        self.held["/misc/taxi_zone_lookup.csv"] = released = threading.Event()
+        return released
 
     def fail_zones_always(self, fault: str) -> None:
         """A fault for every request of the zone lookup (`misc/taxi_zone_lookup.csv`)."""
@@ -136,6 +146,8 @@ class Mirror:
 
             def _fault(self) -> str | None:
                 mirror.requests.append(f"{self.command} {self.path}")
+                if self.path in mirror.held:
+                    mirror.held[self.path].wait(mirror.HOLD_SECONDS)
                 queue = mirror.faults.get(self.path)
                 return queue.pop(0) if queue else mirror.always.get(self.path)
 

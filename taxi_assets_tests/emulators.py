@@ -115,10 +115,14 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
         "warning",
     ]
     bq_url = f"http://127.0.0.1:{bq_port}"
-    # bqemulator refuses the second part of a multipart upload (small DataFrame loads, as
-    # BigQueryPandasIOManager makes) for its Content-Type '*/*', which real BigQuery takes: a
-    # proxy in front of it names the type. The clients talk to the proxy.
-    fix_multipart = RewritingProxy(bq_url, _name_multipart_content_type)
+    # What bqemulator does not take and real BigQuery does, made right by a proxy in front of it
+    # (the clients talk to the proxy), so that production code has no emulator-only path:
+    # - the second part of a multipart upload (small DataFrame loads, as BigQueryPandasIOManager
+    #   makes) with Content-Type '*/*': the proxy names the type;
+    # - query parameters in a multi-statement script ("Values were not provided for the following
+    #   parameters"; BigQuery documents named parameters there): the proxy writes them into the
+    #   script as literals. Tests check what production sends on a proxy of their own in front.
+    fix_multipart = RewritingProxy(bq_url, _emulator_fixes)
     with (
         _running(gcs_cmd, env, gcs_url, workdir / "gcs.log"),
         _running(bq_cmd, bq_env, f"{bq_url}/bigquery/v2/projects/{project}/datasets", workdir / "bq.log"),
@@ -129,8 +133,45 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
         )
 
 
-def _name_multipart_content_type(body: bytes) -> bytes:
-    return body.replace(b"content-type: */*\r\n", b"content-type: application/octet-stream\r\n", 1)
+def _emulator_fixes(body: bytes) -> bytes:
+    body = body.replace(b"content-type: */*\r\n", b"content-type: application/octet-stream\r\n", 1)
+    return inline_script_parameters(body)
+
+
+def _literal(kind: str, value: str) -> str:
+    """A query parameter's value (as the REST API carries it: a string) as a GoogleSQL literal."""
+    if kind == "STRING":
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+    if kind in ("INT64", "FLOAT64", "NUMERIC", "BIGNUMERIC"):
+        return value
+    if kind == "BOOL":
+        return "TRUE" if value.lower() == "true" else "FALSE"
+    return f"{kind} '{value}'"  # DATE, DATETIME, TIMESTAMP
+
+
+def inline_script_parameters(body: bytes) -> bytes:
+    """A jobs.insert body whose query is a multi-statement script with named query parameters,
+    rewritten with the parameters as literals and none left; any other body unchanged."""
+    import json
+    import re
+
+    try:
+        job = json.loads(body)
+        query = job["configuration"]["query"]
+    except (ValueError, KeyError, TypeError):
+        return body
+    params = query.get("queryParameters") or []
+    if not params or not re.search(r";\s*\S", query.get("query", "")):
+        return body
+    values = {
+        p["name"]: _literal(p["parameterType"]["type"], p["parameterValue"]["value"])
+        for p in params
+        if "value" in p.get("parameterValue", {})
+    }
+    query["query"] = re.sub(r"@(\w+)", lambda m: values.get(m.group(1), m.group(0)), query["query"])
+    del query["queryParameters"]
+    query.pop("parameterMode", None)
+    return json.dumps(job).encode()
 
 
 def service_account_key(email: str, token_uri: str, project: str = "taxi-test") -> str:
@@ -201,16 +242,21 @@ class RewritingProxy:
 
     `rewrite(body) -> body` sees every request body; `rewritten` counts the bodies it changed.
     `answer(method, path, body) -> (status, payload) | None`, when given, may answer a request
-    itself (a JSON payload, as Google's servers send errors) instead of forwarding it; `requests`
-    lists every request as "METHOD /path" (no query string), answered or forwarded, in order.
+    itself (a JSON payload, as Google's servers send errors) instead of forwarding it; `reply(method,
+    path, body, status, payload) -> (status, payload) | None`, when given, may replace the answer
+    to a forwarded request (a response lost after the server acted: the request took effect).
+    `requests` lists every request as "METHOD /path" (no query string), answered or forwarded, in
+    order; `received` the same as (method, path with query string, body as the client sent it).
     """
 
-    def __init__(self, target: str, rewrite=lambda body: body, answer=None):
+    def __init__(self, target: str, rewrite=lambda body: body, answer=None, reply=None):
         self.target = target.rstrip("/")
         self.rewrite = rewrite
         self.answer = answer
+        self.reply = reply
         self.rewritten = 0
         self.requests: list[str] = []
+        self.received: list[tuple[str, str, bytes | None]] = []
         self.url = ""
 
     def count(self, method: str, path_end: str) -> int:
@@ -235,16 +281,12 @@ class RewritingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 proxy.requests.append(f"{self.command} {self.path.split('?')[0]}")
+                proxy.received.append((self.command, self.path, body))
                 answered = proxy.answer(self.command, self.path, body) if proxy.answer else None
                 if answered is not None:
-                    status, payload = answered
-                    data = json.dumps(payload).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=UTF-8")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._send_json(*answered)
                     return
+                sent = body
                 if body is not None:
                     changed = proxy.rewrite(body)
                     proxy.rewritten += changed != body
@@ -258,6 +300,10 @@ class RewritingProxy:
                         status, reply_headers, payload = response.status, response.headers, response.read()
                 except urllib.error.HTTPError as error:
                     status, reply_headers, payload = error.code, error.headers, error.read()
+                replaced = proxy.reply(self.command, self.path, sent, status, payload) if proxy.reply else None
+                if replaced is not None:
+                    self._send_json(*replaced)
+                    return
                 self.send_response(status)
                 for key, value in reply_headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection"):
@@ -265,6 +311,14 @@ class RewritingProxy:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _send_json(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 

@@ -24,9 +24,10 @@ def test_each_source_has_its_own_grid_and_schedule(local_env):
     assert "yellow|2011-01-01" in published and "fhvhv|2019-02-01" in published
     assert "yellow|2011-01-01" not in released and not any(key.startswith("fhvhv|") for key in released)
     assert set(released) < set(published)  # the TLC publishes every month the releases copied
-    # The releases never change: only the tlc code location has the monthly schedule.
-    assert [s.name for s in releases.schedules] == []
-    assert [s.name for s in tlc.schedules] == ["newest_month_schedule"]
+    # The releases never change: only the tlc code location has the monthly schedule. Both have
+    # the daily retention (taxi_assets/retention.py).
+    assert sorted(s.name for s in releases.schedules) == ["retention_schedule"]
+    assert sorted(s.name for s in tlc.schedules) == ["newest_month_schedule", "retention_schedule"]
     assert releases.resources["source"].spec is RELEASES and tlc.resources["source"].spec is TLC
 
 

@@ -121,6 +121,50 @@ def test_location_preflight_fails_before_loading(gcp_emulators, gcp_env, mirror,
     assert [t.table_id for t in client.list_tables(gcp_env["dataset"])] == []
 
 
+@pytest.mark.parametrize("refusal", ["503 backendError", "403 quotaExceeded"])
+def test_an_outage_is_retried_by_dagster_and_a_quota_is_not(
+    gcp_emulators, gcp_env, mirror, instance, monkeypatch, refusal
+):
+    """Every load job refused, through a proxy in front of the BigQuery emulator, with short bounds
+    set in run config: a 503 that outlasts the library's retries fails bq_rides_table as retryable,
+    and Dagster's retry policy runs the step again (3 attempts in all); quotaExceeded fails it once,
+    after one request, with no step retry."""
+    from taxi_assets_tests.emulators import RewritingProxy, google_error
+
+    status, state, reason = {
+        "503 backendError": (503, "UNAVAILABLE", "backendError"),
+        "403 quotaExceeded": (403, "PERMISSION_DENIED", "quotaExceeded"),
+    }[refusal]
+    payload = google_error(status, state, reason, f"{reason}: injected for every load job")
+
+    def is_load(method, path, body):
+        return method == "POST" and path.split("?")[0].endswith("/jobs") and b'"load"' in (body or b"")
+
+    proxy = RewritingProxy(gcp_emulators.bigquery_host, answer=lambda *r: (status, payload) if is_load(*r) else None)
+    _publish(mirror, ["yellow|2020-07-01"])
+    bounds = {"dataset": {"env": "BQ_DATASET"}, "call_deadline_seconds": 1.0, "first_pause_seconds": 0.05}
+    with proxy.running() as url:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
+        result = run_partition(
+            build_test_defs("gcp", mirror),
+            "yellow|2020-07-01",
+            instance,
+            run_config={"resources": {"warehouse": {"config": bounds}}},
+        )
+    assert not result.success
+    attempts = 1 + sum(
+        1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == "bq_rides_table"
+    )
+    loads = sum(1 for method, path, body in proxy.received if is_load(method, path, body))
+    message = "\n".join(step_failure_messages(result))
+    if reason == "quotaExceeded":
+        assert attempts == 1 and loads == 1
+        assert "a quota is used up (quotaExceeded)" in message and "injected for every load job" in message
+    else:
+        assert attempts == 3 and loads >= 3 * 3  # each attempt retried the call several times
+        assert "BigQuery could not load" in message and "(backendError)" in message
+
+
 def _fake_key(emulator_adc) -> tuple[str, str]:
     """A key that works against the emulators (its tokens come from a loopback endpoint), and a
     piece of its private key to search for."""

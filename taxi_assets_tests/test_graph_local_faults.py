@@ -18,6 +18,7 @@ import pytest
 
 from taxi_assets_harness.graphql import wait_until
 from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.disks import small_tmpfs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,17 +158,8 @@ def test_a_lock_held_too_long_fails_clearly_after_the_bound(mirror, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """TAXI_DATA_DIR on a 3 MB tmpfs: what a full disk looks like to the lake and the warehouse."""
-    mount = tmp_path / "data"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_path, small_disk):
@@ -186,6 +178,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_pat
     assert code != 0
     assert "partition yellow|2021-01-01: cannot write" in log and "No space left on device" in log
     assert str(runs.data / "work") in log and "yellow_tripdata_2021-01.csv.gz" in log  # the path
+    assert f"bytes free in {runs.data / 'work'}" in log  # and the room left there
     assert {p: p.read_bytes() for p in before} == before  # the previous good files, unchanged
     assert not list((runs.data / "lake").rglob("*2021-01*"))  # nothing half-written in the lake
     assert runs.leftovers() == []
@@ -195,6 +188,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_files(mirror, tmp_pat
     code, log = runs.run("yellow|2021-01-01")
     assert code != 0
     assert f"partition yellow|2021-01-01: cannot write {runs.data / 'warehouse.duckdb'}: No space left on device" in log
+    assert f"bytes free in {runs.data}; the previous files are kept" in log
     assert runs.slice_rows("2020-07") == 266  # the other slice is whole
     assert runs.slice_rows("2021-01") in (0, 120_000)  # this one: old (none) or new, never a part
     assert runs.leftovers() == []

@@ -31,7 +31,15 @@ def test_trip_month_reads_a_key():
 
 
 @pytest.mark.parametrize(
-    "key", ["purple|2019-01-01", "../../etc|2019-01-01", "yellow|2019-01-15", "yellow|2019-13-01", "yellow"]
+    "key",
+    [
+        "purple|2019-01-01",
+        "../../etc|2019-01-01",
+        "yellow|2019-01-15",
+        "yellow|2019-13-01",
+        "yellow",
+        "yellow' OR TRUE --|2019-01-01",  # a quote never reaches the warehouse's SQL
+    ],
 )
 def test_crafted_keys_are_refused(key):
     with pytest.raises((ValueError, dg.DagsterInvalidInvocationError, dg.DagsterInvariantViolationError)):

@@ -52,7 +52,7 @@ def build_assets(source: Source, target: str) -> GraphAssets:
         partitions_def=partitions_def,
         raw_trips=build_raw_trips(source, target, partitions_def),
         clean_trips=build_clean_trips(source, target, partitions_def),
-        gcs_parquet=build_gcs_parquet(target, partitions_def),
+        gcs_parquet=build_gcs_parquet(source, target, partitions_def),
         bq_rides_table=build_bq_rides_table(source, target, partitions_def),
         taxi_zones=build_taxi_zones(target),
         monthly_trip_stats=build_monthly_trip_stats(source, target, partitions_def),

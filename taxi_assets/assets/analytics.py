@@ -7,7 +7,6 @@ back to the worker, for the metadata).
 
 import base64
 import io
-import time
 from textwrap import shorten
 
 import dagster as dg
@@ -146,32 +145,47 @@ _ZONES_COMING = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-# On a fresh instance the automation sensor loads the zones in a run of its own, which may still
-# be going when a first backfill's statistics step starts; that run takes seconds.
+# On a fresh instance the automation sensor loads the zones in a run of its own, which may still be
+# queued or going when a first backfill's statistics step starts; that run takes seconds.
 ZONES_WAIT_SECONDS = 300
+# The step looks again 2 s later, then twice as long each time up to 30 s: about 13 looks in the
+# 300 s, each holding the `warehouse` slot for one query; the slot is free in between.
+ZONES_FIRST_LOOK_SECONDS, ZONES_LOOK_MAX_SECONDS = 2, 30
 
 
-def _wait_for_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, month: TripMonth) -> None:
-    """Return once the warehouse has the zones table: at once if it has, after a run that is
-    materializing taxi/zones now ends, or fail, naming the fix, when no run is loading them."""
-    deadline = time.monotonic() + ZONES_WAIT_SECONDS
-    while not warehouse.has_table(ZONES_TABLE):
-        coming = [
-            record.dagster_run
-            for record in context.instance.get_run_records(dg.RunsFilter(statuses=_ZONES_COMING))
-            if ZONES_KEY in (record.dagster_run.asset_selection or ())
-        ]
-        if not coming or time.monotonic() > deadline:
-            waited = f" (waited {ZONES_WAIT_SECONDS} s for run {coming[0].run_id})" if coming else ""
-            raise dg.Failure(
-                description=f"partition {month}: the warehouse has no table `{ZONES_TABLE}`: taxi/zones has not been "
-                f"materialized{waited}. Materialize it once (UI: Assets > taxi/zones > Materialize, or "
-                "`dagster asset materialize -m taxi_assets.definitions --select taxi/zones`), or turn on the "
-                f"sensor `{AUTOMATION_SENSOR}`, which does it when it is missing; then rerun this partition",
-                allow_retries=False,
-            )
-        context.log.info(f"waiting for run {coming[0].run_id} to load the zone lookup into `{ZONES_TABLE}`")
-        time.sleep(2)
+def _zones_look_delay(retry: int) -> int:
+    return min(ZONES_LOOK_MAX_SECONDS, ZONES_FIRST_LOOK_SECONDS * 2**retry)
+
+
+def _require_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, month: TripMonth) -> None:
+    """Return when the warehouse has the zones table. While a run that materializes taxi/zones is
+    coming, end this attempt and look again later: a step retry waits outside the `warehouse` pool,
+    so its slot goes to the loads meanwhile (a step never sleeps holding it). When no run is loading
+    them, or after ZONES_WAIT_SECONDS, fail naming the fix."""
+    if warehouse.has_table(ZONES_TABLE):
+        return
+    coming = [
+        record.dagster_run
+        for record in context.instance.get_run_records(dg.RunsFilter(statuses=_ZONES_COMING))
+        if ZONES_KEY in (record.dagster_run.asset_selection or ())
+    ]
+    retry = context.retry_number
+    waited = sum(_zones_look_delay(n) for n in range(retry))
+    if coming and waited < ZONES_WAIT_SECONDS:
+        delay = _zones_look_delay(retry)
+        context.log.info(
+            f"run {coming[0].run_id} is loading the zone lookup into `{ZONES_TABLE}`: looking again in {delay} s, "
+            "with the `warehouse` slot free meanwhile"
+        )
+        raise dg.RetryRequested(max_retries=retry + 1, seconds_to_wait=delay)
+    gave_up = f" (waited about {waited} s for run {coming[0].run_id})" if coming else ""
+    raise dg.Failure(
+        description=f"partition {month}: the warehouse has no table `{ZONES_TABLE}`: taxi/zones has not been "
+        f"materialized{gave_up}. Materialize it once (UI: Assets > taxi/zones > Materialize, or "
+        "`dagster asset materialize -m taxi_assets.definitions --select taxi/zones`), or turn on the "
+        f"sensor `{AUTOMATION_SENSOR}`, which does it when it is missing; then rerun this partition",
+        allow_retries=False,
+    )
 
 
 def build_monthly_trip_stats(
@@ -187,6 +201,8 @@ def build_monthly_trip_stats(
         pool="warehouse",
         retry_policy=STORAGE_RETRY,
         # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
+        # Never while the zones are missing: eager()'s "no dependency missing" counts them as
+        # missing even in the tick that requests them (they load in a run of their own).
         automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
         check_specs=per_partition(
             partitions_def,
@@ -213,8 +229,17 @@ def build_monthly_trip_stats(
         slice, and stored by it: in one transaction, this partition's rows of the table
         `monthly_trip_stats` are deleted and the new ones inserted (a rerun replaces them)."""
         month = TripMonth.from_context(context, source.colors)
+        empty = month.no_file_reason(source)
+        if empty is not None:  # a cell before the color's first file: no slice, no statistics
+            return dg.MaterializeResult(
+                metadata={"dagster/row_count": 0, "no_file": empty},
+                check_results=[
+                    dg.AssetCheckResult(check_name=name, passed=True, metadata={"no_file": empty})
+                    for name in (TRIPS_ADD_UP, LOCATION_IDS_HAVE_ZONES)
+                ],
+            )
         with failing_fast(month):
-            _wait_for_zones(context, warehouse, month)
+            _require_zones(context, warehouse, month)
             tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
             params = {"color": month.color, "month": month.month}
             dialect = warehouse.dialect

@@ -3,8 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
+from taxi_assets.assets.clean_trips import not_applicable
 from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, per_partition
-from taxi_assets.io_manager import LakeFile
+from taxi_assets.io_manager import LakeInput, NoFile
 from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress
 from taxi_assets.resources.errors import failing_fast
@@ -22,6 +23,13 @@ class RidesLoadConfig(dg.Config):
     )
 
 
+RIDES_CHECKS = [
+    dg.AssetCheckSpec(
+        SLICE_MATCHES_LAKE_FILE, asset="bq_rides_table", description="The slice holds exactly the published file's rows"
+    )
+]
+
+
 def build_bq_rides_table(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=partitions_def,
@@ -29,24 +37,20 @@ def build_bq_rides_table(source: Source, target: str, partitions_def: dg.Partiti
         kinds={WAREHOUSE_KIND[target], "table"},
         retry_policy=STORAGE_RETRY,
         pool="warehouse",
-        check_specs=per_partition(
-            partitions_def,
-            [
-                dg.AssetCheckSpec(
-                    SLICE_MATCHES_LAKE_FILE,
-                    asset="bq_rides_table",
-                    description="The slice holds exactly the published file's rows",
-                )
-            ],
-        ),
+        check_specs=per_partition(partitions_def, RIDES_CHECKS),
     )
     def bq_rides_table(
-        context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeFile, warehouse: Warehouse
+        context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeInput, warehouse: Warehouse
     ) -> dg.MaterializeResult:
         """The month x color slice of `rides`, the one warehouse table for all colors (unified
         `pickup_datetime` / `dropoff_datetime` names, NULL where a color lacks a column, `month` taken
         from the partition key, not from pickup times). Loaded by the warehouse itself from the
-        published lake file; a rerun replaces exactly this slice in one transaction."""
+        published lake file; a rerun replaces exactly this slice in one transaction. A cell with no
+        upstream file loads nothing, and the warehouse is not touched."""
+        if isinstance(gcs_parquet, NoFile):
+            return dg.MaterializeResult(
+                metadata=gcs_parquet.metadata, check_results=not_applicable(RIDES_CHECKS, gcs_parquet)
+            )
         month = TripMonth.from_context(context, source.colors)
         progress = Progress(context.log, "load")
         progress.say(

@@ -10,7 +10,7 @@ from pydantic import Field
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table, per_partition
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
-from taxi_assets.io_manager import LakeFile, NewFile
+from taxi_assets.io_manager import LakeInput, NewFile, NoFile
 from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
@@ -57,6 +57,14 @@ CLEAN_CHECKS = [
     ),
     dg.AssetCheckSpec(DROPOFF_NOT_BEFORE_PICKUP, asset="clean_trips", description="dropoff >= pickup"),
 ]
+
+
+def not_applicable(specs: list[dg.AssetCheckSpec], cell: NoFile) -> list[dg.AssetCheckResult]:
+    """The checks of a cell that holds no file: nothing to check, said so (a check result is due for
+    each spec, and a failed blocking one would fail the run)."""
+    return [
+        dg.AssetCheckResult(check_name=s.name, passed=True, metadata={"not_applicable": cell.reason}) for s in specs
+    ]
 
 
 # The preview's columns, where the color has them: what a trip is, in a table that fits the page.
@@ -156,17 +164,24 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
         io_manager_key=LAKE_IO,
         metadata=layout.lake_metadata(
             layout.partition_path("staging/clean_trips", ".parquet"),
+            source=source.name,
             rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
         ),
         check_specs=per_partition(partitions_def, CLEAN_CHECKS),
     )
-    def clean_trips(context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeFile, workdir: WorkDir):
+    def clean_trips(
+        context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeInput, workdir: WorkDir
+    ):
         """The month parsed with the color's pinned Arrow schema (the same types every month:
         timestamps, nullable integers, floats for money and distance, strings for flags) and written as
         Parquet, streamed in bounded memory. A wrong header or an unparseable value fails with the
         partition, the file, the column and the line; or, with `on_bad_rows: quarantine`, unparseable
         rows are set aside in the lake's rejected/ area and counted by a check. Stored in the lake's staging area: only
-        gcs_parquet publishes it, after the blocking checks pass."""
+        gcs_parquet publishes it, after the blocking checks pass. A cell with no upstream file holds nothing."""
+        if isinstance(raw_trips, NoFile):
+            return dg.MaterializeResult(
+                value=raw_trips, metadata=raw_trips.metadata, check_results=not_applicable(CLEAN_CHECKS, raw_trips)
+            )
         month = TripMonth.from_context(context, source.colors)
         if not 0 <= config.max_rejected_fraction <= 1:  # NaN too: it would let any share of bad rows publish
             raise dg.Failure(

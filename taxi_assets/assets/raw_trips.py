@@ -7,7 +7,7 @@ from pydantic import Field
 
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
-from taxi_assets.io_manager import LakeFile, NewFile, stored_file
+from taxi_assets.io_manager import LakeFile, NewFile, NoFile, stored_file
 from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress, megabytes
@@ -54,14 +54,17 @@ def _unchanged_upstream(
 
 
 def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    colors = source.colors  # the asset's `source` argument below is the TripSource resource
+    spec = source  # the asset's `source` argument below is the TripSource resource
+    colors = spec.colors
 
     @dg.asset(
         partitions_def=partitions_def,
         group_name=GROUP,
         kinds={"python", "csv", LAKE_KIND[target]},
         io_manager_key=LAKE_IO,
-        metadata=layout.lake_metadata(layout.partition_path("raw", source.suffix)),  # .csv.gz or .parquet
+        metadata=layout.lake_metadata(
+            layout.partition_path("raw", source.suffix), source=source.name
+        ),  # .parquet from the TLC
         pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
     )
     def raw_trips(
@@ -77,8 +80,12 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
         inside the run on transient failures up to a stated bound; a month that is not published fails
         at once without retries. When the upstream file is
         unchanged since the lake's copy was downloaded (ETag / Last-Modified and size), the copy is kept
-        and nothing is downloaded."""
+        and nothing is downloaded. A cell before its color's first file upstream (green before 2014 on
+        the TLC) succeeds at once with nothing: 0 rows, and its metadata `no_file` says why."""
         month = TripMonth.from_context(context, colors)
+        reason = month.no_file_reason(spec)
+        if reason is not None:
+            return dg.MaterializeResult(value=NoFile(reason), metadata=NoFile(reason).metadata)
         url = source.url_for(month)
         if not config.force_download:
             stored = stored_file(context, lake)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from taxi_assets.disk import space_left
+
 
 class SetupError(Exception):
     """A problem of configuration or permissions (a missing bucket, a 403, incompatible
@@ -35,7 +37,8 @@ def writing(path: Path | str) -> Iterator[None]:
     except OSError as exc:
         if exc.errno in _CANNOT_WRITE or "No space left on device" in str(exc):
             reason = exc.strerror or str(exc)
-            raise CannotWrite(f"cannot write {path}: {reason}; the previous files are kept") from exc
+            room = f"; {space_left(path)}" if exc.errno in (errno.ENOSPC, errno.EDQUOT, None) else ""
+            raise CannotWrite(f"cannot write {path}: {reason}{room}; the previous files are kept") from exc
         raise
 
 

@@ -1,15 +1,21 @@
 """Local disk for files in the making: a download being written, Parquet being encoded.
 
-Each process of a run gets its own folder, `{root}/taxi-assets-{run_id}.{pid}`, private to its
-owner (0700) and marked as this project's by a file inside it (`.taxi-assets-work`). An asset writes
-its output file there and returns it; the lake IO manager then moves it into the lake (or uploads
-it, and may keep it for the next step of the same process). The folder goes when the run's
-resources are torn down, and folders of processes that no longer run (a killed worker) go at the
-next start: a crash never leaves files that grow the disk across retries.
+Each process of a run gets its own folder, `{root}/taxi-assets-{run_id}@{host}.{pid}.{start}`,
+private to its owner (0700) and marked as this project's by a file inside it (`.taxi-assets-work`).
+An asset writes its output file there and returns it; the lake IO manager then moves it into the
+lake (or uploads it, and may keep it for the next step of the same process). The folder goes when
+the run's resources are torn down, and folders of processes that no longer run (a killed worker) go
+at the next start on the same host: a crash never leaves files that grow the disk across retries.
 
-The sweep removes only folders this project made: the name prefix, the marker file, and a process
-id that is no longer running. `TAXI_WORK_DIR` may be a shared folder: anything else in it (a
-`photos.12345/`, a `release.2024/`) is never touched.
+The folder names its owner: the host, the process id and the process's start time (clock ticks
+after boot, from /proc; 0 where there is none), so a process id reused by a later process does not
+keep a dead one's folder. On the local target, Celery workers on several hosts share the work
+folder (inside `TAXI_DATA_DIR`), and no host can see another's processes: a sweep removes only
+folders of its own host. Folders of a host that never comes back stay (remove them by hand).
+
+The sweep removes only folders this project made: the name prefix, the marker file, and an owner
+on this host that is no longer running. `TAXI_WORK_DIR` may be a shared folder: anything else in it
+(a `photos.12345/`, a `release.2024/`, a folder of another host) is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +34,12 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from taxi_assets import settings
+from taxi_assets.disk import space_left
 from taxi_assets.resources.errors import CannotWrite
 
 PREFIX = "taxi-assets-"
 MARKER = ".taxi-assets-work"
+PROC = Path("/proc")
 
 
 def _alive(pid: int) -> bool:
@@ -42,6 +52,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _start_ticks(pid: int) -> int:
+    """When process `pid` started, in clock ticks after boot (Linux); 0 where /proc has no such
+    file (no /proc at all). Raises FileNotFoundError when /proc exists and the process does not."""
+    if not PROC.is_dir():
+        return 0
+    # The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+    return int((PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def host_name() -> str:
+    """This host's name as a folder name may hold it ("@" and "/" replaced)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"
+
+
+def owner() -> str:
+    """This process, as work folder names record it: `{host}.{pid}.{start}`."""
+    pid = os.getpid()
+    return f"{host_name()}.{pid}.{_start_ticks(pid)}"
+
+
+def _running(pid: int, start: int) -> bool:
+    """Whether process `pid` of this host is still the one that started at `start`."""
+    if not PROC.is_dir() or start == 0:
+        return _alive(pid)  # no start time to compare: the process id alone
+    try:
+        return _start_ticks(pid) == start
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except (OSError, ValueError, IndexError):  # unreadable: count it as running, keep its folder
+        return True
+
+
 @contextlib.contextmanager
 def _usable(root: Path) -> Iterator[None]:
     """An OSError on the work root (missing rights, read-only, a file in the way) becomes a setup
@@ -52,41 +94,51 @@ def _usable(root: Path) -> Iterator[None]:
         reason = exc.strerror or type(exc).__name__
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = (
-            "free some space there, or set TAXI_WORK_DIR to a folder with room"
+            f"{space_left(root)}: free some space there, or set TAXI_WORK_DIR to a folder with room"
             if full
             else ("set TAXI_WORK_DIR to a folder this user can write")
         )
         raise CannotWrite(f"cannot use the work folder {root} (TAXI_WORK_DIR): {reason}; {fix}") from None
 
 
-def _mark(folder: Path) -> Path:
+def _mark(folder: Path, owned_by: str) -> Path:
     """Mark `folder` as this project's, for the sweep; returns it."""
-    (folder / MARKER).write_text(f"{os.getpid()}\n")
+    (folder / MARKER).write_text(f"{owned_by}\n")
     return folder
 
 
 def owned_folder(root: Path, name: str) -> Path:
-    """Create `{root}/taxi-assets-{name}.{pid}` (0700, marked), or return it when it exists."""
+    """Create `{root}/taxi-assets-{name}@{host}.{pid}.{start}` (0700, marked), or return it when it
+    exists."""
+    owned_by = owner()
     with _usable(root):
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder = root / f"{PREFIX}{name}.{os.getpid()}"
+        folder = root / f"{PREFIX}{name}@{owned_by}"
         folder.mkdir(mode=0o700, exist_ok=True)
-        return folder if (folder / MARKER).is_file() else _mark(folder)
+        return folder if (folder / MARKER).is_file() else _mark(folder, owned_by)
 
 
 def owned_temp_folder(root: Path, name: str) -> Path:
-    """A new folder of a unique name, `{root}/taxi-assets-{name}…{pid}` (0700, marked), that the
-    sweep removes if this process dies before it does."""
+    """A new folder of a unique name, `{root}/taxi-assets-{name}-…@{host}.{pid}.{start}` (0700,
+    marked), that the sweep removes if this process dies before it does."""
+    owned_by = owner()
     with _usable(root):
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return _mark(Path(tempfile.mkdtemp(prefix=f"{PREFIX}{name}-", suffix=f".{os.getpid()}", dir=root)))
+        made = tempfile.mkdtemp(prefix=f"{PREFIX}{name}-", suffix=f"@{owned_by}", dir=root)
+        return _mark(Path(made), owned_by)
 
 
-def _ours_and_dead(folder: Path) -> bool:
+def _ours_and_dead(folder: Path, host: str) -> bool:
+    """Whether `folder` is a marked folder of this project, of a process of this host that is gone.
+    Folders named before hosts were (`taxi-assets-{name}.{pid}`) have no "@": never swept."""
     if not folder.name.startswith(PREFIX):
         return False
-    _, _, pid = folder.name.rpartition(".")
-    if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+    _, at, owned_by = folder.name.rpartition("@")
+    parts = owned_by.rsplit(".", 2)
+    if not at or len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return False
+    folder_host, pid, start = parts[0], int(parts[1]), int(parts[2])
+    if folder_host != host or _running(pid, start):
         return False
     try:
         return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
@@ -95,15 +147,17 @@ def _ours_and_dead(folder: Path) -> bool:
 
 
 def sweep(root: Path) -> list[Path]:
-    """Remove the folders of this project's processes that are gone (killed mid-step); returns what
-    it removed. Only marked `taxi-assets-*.{pid}` folders are candidates."""
+    """Remove the folders of this host's processes of this project that are gone (killed mid-step);
+    returns what it removed. Only marked `taxi-assets-*@{this host}.{pid}.{start}` folders are
+    candidates."""
     removed = []
+    host = host_name()
     with _usable(root):
         if not root.is_dir():
             return removed
         entries = list(root.iterdir())
     for folder in entries:
-        if _ours_and_dead(folder):
+        if _ours_and_dead(folder, host):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -134,7 +188,8 @@ class WorkDir(dg.ConfigurableResource):
             shutil.rmtree(self._folder, ignore_errors=True)
 
     def sweep(self) -> list[Path]:
-        """Remove the folders of this project's processes that are gone; returns what it removed."""
+        """Remove the folders of this host's processes of this project that are gone; returns what it
+        removed."""
         return sweep(self.root_path)
 
     def path(self, name: str) -> Path:

@@ -16,6 +16,7 @@ from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows, st
 from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
+STATS = dg.AssetKey("monthly_trip_stats")
 
 GREEN = real_rows("green_tripdata_2020-10_head3000.csv") + real_rows("green_tripdata_2020-10_tail500.csv")[1:]
 YELLOW = real_rows("yellow_tripdata_2020-07_sample266.csv")
@@ -187,3 +188,27 @@ def test_a_bad_zone_lookup_fails_and_leaves_the_zones_table_as_it_was(
     assert "the zones table is unchanged" in message
     rows = _table(tmp_path, "SELECT count(*), count(DISTINCT LocationID), max(Zone) FROM main.zones")
     assert rows[0][:2] == (265, 265)  # the good lookup, whole
+
+
+def test_the_automation_sensor_requests_statistics_only_once_the_zones_are_materialized(
+    mirror, tmp_path, local_defs, instance
+):
+    """A slice reloaded while the zones are missing: the tick that requests the zones (again: the
+    first run of them never happened) does not request the statistics with them (they load in a
+    run of their own, which the statistics would wait for); the tick after the zones are loaded
+    requests them."""
+    mirror.publish("yellow", "2020-07", YELLOW)
+    mirror.publish_zones()
+    resources = local_resources(tmp_path, mirror)
+    first = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)
+    assert first.get_num_requested(ZONES_KEY) == 1  # requested; its run never happens (cancelled, say)
+    assert dg.materialize(
+        ASSETS.trips, partition_key="yellow|2020-07-01", resources=resources, instance=instance
+    ).success
+    again = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=first.cursor)
+    assert again.get_num_requested(ZONES_KEY) == 1
+    assert again.get_num_requested(STATS) == 0
+    assert dg.materialize(ASSETS.all, selection=[ZONES_KEY], resources=resources, instance=instance).success
+    loaded = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=again.cursor)
+    assert loaded.get_requested_partitions(STATS) == {"yellow|2020-07-01"}
+    assert loaded.get_num_requested(ZONES_KEY) == 0

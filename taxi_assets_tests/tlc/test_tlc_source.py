@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.assets import build_assets
+from taxi_assets.partitions import upstream_keys
 from taxi_assets.resources.source import TripSource
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.schedules import month_before_last, newest_month_schedule
@@ -37,20 +38,58 @@ def _slice_rows(tmp_path, color, month) -> int:
         return conn.execute("SELECT count(*) FROM rides WHERE color = ? AND month = ?", [color, month]).fetchone()[0]
 
 
-def test_the_grid_offers_only_months_that_can_exist():
-    keys = ASSETS.partitions_def.get_partition_keys()
-    colors = ("yellow", "green", "fhv", "fhvhv")
-    firsts = {color: min(k for k in keys if k.startswith(color + "|")) for color in colors}
+def test_the_grid_is_month_by_color_and_ends_at_the_month_before_last():
+    grid = ASSETS.partitions_def
+    assert grid.partition_dimension_names == ["color", "month"]
+    on = dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc)
+    keys = grid.get_partition_keys(current_time=on)
+    assert keys[0] == "yellow|2011-01-01" and len(keys) == 190 * 4  # 2011-01 .. 2026-10, four colors
+    assert "yellow|2026-10-01" in keys and "yellow|2026-11-01" not in keys  # neither Dec nor Nov is out yet
+    later = grid.get_partition_keys(current_time=on + dt.timedelta(days=31))  # the same object, a month on
+    assert set(later) - set(keys) == {f"{c}|2026-11-01" for c in ("yellow", "green", "fhv", "fhvhv")}
+
+    checked = upstream_keys(TLC, on)  # what the sensor checks: the cells that can hold a file
+    firsts = {color: min(k for k in checked if k.startswith(color + "|")) for color in TLC.colors}
     assert firsts == {
         "yellow": "yellow|2011-01-01",
         "green": "green|2014-01-01",
         "fhv": "fhv|2015-01-01",
         "fhvhv": "fhvhv|2019-02-01",
     }
-    this_month = dt.date.today().replace(day=1).isoformat()
-    assert all(f"{c}|{this_month}" in keys for c in firsts)
-    assert "green|2013-12-01" not in keys and "fhvhv|2019-01-01" not in keys
-    assert len(keys) == len(set(keys)) > 500
+    assert len(checked) == 760 - 36 - 48 - 97  # green 2011-2013, fhv 2011-2014, fhvhv 2011-01 .. 2019-01
+
+
+def test_a_cell_before_its_colors_first_file_succeeds_at_once_holding_nothing(mirror, tmp_path, instance, resources):
+    result = _run(resources, instance, "fhvhv|2019-01-01")
+    assert result.success, step_failure_messages(result)
+    for asset in ("raw_trips", "clean_trips", "gcs_parquet", "bq_rides_table"):
+        [materialization] = result.asset_materializations_for_node(asset)
+        assert materialization.metadata["dagster/row_count"].value == 0
+        assert materialization.metadata["no_file"].value == "no TLC file before 2019-02 for fhvhv"
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert not mirror.requests  # nothing asked of upstream
+    assert not (tmp_path / "lake").exists() or not any(p.is_file() for p in (tmp_path / "lake").rglob("*"))
+    assert not (tmp_path / "warehouse.duckdb").exists()  # the warehouse is not touched
+
+
+def test_the_statistics_of_a_cell_before_its_colors_first_file_succeed_holding_nothing(
+    mirror, tmp_path, instance, resources
+):
+    # Launched by hand on a fresh warehouse (no zones, no rides): nothing to wait for, nothing written.
+    result = dg.materialize(
+        [*ASSETS.trips, ASSETS.monthly_trip_stats],
+        selection=[ASSETS.monthly_trip_stats.key],
+        partition_key="green|2013-12-01",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success, step_failure_messages(result)
+    [materialization] = result.asset_materializations_for_node("monthly_trip_stats")
+    assert materialization.metadata["no_file"].value == "no TLC file before 2014-01 for green"
+    assert materialization.metadata["dagster/row_count"].value == 0
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert not (tmp_path / "warehouse.duckdb").exists()
 
 
 @pytest.mark.parametrize("era", ERAS, ids=[f"{e.color}-{e.month}" for e in ERAS])

@@ -18,21 +18,21 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
+import requests
 from dagster_gcp import BigQueryResource, GCSResource
 from google.api_core import exceptions as google_exceptions
+from google.api_core import retry as retries
+from google.auth import exceptions as google_auth_exceptions
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery, storage
 from pydantic import Field
 
 from taxi_assets import settings
 from taxi_assets.resources.errors import AccessDenied, SetupError
-from taxi_assets.retrying import retry
-
-T = TypeVar("T")
 
 KEY_HELP = "GCP_CREDENTIALS: a base64-encoded service-account JSON key (optional)"
 
@@ -108,20 +108,26 @@ def missing_bucket(bucket: str) -> SetupError:
     )
 
 
-class QuotaExhausted(SetupError):
-    """A quota or rate limit still refused the call after retries with backoff inside the step: the
-    message names the quota; a step retry a few seconds later would meet it again."""
+class QuotaExceeded(SetupError):
+    """BigQuery's or GCS's `quotaExceeded`: a longer-term quota (table operations per day, load
+    jobs per project ...) is used up. Google says to wait 10 minutes or more, and failed jobs count
+    against the quotas too: failed at once, without in-step or step retries (a SetupError), naming
+    the quota (the server's message does)."""
+
+
+class Unavailable(Exception):
+    """A rate limit or a server-side error (429, 5xx, rateLimitExceeded, backendError) that outlasted
+    the retries within their bound, or a job that did not finish in time. Not a SetupError: the step
+    fails, and Dagster's retry policy runs it again later."""
 
 
 # What Google's JSON error payloads say in `errors[0].reason` (BigQuery's error messages page;
 # GCS's JSON API errors). A 403 is not always a permission: quotas, rates and billing answer 403 too.
 PERMISSION_REASONS = frozenset({"accessDenied", "forbidden", "insufficientPermissions", "permissionDenied"})
-# Transient: BigQuery's `quotaExceeded` (concurrent jobs, table operations per day, ...) and
-# `rateLimitExceeded`, and its server-side errors. The client libraries retry some of these
-# themselves (rateLimitExceeded, backendError, internalError, badGateway), never quotaExceeded.
+# Short-term: worth the same call again after a pause (BigQuery's troubleshooting page: retry
+# rateLimitExceeded with exponential backoff). `quotaExceeded` is not among them.
 TRANSIENT_REASONS = frozenset(
     {
-        "quotaExceeded",
         "rateLimitExceeded",
         "backendError",
         "internalError",
@@ -131,12 +137,16 @@ TRANSIENT_REASONS = frozenset(
         "jobRateLimitExceeded",
     }
 )
-_TRANSIENT_TYPES = (
-    google_exceptions.TooManyRequests,
-    google_exceptions.InternalServerError,
-    google_exceptions.BadGateway,
-    google_exceptions.ServiceUnavailable,
-    google_exceptions.GatewayTimeout,
+QUOTA_REASON = "quotaExceeded"
+# 408, 429 and the 5xx a server may answer for a while (as the storage client's own retry takes them).
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# A connection refused, reset or timed out (requests', urllib3's, google-auth's); not a TLS failure.
+_CONNECTION_ERRORS = (
+    ConnectionError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    google_auth_exceptions.TransportError,
 )
 # A sandbox project (no billing account) answers DML with "Billing has not been enabled for this
 # project ... DML queries are not allowed in the free tier" (reason billingNotEnabled).
@@ -145,22 +155,59 @@ _BILLING = re.compile(r"billing (has not been|is not) enabled|not allowed in the
 _NOT_IN_LOCATION = re.compile(r"was not found in location (\S+)")
 
 
-def reason(exc: BaseException) -> str | None:
-    """The first `reason` of a Google API error's payload (`errors[0]["reason"]`), if any."""
+def cause(exc: BaseException) -> BaseException:
+    """What a library retry gave up on: a RetryError's last error (the client libraries raise
+    RetryError when their deadline runs out), else the error itself."""
+    while isinstance(exc, google_exceptions.RetryError) and exc.cause is not None:
+        exc = exc.cause
+    return exc
+
+
+def _payload_reason(response) -> str | None:
     try:
-        return exc.errors[0]["reason"]  # type: ignore[attr-defined]
-    except (AttributeError, IndexError, KeyError, TypeError):
+        return response.json()["error"]["errors"][0]["reason"]
+    except Exception:  # no response, not JSON, another shape: no reason
         return None
 
 
+def reason(exc: BaseException) -> str | None:
+    """The first `reason` of a Google API error's payload (`errors[0]["reason"]`), if any; also for
+    an error the storage client re-raised from an HTTP response without parsing it."""
+    exc = cause(exc)
+    try:
+        return exc.errors[0]["reason"]  # type: ignore[attr-defined]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return _payload_reason(getattr(exc, "response", None))
+
+
+def _status(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    return getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def is_quota(exc: BaseException) -> bool:
+    return reason(exc) == QUOTA_REASON
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A quota, a rate limit or a server-side error: worth the same call again after a pause."""
-    if not isinstance(exc, google_exceptions.GoogleAPICallError):
-        return False
+    """A rate limit, a server-side error or a dropped connection: worth the same call again after a
+    pause. Never a quota, a permission or billing, whatever the status. The predicate of every
+    library retry (`call_retry`) and of the warehouse's retry of failed jobs."""
+    exc = cause(exc)
     why = reason(exc)
+    if why == QUOTA_REASON or why in PERMISSION_REASONS or is_billing(exc):
+        return False
     if why in TRANSIENT_REASONS:
         return True
-    return isinstance(exc, _TRANSIENT_TYPES) and why not in PERMISSION_REASONS and not is_billing(exc)
+    if isinstance(exc, google_exceptions.GoogleAPICallError):
+        return _status(exc) in _TRANSIENT_STATUS
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    return getattr(exc, "response", None) is not None and _status(exc) in _TRANSIENT_STATUS  # GCS's InvalidResponse
 
 
 def is_billing(exc: BaseException) -> bool:
@@ -169,46 +216,69 @@ def is_billing(exc: BaseException) -> bool:
 
 def location_not_found(exc: BaseException) -> str | None:
     """The location a job ran in, when BigQuery says the dataset it names is not there."""
+    exc = cause(exc)
     if not isinstance(exc, google_exceptions.NotFound):
         return None
     found = _NOT_IN_LOCATION.search(str(exc.message))
     return found.group(1).rstrip(".") if found else None
 
 
-def retrying_transient(fn: Callable[[], T], *, service: str, doing: str, attempts: int, first_pause: float) -> T:
-    """`fn()`, called again with backoff while it meets a quota, a rate limit or a server-side
-    error (`is_transient`); after `attempts` calls, QuotaExhausted naming the quota."""
+def said(exc: BaseException) -> str:
+    """What the server said, for a message: the error's own text (never a credential: Google's
+    payloads carry none)."""
+    exc = cause(exc)
+    return str(getattr(exc, "message", None) or exc)
 
-    def give_up(attempt: int, exc: BaseException, elapsed: float) -> QuotaExhausted:
-        why = reason(exc) or f"HTTP {getattr(exc, 'code', '?')}"
-        kind = {
-            "quotaExceeded": "a BigQuery quota is used up (the message names it: e.g. table operations per table "
-            "per day, concurrent jobs); see https://cloud.google.com/bigquery/quotas. Rerun when it "
-            "resets, or ask for more quota",
-            "rateLimitExceeded": "a rate limit (the message names it); rerun later, or run fewer partitions at once",
-        }.get(why, "the service kept failing on its side; rerun later")
-        return QuotaExhausted(
-            f"{service} refused to {doing} ({why}) {attempt} times over {elapsed:.0f} s: {kind}. "
-            f"Server said: {getattr(exc, 'message', exc)}"
+
+@dataclass(frozen=True)
+class Bounds:
+    """How long one Google API call may take: each HTTP request is cut at `request_timeout`
+    seconds; the client library retries a transient failure (`is_transient`) with exponential
+    backoff and full jitter from `first_pause`, starting no new request after `deadline` seconds.
+    So one call takes at most `deadline + request_timeout`, then fails as Unavailable."""
+
+    deadline: float
+    request_timeout: float
+    first_pause: float
+
+
+def call_retry(bounds: Bounds, *, service: str, doing: str) -> retries.Retry:
+    """The `retry=` of every call: the client library's own retry object, with our predicate (also
+    a 403 rateLimitExceeded, which GCS's default never retries; never quotaExceeded) and an
+    explicit deadline (the libraries' defaults are 120 s on GCS and 600 s on BigQuery), logging
+    each retry."""
+
+    def log(exc: Exception) -> None:
+        dg.get_dagster_logger().warning(
+            f"{service} refused to {doing} ({reason(exc) or f'HTTP {_status(cause(exc))}'}); retrying with backoff "
+            f"for up to {bounds.deadline:g} s: {said(exc)[:300]}"
         )
 
-    return retry(
-        fn,
-        retry_on=is_transient,
-        attempts=attempts,
-        first_pause=first_pause,
-        max_pause=60.0,
-        jitter=0.5,
-        on_retry=lambda attempt, exc, pause, _: dg.get_dagster_logger().warning(
-            f"{service} refused to {doing} ({reason(exc) or getattr(exc, 'code', '?')}, attempt {attempt} of "
-            f"{attempts}); retrying in {pause:.1f} s: {getattr(exc, 'message', exc)}"
-        ),
-        on_give_up=give_up,
-        chain=False,  # the message carries the server's
+    return retries.Retry(
+        predicate=is_transient,
+        initial=bounds.first_pause,
+        # The longest pause: GCS's retry-strategy page suggests a maximum backoff of 32 or 64 s.
+        maximum=max(bounds.first_pause, 32.0),
+        multiplier=2.0,
+        timeout=bounds.deadline,
+        on_error=log,
     )
 
 
-def _bucket_missing(client, bucket: str, exc: google_exceptions.NotFound) -> bool:
+def unavailable(exc: BaseException, *, service: str, doing: str, bound: str) -> Unavailable:
+    why = reason(exc) or f"HTTP {_status(cause(exc)) or type(cause(exc)).__name__}"
+    kind = (
+        "a rate limit: run fewer partitions at once"
+        if why in ("rateLimitExceeded", "jobRateLimitExceeded") or _status(cause(exc)) == 429
+        else "the service kept failing on its side"
+    )
+    return Unavailable(
+        f"{service} could not {doing} ({why}): {kind}. Retried with backoff for {bound}; the step fails and is "
+        f"run again later by its retry policy (or rerun it). Server said: {said(exc)[:500]}"
+    )
+
+
+def _bucket_missing(client, bucket: str, exc: google_exceptions.NotFound, bounds: Bounds) -> bool:
     """Whether a 404 met while working in `bucket` is the bucket's own. Object and bucket 404s carry
     the same reason (`notFound`) and an object's message names its bucket ("No such object:
     bucket/key"), so the message alone says only "The specified bucket does not exist."; a 404
@@ -219,31 +289,59 @@ def _bucket_missing(client, bucket: str, exc: google_exceptions.NotFound) -> boo
     if exc.errors or client is None:
         return False
     try:
-        return not client.bucket(bucket).exists()
-    except google_exceptions.GoogleAPICallError:  # e.g. no storage.buckets.get: cannot tell
+        retry = call_retry(bounds, service="GCS", doing=f"look for bucket {bucket}")
+        return not client.bucket(bucket).exists(retry=retry, timeout=bounds.request_timeout)
+    except google_exceptions.GoogleAPIError:  # e.g. no storage.buckets.get: cannot tell
         return False
 
 
+def quota_exceeded(exc: BaseException, *, service: str, doing: str) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"{service} refused to {doing}: a quota is used up (quotaExceeded). Server said: {said(exc)[:500]}. "
+        "Not retried, and nothing more is started: Google asks to wait 10 minutes or more, and failed jobs count "
+        "against the quotas too. Rerun the partition later (a daily quota refills over 24 hours), or ask for more "
+        "quota (https://cloud.google.com/bigquery/quotas, https://cloud.google.com/storage/quotas)"
+    )
+
+
 @contextlib.contextmanager
-def explained(client, *, service: str, doing: str, needs: str, grant: str, bucket: str | None = None) -> Iterator[None]:
-    """Classify a refusal by the `reason` in its payload: a permission becomes AccessDenied naming
-    the permission, the identity and the role to grant; a project without billing, and a missing
-    bucket, SetupErrors saying the fix. All three are setup errors: retrying would repeat them.
-    Quotas, rates and server-side errors pass through (see `retrying_transient`), as does anything else."""
+def explained(
+    client, *, service: str, doing: str, needs: str, grant: str, bounds: Bounds, bucket: str | None = None
+) -> Iterator[None]:
+    """The one place a Google error is classified, by the `reason` in its payload, after unwrapping
+    the RetryError a library retry ends with (`cause`):
+    - a permission: AccessDenied naming the permission, the identity and the role to grant;
+    - a project without billing, a missing bucket: SetupErrors saying the fix;
+    - quotaExceeded: QuotaExceeded naming the quota (a SetupError: no step retry);
+    - a rate limit, a server-side error, a dropped connection, left after the library's retries:
+      Unavailable (retryable: the step's retry policy runs it again later).
+    Setup errors fail the step at once (`failing_fast`); anything else passes through as it is."""
     try:
         yield
-    except google_exceptions.GoogleAPICallError as exc:
+    except Exception as raised:
+        exc = cause(raised)
+        if not isinstance(exc, google_exceptions.GoogleAPICallError) and not is_transient(exc):
+            raise
         if is_billing(exc):
             raise SetupError(
                 f"{service} refused to {doing}: the project has no billing account (a BigQuery sandbox allows no "
                 f"DML, which the warehouse needs). Enable billing for the project "
-                f"(https://cloud.google.com/billing/docs/how-to/modify-project). Server said: {exc.message}"
+                f"(https://cloud.google.com/billing/docs/how-to/modify-project). Server said: {said(exc)}"
             ) from None
         if isinstance(exc, google_exceptions.Forbidden) and (reason(exc) in PERMISSION_REASONS or reason(exc) is None):
             raise AccessDenied(
                 f"{service} refused to {doing} for {identity(client)} (HTTP 403): it needs {needs}. "
-                f"Grant {grant}. Server said: {exc.message}"
+                f"Grant {grant}. Server said: {said(exc)}"
             ) from None
-        if isinstance(exc, google_exceptions.NotFound) and bucket is not None and _bucket_missing(client, bucket, exc):
+        if is_quota(exc):
+            raise quota_exceeded(exc, service=service, doing=doing) from None
+        if (
+            isinstance(exc, google_exceptions.NotFound)
+            and bucket is not None
+            and _bucket_missing(client, bucket, exc, bounds)
+        ):
             raise missing_bucket(bucket) from None
+        if is_transient(exc):
+            bound = f"up to {bounds.deadline:g} s (call_deadline_seconds)"
+            raise unavailable(exc, service=service, doing=doing, bound=bound) from None
         raise

@@ -11,7 +11,7 @@ from dagster_gcp import GCSResource
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from pydantic import PrivateAttr
 
-from taxi_assets.resources.gcp.clients import explained
+from taxi_assets.resources.gcp.clients import Bounds, call_retry, explained
 from taxi_assets.resources.lake import Lake, LakeObject, SourceReplaced
 
 GRANT = "roles/storage.objectAdmin on the bucket"
@@ -23,6 +23,13 @@ class GCSLake(Lake):
 
     gcs: GCSResource
     bucket: str
+    # Every call's bound (`Bounds`): the client library retries a 429, a 5xx or a rateLimitExceeded
+    # with backoff from `first_pause_seconds`, starting no new request after `call_deadline_seconds`
+    # (the library's own default is 120 s), each request cut at `request_timeout_seconds` (its
+    # default, 60 s: a 100 MiB upload chunk at 2 MB/s); then the step fails as retryable.
+    call_deadline_seconds: float = 120.0
+    request_timeout_seconds: float = 60.0
+    first_pause_seconds: float = 1.0
     _client = PrivateAttr(default=None)
 
     def _bucket(self):
@@ -30,8 +37,24 @@ class GCSLake(Lake):
             self._client = self.gcs.get_client()
         return self._client.bucket(self.bucket)
 
+    def _bounds(self) -> Bounds:
+        return Bounds(self.call_deadline_seconds, self.request_timeout_seconds, self.first_pause_seconds)
+
     def _explained(self, doing: str, needs: str) -> contextlib.AbstractContextManager:
-        return explained(self._client, service="GCS", doing=doing, needs=needs, grant=GRANT, bucket=self.bucket)
+        return explained(
+            self._client,
+            service="GCS",
+            doing=doing,
+            needs=needs,
+            grant=GRANT,
+            bounds=self._bounds(),
+            bucket=self.bucket,
+        )
+
+    def _limits(self, doing: str) -> dict:
+        """The `retry=` and `timeout=` of a call: our predicate (a 403 rateLimitExceeded too) and bound."""
+        retry = call_retry(self._bounds(), service="GCS", doing=doing)
+        return {"retry": retry, "timeout": self.request_timeout_seconds}
 
     def uri(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"
@@ -50,8 +73,10 @@ class GCSLake(Lake):
 
     def store(self, local_path: Path, key: str) -> LakeObject:
         blob = self._bucket().blob(key)
-        with self._explained(f"write {self.uri(key)}", "storage.objects.create and storage.objects.delete"):
-            blob.upload_from_filename(str(local_path), checksum="crc32c")
+        doing = f"write {self.uri(key)}"
+        with self._explained(doing, "storage.objects.create and storage.objects.delete"):
+            # Retried whole or by chunk: the same bytes under the same key (a new generation).
+            blob.upload_from_filename(str(local_path), checksum="crc32c", **self._limits(doing))
         return self._describe(blob)
 
     def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
@@ -63,15 +88,17 @@ class GCSLake(Lake):
         # if*GenerationMatch preconditions): it copies the live object, so only the error path is
         # tested against it, with GCS's answers injected.
         source, copied = bucket.blob(src_key, generation=src_generation), bucket.blob(dst_key)
+        doing = f"copy {self.uri(src_key)} to {self.uri(dst_key)}"
         try:
-            with self._explained(
-                f"copy {self.uri(src_key)} to {self.uri(dst_key)}", "storage.objects.get and storage.objects.create"
-            ):
+            with self._explained(doing, "storage.objects.get and storage.objects.create"):
                 # Server-side: the bytes do not pass through the worker. Large objects take several
-                # rewrite calls; the destination appears only when the last one completes.
-                token, _, _ = copied.rewrite(source)
+                # rewrite calls; the destination appears only when the last one completes. Retried
+                # by the client (its default retries a rewrite only with a generation precondition,
+                # and ours carries the source generation instead): a retried call copies the same
+                # source generation again, so it is as safe as a precondition would make it.
+                token, _, _ = copied.rewrite(source, **self._limits(doing))
                 while token is not None:
-                    token, _, _ = copied.rewrite(source, token=token)
+                    token, _, _ = copied.rewrite(source, token=token, **self._limits(doing))
         except (NotFound, PreconditionFailed) as exc:
             if src_generation is None:
                 raise
@@ -84,26 +111,33 @@ class GCSLake(Lake):
 
     def stat(self, key: str) -> LakeObject | None:
         bucket = self._bucket()
-        with self._explained(f"read {self.uri(key)}", "storage.objects.get"):
-            blob = bucket.get_blob(key)
+        doing = f"read {self.uri(key)}"
+        with self._explained(doing, "storage.objects.get"):
+            blob = bucket.get_blob(key, **self._limits(doing))
         return self._describe(blob) if blob is not None else None
 
     def delete(self, key: str) -> bool:
         bucket = self._bucket()
-        with self._explained(f"delete {self.uri(key)}", "storage.objects.delete"):
+        doing = f"delete {self.uri(key)}"
+        with self._explained(doing, "storage.objects.delete"):
             try:
-                bucket.blob(key).delete()
+                bucket.blob(key).delete(**self._limits(doing))
             except NotFound:
                 return False
         return True
 
     def download(self, key: str, dest: Path) -> Path:
         bucket = self._bucket()
-        with self._explained(f"read {self.uri(key)}", "storage.objects.get"):
-            bucket.blob(key).download_to_filename(str(dest))
+        doing = f"read {self.uri(key)}"
+        with self._explained(doing, "storage.objects.get"):
+            bucket.blob(key).download_to_filename(str(dest), **self._limits(doing))
         return dest
 
     def parquet_footer(self, key: str) -> pq.FileMetaData:
         bucket = self._bucket()
-        with self._explained(f"read {self.uri(key)}", "storage.objects.get"), bucket.blob(key).open("rb") as reader:
+        doing = f"read {self.uri(key)}"
+        with (
+            self._explained(doing, "storage.objects.get"),
+            bucket.blob(key).open("rb", **self._limits(doing)) as reader,
+        ):
             return pq.read_metadata(reader)

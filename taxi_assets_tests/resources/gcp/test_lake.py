@@ -118,3 +118,126 @@ def test_the_copy_names_the_source_generation(lake, gcp_emulators, gcp_env, tmp_
             checked.key, "data/t.parquet", src_generation=checked.generation
         )
     assert any("/rewriteTo/" in p and f"sourceGeneration={checked.generation}" in p for p in paths), paths
+
+
+# Google's transient refusals on GCS: a 503, a 429 and a 403 rateLimitExceeded (which the storage
+# client's default retry never repeats).
+TRANSIENT = {
+    "503 backendError": (503, "UNAVAILABLE", "backendError", "Backend Error"),
+    "429 rateLimitExceeded": (429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "The rate of change requests ..."),
+    "403 rateLimitExceeded": (403, "PERMISSION_DENIED", "rateLimitExceeded", "Rate limit exceeded"),
+}
+# Short bounds through the lake's config, as a deployment would set them.
+DEADLINE = 1.0
+SLACK = 5.0  # the requests themselves, on a loaded machine
+OPERATIONS = {
+    # operation: (does a request belong to it, what the lake does, what the message says it did)
+    "upload": (lambda method, path: method == "POST" and path.startswith("/upload/"), "write"),
+    "rewrite": (lambda method, path: "/rewriteTo/" in path, "copy"),
+    "get": (lambda method, path: method == "GET" and "/o/staging" in path and "alt=media" not in path, "read"),
+}
+CASES = [(operation, kind) for operation in OPERATIONS for kind in TRANSIENT]
+
+
+def _faulty_lake(gcp_env, gcp_emulators, monkeypatch, operation, kind, times):
+    """A lake whose client talks to a proxy refusing `operation` `times` times (None: always)."""
+    from taxi_assets_tests.emulators import RewritingProxy, google_error
+
+    matches = OPERATIONS[operation][0]
+    status, state, reason, message = TRANSIENT[kind]
+    left = [times]
+
+    def answer(method, path, body):
+        if not matches(method, path) or left[0] == 0:
+            return None
+        left[0] = None if left[0] is None else left[0] - 1
+        return status, google_error(status, state, reason, message)
+
+    proxy = RewritingProxy(gcp_emulators.storage_host, answer=answer)
+    lake = GCSLake(
+        gcs=TaxiGCSResource(project=gcp_env["project"]),
+        bucket=gcp_env["bucket"],
+        call_deadline_seconds=DEADLINE,
+        first_pause_seconds=0.05,
+        request_timeout_seconds=10.0,
+    )
+    return proxy, lake, lambda: sum(1 for m, p, _ in proxy.received if matches(m, p))
+
+
+def _run(lake, operation, staged, tmp_path):
+    if operation == "upload":
+        return lake.store(staged, "raw/again.parquet")
+    if operation == "rewrite":
+        return lake.copy(
+            "staging/t.parquet", "data/t.parquet", src_generation=lake.stat("staging/t.parquet").generation
+        )
+    return lake.stat("staging/t.parquet")
+
+
+@pytest.mark.parametrize("operation, kind", CASES, ids=[f"{o}-{k}" for o, k in CASES])
+def test_a_transient_gcs_refusal_succeeds_after_one_retry(
+    lake, gcp_emulators, gcp_env, tmp_path, monkeypatch, operation, kind
+):
+    staged = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), staged)
+    lake.store(staged, "staging/t.parquet")
+    proxy, faulty, requests = _faulty_lake(gcp_env, gcp_emulators, monkeypatch, operation, kind, times=1)
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        done = _run(faulty, operation, staged, tmp_path)
+    assert done is not None and done.size == staged.stat().st_size
+    assert requests() == 2  # refused once, then the same request again
+
+
+@pytest.mark.parametrize("operation, kind", CASES, ids=[f"{o}-{k}" for o, k in CASES])
+def test_a_persistent_gcs_refusal_fails_within_the_bound_as_retryable(
+    lake, gcp_emulators, gcp_env, tmp_path, monkeypatch, operation, kind
+):
+    """Named (service, operation, reason), retryable (not a SetupError), within the deadline."""
+    import time
+
+    from taxi_assets.resources.gcp.clients import Unavailable
+
+    staged = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), staged)
+    lake.store(staged, "staging/t.parquet")
+    checked = lake.stat("staging/t.parquet")
+    proxy, faulty, requests = _faulty_lake(gcp_env, gcp_emulators, monkeypatch, operation, kind, times=None)
+    started = time.monotonic()
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        with pytest.raises(Unavailable) as err:
+            if operation == "rewrite":
+                faulty.copy("staging/t.parquet", "data/t.parquet", src_generation=checked.generation)
+            else:
+                _run(faulty, operation, staged, tmp_path)
+    took = time.monotonic() - started
+    reason = TRANSIENT[kind][2]
+    message = str(err.value)
+    assert message.startswith(f"GCS could not {OPERATIONS[operation][1]} gs://{gcp_env['bucket']}/"), message
+    assert f"({reason})" in message and f"up to {DEADLINE:g} s (call_deadline_seconds)" in message
+    assert not isinstance(err.value, SetupError)
+    assert requests() >= 2 and took < DEADLINE + SLACK, (requests(), took)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcp_emulators.storage_host)
+    if operation == "rewrite":
+        assert lake.stat("data/t.parquet") is None  # nothing published
+
+
+def test_a_rewrite_answered_503_once_publishes_once_from_the_checked_generation(
+    lake, gcp_emulators, gcp_env, tmp_path, monkeypatch
+):
+    """The retried rewrite still names the checked source generation (the emulator ignores it: the
+    requests are read as the proxy sees them), and the object is published once."""
+    made = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), made)
+    checked = lake.store(made, "staging/t.parquet")
+    proxy, faulty, requests = _faulty_lake(gcp_env, gcp_emulators, monkeypatch, "rewrite", "503 backendError", times=1)
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        published = faulty.copy(checked.key, "data/t.parquet", src_generation=checked.generation)
+    rewrites = [path for method, path, _ in proxy.received if "/rewriteTo/" in path]
+    assert len(rewrites) == 2
+    assert all(f"sourceGeneration={checked.generation}" in path for path in rewrites), rewrites
+    assert (published.size, published.md5) == (checked.size, checked.md5)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcp_emulators.storage_host)
+    assert lake.stat("data/t.parquet").md5 == checked.md5  # the refused first call never reached GCS: one copy
