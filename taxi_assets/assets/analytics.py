@@ -317,7 +317,10 @@ def monthly_trips(trips: pd.DataFrame) -> pd.DataFrame:
     """Trips per month (rows, as YYYY-MM) and color (columns), every month from the first loaded to
     the last: a month not loaded for a color is missing (NA), not 0 and not left out, so the chart
     breaks its line there."""
-    months = pd.to_datetime(trips["month"]).dt.to_period("M")
+    months = pd.to_datetime(trips["month"])
+    if months.dt.tz is not None:  # BigQuery's TIMESTAMPs come back in UTC; a month is a month
+        months = months.dt.tz_convert(None)
+    months = months.dt.to_period("M")
     table = (
         trips.assign(month=months)
         .pivot_table(index="month", columns="color", values="trips", aggfunc="sum")
