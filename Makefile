@@ -30,9 +30,8 @@ test-extended: install  ## the image and compose on podman, the Celery deploymen
 test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
 	$(BIN)/pytest -m "not slow"
 
-dev: install  ## the Dagster UI on http://127.0.0.1:3000
-	umask 077 && mkdir -p $(DAGSTER_HOME) && cp -n taxi_assets/dagster.yaml $(DAGSTER_HOME)/
-	umask 077 && $(LOCAL_ENV) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1  # run storage and logs private
+dev: install  ## the Dagster UI on http://127.0.0.1:3000 (dg dev; on make demo's data, with its sample mirror)
+	umask 077 && $(LOCAL_ENV) $(BIN)/python -m taxi_assets.dev -h 127.0.0.1  # run storage and logs private
 
 serve: install  ## the production instance: code server, webserver, daemon on PostgreSQL (needs DAGSTER_PG_URL; with DAGSTER_CELERY_BROKER_URL, runs go to `make worker`)
 	TAXI_DATA_DIR=$(TAXI_DATA_DIR) $(BIN)/python deploy/serve.py

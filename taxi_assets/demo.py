@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,22 +18,14 @@ import dagster as dg
 from taxi_assets import settings
 from taxi_assets.assets.analytics import ZONES_KEY
 from taxi_assets.definitions import build_defs
-from taxi_assets.mirror import SAMPLE_MIRROR, serve_folder
+from taxi_assets.dev import ensure_dagster_home
+from taxi_assets.mirror import SAMPLE_MIRROR, SAMPLE_NOTE, SAMPLE_URL_ENV, serve_folder
 from taxi_assets.partitions import TripMonth
 from taxi_assets.schema import STATS_TABLE
 from taxi_assets.sources import RELEASES
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_PARTITIONS = ("yellow|2021-01-01", "yellow|2020-07-01", "green|2020-10-01", "fhv|2019-01-01")
-
-
-def ensure_dagster_home(home: Path) -> None:
-    """Create DAGSTER_HOME (0700: run history and logs are private to the user) with the project's
-    instance settings unless it has its own."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        shutil.copyfile(Path(__file__).parent / "dagster.yaml", config)
 
 
 def _latest(instance: dg.DagsterInstance, asset: str, key: str | None) -> dg.AssetMaterialization | None:
@@ -74,7 +65,10 @@ def _print_stats() -> None:
         + " ".join(f"{h:>{w}}" if i > 2 else f"{h:<{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True)))
     )
     for row in rows:
-        cells = ["-" if v is None else (f"{v:.1%}" if i == 8 else str(v)) for i, v in enumerate(row)]
+        cells = [
+            "-" if v is None else f"{v:.1%}" if i == 8 else f"{v:,.2f}" if i in (5, 6, 7) else str(v)
+            for i, v in enumerate(row)
+        ]
         print(
             "  "
             + " ".join(
@@ -98,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = defs.resources["warehouse"]
 
     with serve_folder(SAMPLE_MIRROR) as base_url, dg.DagsterInstance.get() as instance:
-        os.environ["TAXI_SOURCE_URL"] = base_url  # resolved by the source resource when each run starts
+        # Resolved by the source resource when each run starts; runs record the public file's URL
+        # and "bundled sample", not this port (mirror.recorded_source).
+        os.environ["TAXI_SOURCE_URL"] = os.environ[SAMPLE_URL_ENV] = base_url
+        # `make dev` on this data folder serves the sample again (taxi_assets/dev.py).
+        (data_dir / SAMPLE_NOTE).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / SAMPLE_NOTE).write_text(
+            "make demo loaded this folder from the bundled sample mirror (taxi_assets/sample_mirror);\n"
+            "make dev serves it again unless TAXI_SOURCE_URL is set. Delete this file to download from upstream.\n"
+        )
         print(f"sample mirror: {base_url} (from {SAMPLE_MIRROR})")
         print(f"data dir:      {data_dir}\n")
         started = time.perf_counter()
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if chart_uri is not None:
         print(f"chart: {chart_uri.metadata['uri'].value}")
     print(f"{len(args.partitions)} partitions in {elapsed:.1f} s; run history in DAGSTER_HOME={home}")
-    print("browse it: make dev  (dagster dev, http://127.0.0.1:3000)")
+    print("browse it: make dev  (dg dev on http://127.0.0.1:3000, serving the sample mirror again)")
     return 1 if failed else 0
 
 

@@ -44,6 +44,7 @@ from pydantic import PrivateAttr
 
 from taxi_assets import layout, settings
 from taxi_assets.partitions import TripMonth, colors_of
+from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake, LakeObject
 from taxi_assets.resources.workdir import owned_temp_folder
@@ -269,7 +270,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 self._kept[key] = (stored.generation, obj.path)
         elif isinstance(obj, PublishCopy):
             facts = obj.source.parquet
+            progress = Progress(context.log, "publish")
             stored = self.lake.copy(obj.source.key, key, src_generation=obj.source.generation)
+            rows = f"{facts.num_rows:,} rows, " if facts is not None else ""
+            progress.done(f"{rows}{megabytes(stored.size)} at {stored.uri}")
         elif isinstance(obj, LakeFile) and obj.key == key:
             facts = obj.parquet
             stored = self.lake.stat(key)

@@ -89,6 +89,19 @@ def source_url() -> str:
     return os.environ.get("TAXI_SOURCE_URL") or DEFAULT_SOURCE_URL
 
 
+def progress_seconds() -> float:
+    """TAXI_PROGRESS_SECONDS (default 5): at most one progress line per step this often in a run's
+    log (0: a line for every chunk or batch). Read when a step starts."""
+    value = os.environ.get("TAXI_PROGRESS_SECONDS") or "5"
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        raise ValueError(f"TAXI_PROGRESS_SECONDS must be a number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
 def bq_location() -> str:
     """BQ_LOCATION (default US): where the BigQuery dataset is created when missing."""
     return os.environ.get("BQ_LOCATION") or "US"

@@ -351,6 +351,7 @@ def _fetch_once(
     not_published: frozenset[int],
     deadline: float,
     max_bytes: int,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[int, str, Fingerprint]:
     shown = redact(url)
     magic, end_check, expected, truncated = _FORMATS[suffix]
@@ -387,6 +388,8 @@ def _fetch_once(
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                    if on_progress is not None:
+                        on_progress(size, fingerprint.content_length)
             complete = file_end.finish()
         except isal_zlib.error as exc:
             raise UpstreamError(f"{shown}: not a valid gzip file ({exc})") from exc
@@ -419,6 +422,7 @@ def download(
     not_published: frozenset[int] = frozenset({404}),
     session: requests.Session | None = None,
     log: logging.Logger | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> Downloaded:
     """Stream `url` to `dest`, verifying length and completeness (the gzip end-of-stream marker
     of a `.csv.gz`, the footer magic of a `.parquet`), retrying transient failures.
@@ -427,7 +431,8 @@ def download(
     try after `give_up_after_seconds`; that bound also stops a transfer still going when it passes
     (a body that never ends, or trickles). A body over `max_bytes` (announced or received) fails at
     once, as does a `not_published` status (`NotPublished`). On failure `dest` is removed, so a
-    partial file is never left behind.
+    partial file is never left behind. `on_progress(bytes received, bytes announced or None)` is
+    called after each chunk written.
     """
     log = log or logging.getLogger(__name__)
     # A session of our own is closed at the end; a caller's stays open.
@@ -439,7 +444,7 @@ def download(
             attempt = next(tries)
             try:
                 size, sha256, fingerprint = _fetch_once(
-                    session, url, dest, timeout_seconds, suffix, not_published, deadline, max_bytes
+                    session, url, dest, timeout_seconds, suffix, not_published, deadline, max_bytes, on_progress
                 )
             except BaseException:
                 dest.unlink(missing_ok=True)  # no partial file, not even while pausing before a retry

@@ -30,7 +30,8 @@ def _running(process: subprocess.Popen, log: Path) -> bool:
 
 @contextlib.contextmanager
 def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
-    """`dagster dev` (webserver and daemon, SQLite instance with taxi_assets/dagster.yaml)."""
+    """`make dev` (taxi_assets/dev.py: `dg dev`, webserver and daemon, SQLite instance with
+    taxi_assets/dagster.yaml)."""
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "taxi_assets" / "dagster.yaml", home / "dagster.yaml")
@@ -38,7 +39,7 @@ def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
     env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_DATA_DIR": str(workdir / "data"), **env}
     with open(workdir / "dev.log", "wb") as log:
         dev = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "taxi_assets.dev", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,

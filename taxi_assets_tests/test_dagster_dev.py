@@ -1,9 +1,11 @@
-"""What a user does in the UI: `dagster dev`, then a partition backfill, run by the daemon."""
+"""What a user does in the UI: `make dev` (dg dev), then a partition backfill, run by the daemon."""
 
+import dagster as dg
 import duckdb
 import pytest
 
-from taxi_assets_harness.graphql import wait_until
+from taxi_assets.mirror import SAMPLE_NOTE
+from taxi_assets_harness.graphql import graphql, wait_until
 from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill
 from taxi_assets_tests.conftest import real_rows
 
@@ -31,3 +33,31 @@ def test_partition_backfill_from_the_ui(mirror, tmp_path):
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as conn:
         slices = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
     assert sorted(slices) == [("green", "2020-10", 500), ("yellow", "2021-01", 3000)]
+
+
+def test_after_the_demo_make_dev_backfills_the_sample_partitions_offline(tmp_path):
+    """`make dev` on make demo's data folder serves the bundled sample again: a backfill from the UI
+    of two sample partitions succeeds with no upstream reachable; the first page shows no modal."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / SAMPLE_NOTE).write_text("make demo\n")  # what the demo leaves there (test_demo checks it does)
+    partitions = ["yellow|2020-07-01", "fhv|2019-01-01"]
+    with dagster_dev(tmp_path, {"TAXI_SOURCE_URL": ""}) as port:
+        assert graphql(port, "{ shouldShowNux }") == {"shouldShowNux": False}  # nux: enabled: false
+        backfill = launch_backfill(port, partitions)
+
+        def runs_finished():
+            runs = backfill_runs(port, backfill)
+            done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            return runs if len(runs) == len(partitions) and len(done) == len(runs) else None
+
+        runs = wait_until(runs_finished, 240, "the backfill's runs")
+        log = (tmp_path / "dev.log").read_text()
+        assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"], log[-3000:]
+    assert "serving the bundled sample mirror" in log and "SupersessionWarning" not in log
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
+        slices = conn.execute("SELECT color, strftime(month, '%Y-%m'), count(*) FROM rides GROUP BY ALL").fetchall()
+    assert sorted(slices) == [("fhv", "2019-01", 18), ("yellow", "2020-07", 266)]
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [raw] = instance.fetch_materializations(dg.AssetKey("raw_trips"), limit=1).records
+    assert raw.asset_materialization.metadata["served_from"].value.startswith("bundled sample")

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from taxi_assets.mirror import SAMPLE_NOTE
+
 
 def test_demo_runs_offline_and_reports_every_stage(tmp_path):
     """The README's first command, minus the install: the bundled sample mirror through the graph."""
@@ -29,3 +31,4 @@ def test_demo_runs_offline_and_reports_every_stage(tmp_path):
     chart = tmp_path / "data" / "lake" / "reports" / "trips_per_month.png"
     assert f"chart: {chart}" in completed.stdout and chart.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "data" / "dagster_home" / "dagster.yaml").exists()
+    assert (tmp_path / "data" / SAMPLE_NOTE).exists()  # make dev serves the sample again (test_dagster_dev)

@@ -21,8 +21,17 @@ from taxi_assets.assets.analytics_sql import (
     TRIPS_PER_MONTH,
     ZONE_COVERAGE,
 )
-from taxi_assets.assets.common import LAKE_IO, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, markdown_table
+from taxi_assets.assets.common import (
+    LAKE_IO,
+    STORAGE_RETRY,
+    WAREHOUSE_KIND,
+    column_schema,
+    markdown_table,
+    per_partition,
+    shown_table_name,
+)
 from taxi_assets.io_manager import NewFile
+from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
@@ -30,7 +39,7 @@ from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
 from taxi_assets.sources import Source
-from taxi_assets.upstream import UpstreamError, redact
+from taxi_assets.upstream import UpstreamError, redact, zone_lookup_url
 
 ANALYTICS = "analytics"
 ZONE_COUNT = 265
@@ -80,6 +89,12 @@ def _read_zones(url: str, data: bytes) -> pd.DataFrame:
     return zones
 
 
+def _source_of_zones(source: TripSource, url: str) -> dict[str, object]:
+    """Where the lookup came from: its URL, or the public one and "bundled sample" (mirror.recorded_source)."""
+    origin = recorded_source(source.base, url, zone_lookup_url(PUBLIC_BASE_URL[source.spec.name]))
+    return {"source_url": dg.MetadataValue.url(origin.pop("source_url")), **origin}
+
+
 def build_taxi_zones(target: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=ZONES_KEY,
@@ -108,7 +123,7 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
-                "source_url": dg.MetadataValue.url(redact(url)),
+                **_source_of_zones(source, url),
                 "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
             },
             check_results=[
@@ -189,20 +204,23 @@ def build_monthly_trip_stats(
         # Never while the zones are missing: eager()'s "no dependency missing" counts them as
         # missing even in the tick that requests them (they load in a run of their own).
         automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
-        check_specs=[
-            dg.AssetCheckSpec(
-                TRIPS_ADD_UP,
-                asset=STATS_TABLE,
-                blocking=True,
-                description="Trips across boroughs add up to the slice's rows in `rides`",
-            ),
-            dg.AssetCheckSpec(
-                LOCATION_IDS_HAVE_ZONES,
-                asset=STATS_TABLE,
-                description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
-                "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
-            ),
-        ],
+        check_specs=per_partition(
+            partitions_def,
+            [
+                dg.AssetCheckSpec(
+                    TRIPS_ADD_UP,
+                    asset=STATS_TABLE,
+                    blocking=True,
+                    description="Trips across boroughs add up to the slice's rows in `rides`",
+                ),
+                dg.AssetCheckSpec(
+                    LOCATION_IDS_HAVE_ZONES,
+                    asset=STATS_TABLE,
+                    description="The slice of `rides`: the share of its pickup and dropoff location ids that the zone "
+                    "lookup does not know (trips counted under 'Unknown'); NULL ids are counted apart",
+                ),
+            ],
+        ),
     )
     def monthly_trip_stats(context: dg.AssetExecutionContext, warehouse: Warehouse):
         """Per pickup borough, for the month x color slice of `rides`: trips, passengers, total and
@@ -241,11 +259,11 @@ def build_monthly_trip_stats(
         counted = int(stats["trips"].sum()) if len(stats) else 0
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": len(stats),
-                "table": stats_table,
-                "boroughs": len(stats),
+                "dagster/row_count": len(stats),  # one row per pickup borough
+                "table": shown_table_name(stats_table),
+                "month": month.ym,
                 "trips": counted,
-                "preview": dg.MetadataValue.md(markdown_table(pa.Table.from_pandas(stats, preserve_index=False))),
+                "preview": dg.MetadataValue.md(stats_preview(stats)),
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -260,7 +278,7 @@ def build_monthly_trip_stats(
                     metadata={
                         "location_ids": ids,
                         "ids_without_zone": unknown,
-                        "share_without_zone": round(unknown / ids, 6) if ids else 0.0,
+                        "percent_without_zone": round(100 * unknown / ids, 2) if ids else 0.0,
                         "null_location_ids": missing,
                     },
                 ),
@@ -270,23 +288,70 @@ def build_monthly_trip_stats(
     return monthly_trip_stats
 
 
+def stats_preview(stats: pd.DataFrame) -> str:
+    """A partition's statistics as a Markdown table that fits the page: one row per borough (the
+    month and color are the partition's), money in dollars and cents, miles to two decimals, the tip
+    share as a percentage, counts as integers, "-" where a color has no such figure."""
+
+    def shown(value, form: str) -> str:
+        return "-" if value is None or pd.isna(value) else form.format(value)
+
+    rows = {
+        "pickup borough": stats["pickup_borough"],
+        "trips": [shown(v, "{:,}") for v in stats["trips"]],
+        "passengers": [shown(v, "{:,}") for v in stats["passengers"]],
+        "total fare $": [shown(v, "{:,.2f}") for v in stats["total_fare"]],
+        "median fare $": [shown(v, "{:,.2f}") for v in stats["median_fare"]],
+        "mean miles": [shown(v, "{:,.2f}") for v in stats["mean_distance"]],
+        "card tip %": [shown(v, "{:.1%}") for v in stats["card_tip_share"]],
+        "pickups outside month": [shown(v, "{:,}") for v in stats["pickups_outside_month"]],
+    }
+    return markdown_table(pa.table({name: pa.array(list(values), pa.string()) for name, values in rows.items()}))
+
+
 # One distinct line per taxi color.
 COLOR_OF = {"yellow": "#e0a800", "green": "#2ca02c", "fhv": "#6f42c1", "fhvhv": "#d62728"}
 
 
-def _chart_png(trips: pd.DataFrame) -> bytes:
+def monthly_trips(trips: pd.DataFrame) -> pd.DataFrame:
+    """Trips per month (rows, as YYYY-MM) and color (columns), every month from the first loaded to
+    the last: a month not loaded for a color is missing (NA), not 0 and not left out, so the chart
+    breaks its line there."""
+    months = pd.to_datetime(trips["month"])
+    if months.dt.tz is not None:  # BigQuery's TIMESTAMPs come back in UTC; a month is a month
+        months = months.dt.tz_convert(None)
+    months = months.dt.to_period("M")
+    table = (
+        trips.assign(month=months)
+        .pivot_table(index="month", columns="color", values="trips", aggfunc="sum")
+        .astype("Int64")  # counts: integers, NA where not loaded
+    )
+    if len(table):
+        table = table.reindex(pd.period_range(months.min(), months.max(), freq="M"))
+    table.index = table.index.strftime("%Y-%m")
+    table.index.name = "month"
+    table.columns.name = None
+    return table
+
+
+def chart_png(trips: pd.DataFrame) -> bytes:
+    """The chart of `trips` (month, color, trips rows) as a PNG: one line per color, broken where a
+    month is not loaded (a line across it would read as data), a marker on each loaded month."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     from matplotlib import pyplot as plt
 
+    table = monthly_trips(trips)
     figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
-    for color, rows in trips.groupby("color"):
-        rows = rows.sort_values("month")
-        axes.plot(rows["month"], rows["trips"], marker="o", linewidth=2, color=COLOR_OF.get(color), label=color)
+    x = pd.PeriodIndex(table.index, freq="M").to_timestamp()
+    for color in table.columns:
+        y = table[color].astype("float64")  # NA -> NaN: matplotlib draws no segment to or from it
+        axes.plot(x, y, marker="o", linewidth=2, color=COLOR_OF.get(color), label=color)
     axes.set_title("NYC TLC trips per month")
     axes.set_ylabel("trips")
-    axes.legend()
+    if len(table.columns):
+        axes.legend()
     axes.grid(alpha=0.3)
     figure.autofmt_xdate()
     buffer = io.BytesIO()
@@ -311,19 +376,24 @@ def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehous
     (`reports/trips_per_month.png`), shown here with its figures."""
     with failing_fast("trips_per_month_chart"):
         trips = warehouse.query(TRIPS_PER_MONTH[warehouse.dialect].format(stats=warehouse.table_name(STATS_TABLE)))
-    png = _chart_png(trips)
+    png = chart_png(trips)
     path = workdir.path("trips_per_month.png")
     with failing_fast("trips_per_month_chart"), writing(path):
         path.write_bytes(png)
-    table = trips.pivot_table(index="month", columns="color", values="trips", aggfunc="sum").reset_index()
-    table["month"] = pd.to_datetime(table["month"]).dt.strftime("%Y-%m")
+    table = monthly_trips(trips)
+    # The months loaded (a color that lacks one: a blank cell); the chart shows the gaps between.
+    figures = pa.Table.from_pandas(table.dropna(how="all").reset_index(), preserve_index=False)
     image = base64.b64encode(png).decode()
     return dg.MaterializeResult(
         value=NewFile(path),
         metadata={
+            # Dagster 1.13 has no image metadata: Markdown over 1,000 characters opens in one click
+            # ("[Show Markdown]") from the asset's page; the figures below, when short, show inline.
             "chart": dg.MetadataValue.md(f"![trips per month](data:image/png;base64,{image})"),
-            "trips_per_month": dg.MetadataValue.md(markdown_table(pa.Table.from_pandas(table, preserve_index=False))),
-            "months": int(trips["month"].nunique()),
+            "trips_per_month": dg.MetadataValue.md(markdown_table(figures)),
+            "months_loaded": int(trips["month"].nunique()),
+            "first_month": table.index[0] if len(table) else "none loaded",
+            "last_month": table.index[-1] if len(table) else "none loaded",
         },
     )
 

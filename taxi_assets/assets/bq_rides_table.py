@@ -4,12 +4,13 @@ import dagster as dg
 from pydantic import Field
 
 from taxi_assets.assets.clean_trips import not_applicable
-from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema
+from taxi_assets.assets.common import GROUP, STORAGE_RETRY, WAREHOUSE_KIND, column_schema, per_partition
 from taxi_assets.io_manager import LakeInput, NoFile
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress
 from taxi_assets.resources.errors import failing_fast
 from taxi_assets.resources.warehouse import Warehouse
-from taxi_assets.schema import RIDES_SCHEMA
+from taxi_assets.schema import RIDES_SCHEMA, RIDES_TABLE
 from taxi_assets.sources import Source
 
 SLICE_MATCHES_LAKE_FILE = "slice_matches_lake_file"
@@ -36,7 +37,7 @@ def build_bq_rides_table(source: Source, target: str, partitions_def: dg.Partiti
         kinds={WAREHOUSE_KIND[target], "table"},
         retry_policy=STORAGE_RETRY,
         pool="warehouse",
-        check_specs=RIDES_CHECKS,
+        check_specs=per_partition(partitions_def, RIDES_CHECKS),
     )
     def bq_rides_table(
         context: dg.AssetExecutionContext, config: RidesLoadConfig, gcs_parquet: LakeInput, warehouse: Warehouse
@@ -51,6 +52,11 @@ def build_bq_rides_table(source: Source, target: str, partitions_def: dg.Partiti
                 metadata=gcs_parquet.metadata, check_results=not_applicable(RIDES_CHECKS, gcs_parquet)
             )
         month = TripMonth.from_context(context, source.colors)
+        progress = Progress(context.log, "load")
+        progress.say(
+            f"{gcs_parquet.parquet.num_rows:,} rows from {gcs_parquet.uri} into the {month.color} {month.ym} slice of "
+            f"`{RIDES_TABLE}`, read by the warehouse"
+        )
         with failing_fast(month):
             load = warehouse.replace_slice(
                 source_uri=gcs_parquet.uri,
@@ -59,6 +65,7 @@ def build_bq_rides_table(source: Source, target: str, partitions_def: dg.Partiti
                 file_schema=source.schemas[month.color],
                 fill_passenger_count=config.fill_passenger_count,
             )
+        progress.done(f"{load.rows:,} rows in the slice, {load.table_rows:,} in `{load.table}`")
         lake_rows = gcs_parquet.parquet.num_rows
         filled = gcs_parquet.parquet.null_counts.get("passenger_count", 0) if config.fill_passenger_count else 0
         return dg.MaterializeResult(

@@ -8,12 +8,14 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from taxi_assets import layout
-from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table
+from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table, per_partition
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeInput, NewFile, NoFile
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.workdir import WorkDir
+from taxi_assets.schema import DROPOFF_COLUMN, PICKUP_COLUMN
 from taxi_assets.sources import Source
 
 HAS_ROWS = "has_rows"
@@ -65,17 +67,51 @@ def not_applicable(specs: list[dg.AssetCheckSpec], cell: NoFile) -> list[dg.Asse
     ]
 
 
-def _metadata(result: CleanResult, pinned: pa.Schema, raw_downloaded: bool) -> dict[str, object]:
+# The preview's columns, where the color has them: what a trip is, in a table that fits the page.
+PREVIEW_COLUMNS = (
+    "passenger_count",
+    "trip_distance",
+    "store_and_fwd_flag",  # upstream text: shown inert (markdown_text), like every cell
+    "pulocationid",
+    "dolocationid",
+    "fare_amount",
+    "tip_amount",
+    "total_amount",
+    "dispatching_base_num",
+)
+
+
+def preview_table(preview: pa.Table, color: str) -> str:
+    """The first rows, as Markdown: pickup and dropoff times and the columns above, amounts and
+    distances to two decimals."""
+    wanted = {PICKUP_COLUMN[color].lower(), DROPOFF_COLUMN[color].lower(), *PREVIEW_COLUMNS}
+    columns = [name for name in preview.column_names if name.lower() in wanted]
+    cells = {}
+    for name in columns:
+        values = preview.column(name).to_pylist()
+        if pa.types.is_floating(preview.schema.field(name).type):
+            values = [None if v is None else f"{v:.2f}" for v in values]
+        cells[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return markdown_table(pa.table(cells)) if cells else ""
+
+
+def _pickup_range(result: CleanResult) -> dict[str, str]:
+    """The earliest and latest pickups; left out when the file has no rows."""
+    if result.min_pickup is None:
+        return {}
+    return {"min_pickup": str(result.min_pickup), "max_pickup": str(result.max_pickup)}
+
+
+def _metadata(result: CleanResult, pinned: pa.Schema, raw_downloaded: bool, color: str) -> dict[str, object]:
     return {
         "dagster/row_count": result.rows,
         "dagster/column_schema": column_schema(pinned),
-        "preview": dg.MetadataValue.md(markdown_table(result.preview) if result.preview is not None else ""),
+        "preview": dg.MetadataValue.md(preview_table(result.preview, color) if result.preview is not None else ""),
         "null_counts": dg.MetadataValue.json({k: v for k, v in result.null_counts.items() if v}),
         "pickups_outside_month": result.pickups_outside_month,
         "dropoffs_before_pickup": result.dropoffs_before_pickup,
-        "min_pickup": str(result.min_pickup),
-        "max_pickup": str(result.max_pickup),
-        "parse_seconds": round(result.seconds, 3),
+        **_pickup_range(result),
+        "parse_seconds": round(result.seconds, 2),
         "raw_file_downloaded": raw_downloaded,
     }
 
@@ -101,19 +137,15 @@ def _checks(
             metadata={
                 "rows_rejected": result.rows_rejected,
                 "source_lines": source_lines,
-                "rejected_fraction": round(rejected_share, 6),
-                "max_rejected_fraction": config.max_rejected_fraction,
+                "rejected_percent": round(100 * rejected_share, 3),
+                "max_rejected_percent": round(100 * config.max_rejected_fraction, 3),
             },
         ),
         dg.AssetCheckResult(
             check_name=PICKUPS_WITHIN_MONTH,
             passed=result.pickups_outside_month == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "pickups_outside_month": result.pickups_outside_month,
-                "min_pickup": str(result.min_pickup),
-                "max_pickup": str(result.max_pickup),
-            },
+            metadata={"pickups_outside_month": result.pickups_outside_month, **_pickup_range(result)},
         ),
         dg.AssetCheckResult(
             check_name=DROPOFF_NOT_BEFORE_PICKUP,
@@ -135,7 +167,7 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
             source=source.name,
             rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
         ),
-        check_specs=CLEAN_CHECKS,
+        check_specs=per_partition(partitions_def, CLEAN_CHECKS),
     )
     def clean_trips(
         context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeInput, workdir: WorkDir
@@ -162,6 +194,12 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
         out = workdir.path(f"{month.file_stem}.parquet")
         rejected = workdir.path(f"{month.file_stem}.rejected.csv.gz") if config.on_bad_rows == "quarantine" else None
         raw_downloaded = raw_trips.downloads
+        progress = Progress(context.log, "parse")
+        progress.say(f"{raw_trips.uri} ({megabytes(raw_trips.size)}) with the {month.color} pinned schema")
+
+        def parsing(rows: int, rejected_rows: int) -> None:
+            progress.update(lambda: f"{rows:,} rows parsed, {rejected_rows:,} rejected")
+
         with failing_fast(month), raw_trips.local_copy() as raw_path, writing(out):
             try:
                 result = clean_trip_file(
@@ -173,9 +211,14 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
                     month_end=month.next_month,
                     file_label=label,
                     rejected_path=rejected,
+                    on_progress=parsing,
                 )
             except BadTripFile as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        progress.done(
+            f"{result.rows:,} rows parsed, {result.rows_rejected:,} rejected, "
+            f"{megabytes(out.stat().st_size)} of Parquet ({result.rows / max(progress.seconds, 1e-6):,.0f} rows/s)"
+        )
         if rejected is not None and raw_trips.key.endswith(".parquet"):
             context.log.warning(
                 "on_bad_rows: quarantine applies to CSV files; a Parquet file's values are typed already"
@@ -184,7 +227,7 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
             context.log.warning(f"{label}: {result.rows_rejected} rows set aside (quarantine)")
         return dg.MaterializeResult(
             value=NewFile(out, side_files={"rejected": rejected if result.rows_rejected else None}),
-            metadata={**_metadata(result, pinned, raw_downloaded), "rows_rejected": result.rows_rejected},
+            metadata={**_metadata(result, pinned, raw_downloaded, month.color), "rows_rejected": result.rows_rejected},
             check_results=_checks(result, pq.read_schema(out), pinned, config),
         )
 

@@ -1,6 +1,7 @@
 """What the assets share: their group, IO manager, kinds, retry policy and metadata helpers."""
 
 import re
+import warnings
 
 import dagster as dg
 import pyarrow as pa
@@ -15,6 +16,31 @@ WAREHOUSE_KIND = {"local": "duckdb", "gcp": "bigquery"}
 # A blip of the lake or the warehouse (a 5xx, a lock held a moment too long). Setup errors
 # (403, a missing bucket) skip it: see resources/errors.py.
 STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def per_partition(partitions_def: dg.PartitionsDefinition, specs: list[dg.AssetCheckSpec]) -> list[dg.AssetCheckSpec]:
+    """The checks of a partitioned asset as partitioned checks: each result records the partition it
+    checked, and the UI lists results per partition (without, its checks tab says "Partition -").
+    Dagster 1.13 supports them as a preview; its PreviewWarning is silenced here, where we chose it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [
+            dg.AssetCheckSpec(
+                spec.name,
+                asset=spec.asset_key,
+                description=spec.description,
+                blocking=spec.blocking,
+                metadata=spec.metadata,
+                partitions_def=partitions_def,
+            )
+            for spec in specs
+        ]
+
+
+def shown_table_name(sql_name: str) -> str:
+    """A table's name as users type it: `"monthly_trip_stats"` (DuckDB's quoting) reads
+    monthly_trip_stats, `` `project.dataset.table` `` reads project.dataset.table."""
+    return sql_name.replace('"', "").replace("`", "")
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:

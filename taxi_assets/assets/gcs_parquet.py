@@ -5,6 +5,7 @@ import dagster as dg
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, STORAGE_RETRY
 from taxi_assets.io_manager import LakeInput, NoFile, PublishCopy
+from taxi_assets.progress import Progress, megabytes
 from taxi_assets.sources import Source
 
 
@@ -25,6 +26,10 @@ def build_gcs_parquet(source: Source, target: str, partitions_def: dg.Partitions
         A cell with no upstream file publishes nothing."""
         if isinstance(clean_trips, NoFile):
             return dg.MaterializeResult(value=clean_trips, metadata=clean_trips.metadata)
+        Progress(context.log, "publish").say(
+            f"{clean_trips.parquet.num_rows:,} rows ({megabytes(clean_trips.size)}) from {clean_trips.uri}, "
+            "copied by the lake"
+        )
         return dg.MaterializeResult(
             value=PublishCopy(clean_trips), metadata={"dagster/row_count": clean_trips.parquet.num_rows}
         )

@@ -8,7 +8,9 @@ from pydantic import Field
 from taxi_assets import layout
 from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
 from taxi_assets.io_manager import LakeFile, NewFile, NoFile, stored_file
+from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.source import TripSource
@@ -89,29 +91,46 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
             stored = stored_file(context, lake)
             previous = _unchanged_upstream(context, month, source, stored)
             if previous is not None:
-                context.log.info(f"{redact(url)} unchanged since it was downloaded; keeping the lake's raw copy")
+                context.log.info(
+                    f"download skipped: {redact(url)} unchanged since it was downloaded; keeping the lake's raw copy"
+                )
                 kept = {k: v for k, v in previous.items() if not k.startswith("download_")}
                 return dg.MaterializeResult(
                     value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
                 )
         dest = workdir.path(f"{month.file_stem}{source.spec.suffix}")
+        progress = Progress(context.log, "download")
+        progress.say(f"{redact(url)}")
+
+        def downloading(size: int, announced: int | None) -> None:
+            of = f" of {megabytes(announced)} ({size / announced:.0%})" if announced else ""
+            progress.update(lambda: f"{megabytes(size)}{of}, {size / 1e6 / max(progress.seconds, 1e-6):,.1f} MB/s")
+
         try:
             with failing_fast(month), writing(dest):
-                got = source.fetch(month, dest, log=context.log)
+                got = source.fetch(month, dest, log=context.log, on_progress=downloading)
         except UpstreamError as exc:
             # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
             raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
+        attempts = f", {got.attempts} attempts" if got.attempts > 1 else ""
+        progress.done(f"{megabytes(got.size)} at {got.size / 1e6 / max(got.seconds, 1e-6):,.1f} MB/s{attempts}")
+        public_url = source.spec.url(PUBLIC_BASE_URL[source.spec.name], month.color, month.ym)
+        origin = recorded_source(source.base, redact(url), public_url)
+        server = got.fingerprint
         return dg.MaterializeResult(
             value=NewFile(got.path),
             metadata={
-                "source_url": dg.MetadataValue.url(redact(url)),
+                "source_url": dg.MetadataValue.url(origin.pop("source_url")),
+                **origin,  # "served_from": the bundled sample, when it was
                 "sha256": got.sha256,
-                "source_etag": str(got.fingerprint.etag),
-                "source_last_modified": str(got.fingerprint.last_modified),
-                FINGERPRINT: got.fingerprint.token(),
+                # What the server said of its version; a header it did not send is left out.
+                **({"source_etag": server.etag} if server.etag else {}),
+                **({"source_last_modified": server.last_modified} if server.last_modified else {}),
+                # ETag|Last-Modified|size as the sensor compares them ("None" where a header was not sent).
+                FINGERPRINT: server.token(),
                 "download_skipped": False,
                 "download_attempts": got.attempts,
-                "download_seconds": round(got.seconds, 3),
+                "download_seconds": round(got.seconds, 2),
                 "download_mb_per_s": round(got.size / 1e6 / max(got.seconds, 1e-6), 1),
             },
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,6 +91,7 @@ def _convert(
     stats: MonthStats,
     rejected: Rejected | None,
     file_label: str,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     row_groups = RowGroups(out_path, pinned)
     parsed = 0
@@ -103,6 +104,8 @@ def _convert(
             batch = to_pinned(raw_batch, pinned, stats.result.rows, file_label)
             stats.add(batch)
             row_groups.add(batch)
+            if on_progress is not None:
+                on_progress(stats.result.rows, len(rejected.reasons) if rejected is not None else 0)
     finally:
         row_groups.close()
 
@@ -117,6 +120,7 @@ def clean_trip_file(
     month_end: dt.date,
     file_label: str,
     rejected_path: Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> CleanResult:
     """Parse a raw file (a release's CSV.gz, or one of the TLC's Parquet files) into Parquet at
     `out_path` with the color's pinned `schema` (the source's, `Source.schemas[color]`).
@@ -124,7 +128,8 @@ def clean_trip_file(
     Raises BadTripFile naming the file, the column and the line for a wrong header or a value
     that does not parse. With `rejected_path` (quarantine), rows that do not parse are set aside
     instead, written there with their line numbers and reasons (no file when there are none). On
-    failure `out_path` and `rejected_path` are removed.
+    failure `out_path` and `rejected_path` are removed. `on_progress(rows written, rows rejected)`
+    is called after each batch.
     """
     started = time.perf_counter()
     stats = MonthStats(color, schema, month_start, month_end)
@@ -134,12 +139,12 @@ def clean_trip_file(
             batches = prefetched(
                 parquet_batches(raw_path, color, schema, file_label), PARQUET_PREFETCH, name="parquet-read"
             )
-            _convert(batches, out_path, schema, stats, None, file_label)
+            _convert(batches, out_path, schema, stats, None, file_label, on_progress)
         elif rejected_path is not None:
             names = header_to_pinned(color, schema, read_header(raw_path, file_label), file_label)
             rejected = Rejected()
             source = CsvSource.as_text(raw_path, names, file_label, rejected.on_invalid_row)
-            _convert(source.batches(), out_path, schema, stats, rejected, file_label)
+            _convert(source.batches(), out_path, schema, stats, rejected, file_label, on_progress)
             stats.result.rows_rejected = len(rejected.reasons)
             if rejected.reasons:
                 write_rejected(raw_path, rejected, rejected_path)
@@ -147,11 +152,11 @@ def clean_trip_file(
             names = header_to_pinned(color, schema, read_header(raw_path, file_label), file_label)
             try:
                 source = CsvSource.with_schema(raw_path, schema, names, file_label)
-                _convert(source.batches(), out_path, schema, stats, None, file_label)
+                _convert(source.batches(), out_path, schema, stats, None, file_label, on_progress)
             except IntegersWrittenAsFloats:
                 stats = MonthStats(color, schema, month_start, month_end)
                 source = CsvSource.with_schema(raw_path, schema, names, file_label, integers_as_floats=True)
-                _convert(source.batches(), out_path, schema, stats, None, file_label)
+                _convert(source.batches(), out_path, schema, stats, None, file_label, on_progress)
     except BaseException:
         out_path.unlink(missing_ok=True)
         if rejected_path is not None:

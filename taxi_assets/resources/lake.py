@@ -31,14 +31,15 @@ class LakeObject:
     crc32c: str | None = None
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
+        # One entry per fact: a local file's URI is its path.
+        local = self.uri.startswith("/")
         entries: dict[str, dg.MetadataValue] = {
-            "uri": dg.MetadataValue.text(self.uri),
+            "uri": dg.MetadataValue.path(self.uri) if local else dg.MetadataValue.text(self.uri),
             "size_bytes": dg.MetadataValue.int(self.size),
         }
-        if self.uri.startswith("/"):
-            entries["path"] = dg.MetadataValue.path(self.uri)
-        if self.generation is not None:
-            entries["generation"] = dg.MetadataValue.text(str(self.generation))
+        if self.generation is not None and not local:  # a folder's stand-in (an mtime) means nothing to a user
+            # GCS's version of the object, written as gcloud takes it: gs://bucket/key#generation.
+            entries["generation"] = dg.MetadataValue.text(f"{self.uri}#{self.generation}")
         if self.md5:
             entries["md5"] = dg.MetadataValue.text(self.md5)
         if self.crc32c:

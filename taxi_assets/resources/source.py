@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -95,7 +96,13 @@ class TripSource(dg.ConfigurableResource):
     def url_for(self, month: TripMonth) -> str:
         return self.spec.url(self.base, month.color, month.ym)
 
-    def fetch(self, month: TripMonth, dest: Path, log: logging.Logger | None = None) -> Downloaded:
+    def fetch(
+        self,
+        month: TripMonth,
+        dest: Path,
+        log: logging.Logger | None = None,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> Downloaded:
         return download(
             self.url_for(month),
             dest,
@@ -107,6 +114,7 @@ class TripSource(dg.ConfigurableResource):
             suffix=self.spec.suffix,
             not_published=self.spec.not_published,
             log=log,
+            on_progress=on_progress,
         )
 
     def zone_lookup(self) -> tuple[str, bytes]:
