@@ -430,8 +430,11 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
         # measured on a quiet machine); 45 s leaves room for a loaded one (39 s seen at load 10).
         for run in lost:
             assert run["endTime"] - restarted_at < 45, run["endTime"] - restarted_at
-        for run in failed:  # each failed run (lost, or launched while Redis was down) retried once
-            assert [r["status"] for r in ran if _tags(r).get("dagster/parent_run_id") == run["runId"]] == ["SUCCESS"]
+        # Each failed run (lost, or launched while Redis was down) was retried, and its partition
+        # succeeded (above): on a loaded machine a retry itself was once caught by the fault too and
+        # retried again (run_retries allows 2), which is the deployment doing its job.
+        for run in failed:
+            assert any(_tags(r).get("dagster/parent_run_id") == run["runId"] for r in ran), run["runId"]
         for worker in workers:  # both lost the broker and came back to it
             assert "Connection to broker lost" in (worker / "home" / "worker-logs" / "worker.log").read_text()
     print(f"broker restart test: fault-free {fault_free:.0f} s, with the restart {with_fault:.0f} s")
