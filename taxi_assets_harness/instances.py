@@ -37,25 +37,14 @@ def dagster_dev(workdir: Path, env: dict[str, str]) -> Iterator[int]:
     shutil.copyfile(ROOT / "taxi_assets" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "TAXI_DATA_DIR": str(workdir / "data"), **env}
-    with open(workdir / "dev.log", "wb") as log:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "taxi_assets.dev", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until(lambda: _running(dev, workdir / "dev.log") and location_loaded(port), 180, "dagster dev")
+    with _serving(
+        "dagster dev",
+        [sys.executable, "-m", "taxi_assets.dev", "-h", "127.0.0.1", "-p", str(port)],
+        env,
+        workdir / "dev.log",
+        port,
+    ):
         yield port
-    finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
 
 
 @contextlib.contextmanager
@@ -65,18 +54,23 @@ def webserver(home: Path, env: dict[str, str], log: Path) -> Iterator[int]:
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), **env}
     binary = Path(sys.executable).parent / "dagster-webserver"
+    with _serving(
+        "dagster-webserver", [str(binary), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], env, log, port
+    ):
+        yield port
+
+
+@contextlib.contextmanager
+def _serving(what: str, command: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[None]:
+    """`command` (dagster dev or the webserver) in a session of its own, logging to `log`, until its
+    code location has loaded on `port`; stopped with its children after (SIGTERM, then SIGKILL)."""
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [str(binary), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        wait_until(lambda: _running(server, log) and location_loaded(port), 180, "dagster-webserver")
-        yield port
+        wait_until(lambda: _running(server, log) and location_loaded(port), 180, what)
+        yield
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -168,6 +162,17 @@ def backfill_runs(port: int, backfill_id: str, limit: int = 1000) -> list[dict]:
         f"{{ runs(limit: {limit}) {{ runId status startTime endTime tags {{ key value }} "
         f"stepStats {{ startTime endTime }} }} }} }} }}",
     )["partitionBackfillOrError"]["runs"]
+
+
+def finished_backfill_runs(port: int, backfill_id: str, count: int, timeout: float = 240) -> list[dict]:
+    """The backfill's runs once there are `count` of them and every one has finished."""
+
+    def finished():
+        found = backfill_runs(port, backfill_id)
+        done = [r for r in found if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+        return found if len(found) == count and len(done) == len(found) else None
+
+    return wait_until(finished, timeout, "the backfill's runs")
 
 
 def latest_materialization_ms(port: int, asset: str) -> float | None:

@@ -9,13 +9,17 @@ that to seconds unless constraints.txt changes (then 2 to 3 minutes here for the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from taxi_assets_harness.graphql import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/debian-python:bookworm"
@@ -115,3 +119,19 @@ def build_image(scratch: Path, tag: str = IMAGE, index_url: str | None = None) -
         pytest.fail(f"podman build failed: {build.stdout[-4000:]}{build.stderr[-4000:]}")
     print(f"image {tag}: built in {time.monotonic() - started:.0f} s")
     return tag
+
+
+@contextlib.contextmanager
+def podman_api_socket(folder: Path) -> Iterator[Path]:
+    """podman's Docker API on a socket of the test's own, as podman makes it: root's, 0600."""
+    path = folder / "podman.sock"
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{path}"], env=podman_env(), stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(path.exists, 30, "podman's API socket")
+        assert path.stat().st_mode & 0o077 == 0
+        yield path
+    finally:
+        service.terminate()
+        service.wait(timeout=30)

@@ -34,7 +34,7 @@ from taxi_assets_harness.graphql import location_loaded, wait_until
 from taxi_assets_harness.instances import backfill_runs, launch_backfill
 from taxi_assets_harness.ports import free_port
 from taxi_assets_tests.conftest import Mirror, real_rows
-from taxi_assets_tests.containers import NO_PODMAN, ROOT, build_image, podman, podman_env
+from taxi_assets_tests.containers import NO_PODMAN, ROOT, build_image, podman, podman_api_socket, podman_env
 
 PODMAN_COMPOSE = shutil.which("podman-compose") or str(Path(sys.executable).with_name("podman-compose"))
 POSTGRES_IMAGE = "localhost/taxi-postgres:test"
@@ -84,23 +84,6 @@ class DockerAPI:
         }
 
 
-@contextlib.contextmanager
-def docker_api_socket(folder: Path):
-    """podman's Docker API on a socket of the test's own, as podman makes it (root's, 0600): only the
-    proxy service, root in its container, opens it."""
-    path = folder / "podman.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{path}"], env=podman_env(), stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until(path.exists, 30, "podman's API socket")
-        assert path.stat().st_mode & 0o077 == 0
-        yield path
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
-
-
 def postgres_image(folder: Path) -> str:
     if podman("image", "exists", POSTGRES_IMAGE, check=False).returncode != 0:
         build = podman(
@@ -128,7 +111,7 @@ def test_compose_on_podman_backfills_in_a_container_per_run(tmp_path, tmp_path_f
     subprocess.run(["chmod", "-R", "o+rX", str(mirror.root)], check=True)
 
     port = free_port()
-    with docker_api_socket(tmp_path) as sock:
+    with podman_api_socket(tmp_path) as sock:
         env = {
             **podman_env(),
             "TAXI_IMAGE": image,

@@ -5,8 +5,8 @@ import duckdb
 import pytest
 
 from taxi_assets.mirror import SAMPLE_NOTE
-from taxi_assets_harness.graphql import graphql, wait_until
-from taxi_assets_harness.instances import backfill_runs, dagster_dev, launch_backfill
+from taxi_assets_harness.graphql import graphql
+from taxi_assets_harness.instances import dagster_dev, finished_backfill_runs, launch_backfill
 from taxi_assets_tests.conftest import real_rows
 
 pytestmark = pytest.mark.slow
@@ -19,12 +19,7 @@ def test_partition_backfill_from_the_ui(mirror, tmp_path):
     with dagster_dev(tmp_path, {"TAXI_SOURCE_URL": mirror.base_url}) as port:
         backfill = launch_backfill(port, PARTITIONS)
 
-        def runs_finished():
-            runs = backfill_runs(port, backfill)
-            done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
-            return runs if len(runs) == len(PARTITIONS) and len(done) == len(runs) else None
-
-        runs = wait_until(runs_finished, 240, "the backfill's runs")
+        runs = finished_backfill_runs(port, backfill, len(PARTITIONS))
         partitions = {
             tag["value"]: run["status"] for run in runs for tag in run["tags"] if tag["key"] == "dagster/partition"
         }
@@ -46,12 +41,7 @@ def test_after_the_demo_make_dev_backfills_the_sample_partitions_offline(tmp_pat
         assert graphql(port, "{ shouldShowNux }") == {"shouldShowNux": False}  # nux: enabled: false
         backfill = launch_backfill(port, partitions)
 
-        def runs_finished():
-            runs = backfill_runs(port, backfill)
-            done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
-            return runs if len(runs) == len(partitions) and len(done) == len(runs) else None
-
-        runs = wait_until(runs_finished, 240, "the backfill's runs")
+        runs = finished_backfill_runs(port, backfill, len(partitions))
         log = (tmp_path / "dev.log").read_text()
         assert [run["status"] for run in runs] == ["SUCCESS", "SUCCESS"], log[-3000:]
     assert "serving the bundled sample mirror" in log and "SupersessionWarning" not in log

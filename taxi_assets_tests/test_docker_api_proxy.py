@@ -15,13 +15,11 @@ that records what reaches it.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import shutil
 import socket
 import socketserver
-import subprocess
 import sys
 import threading
 import time
@@ -31,7 +29,15 @@ import pytest
 import yaml
 
 from taxi_assets_harness.graphql import wait_until
-from taxi_assets_tests.containers import BASE_IMAGE, NO_PODMAN, ROOT, UID, build_image, podman, podman_env
+from taxi_assets_tests.containers import (
+    BASE_IMAGE,
+    NO_PODMAN,
+    ROOT,
+    UID,
+    build_image,
+    podman,
+    podman_api_socket,
+)
 
 sys.path.insert(0, str(ROOT / "deploy"))
 import docker_api_proxy  # noqa: E402 - deploy/ is on PYTHONPATH in the image, not in the package
@@ -344,22 +350,6 @@ def test_refused_requests_never_reach_the_engine_and_creates_arrive_hardened(pro
 # -- on podman ----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def engine_socket(folder: Path):
-    """podman's Docker API on a socket of the test's own, as podman makes it: root's, 0600."""
-    path = folder / "podman.sock"
-    process = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{path}"], env=podman_env(), stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until(path.exists, 30, "podman's API socket")
-        assert path.stat().st_mode & 0o077 == 0
-        yield path
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def proxy_logs() -> str:
     logs = podman("logs", PROXY, capture_output=True, check=False)
     return logs.stdout + logs.stderr
@@ -396,7 +386,7 @@ def test_the_daemons_access_leads_to_run_containers_only(tmp_path, tmp_path_fact
     escaped_marker.unlink(missing_ok=True)
     proxy_service = service("docker-api")
     started = time.monotonic()
-    with engine_socket(tmp_path) as sock:
+    with podman_api_socket(tmp_path) as sock:
         try:
             podman("network", "create", RUN_NETWORK, capture_output=True)
             podman("network", "create", "--internal", API_NETWORK, capture_output=True)
