@@ -30,8 +30,6 @@ object a moment earlier (the gcp target, raw_trips then clean_trips), the handle
 local file it uploaded: nothing is downloaded again. A month never has to fit in memory.
 """
 
-from __future__ import annotations
-
 import contextlib
 import shutil
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -59,7 +57,7 @@ class ParquetFacts:
     null_counts: dict[str, int]
 
     @classmethod
-    def from_footer(cls, footer: pq.FileMetaData) -> ParquetFacts:
+    def from_footer(cls, footer: pq.FileMetaData) -> "ParquetFacts":
         names = footer.schema.names
         nulls = dict.fromkeys(names, 0)
         for group in range(footer.num_row_groups):
@@ -101,7 +99,7 @@ class LakeFile(LakeInput):
     fetch: Callable[[Path], Path] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, lake: Lake, stored: LakeObject, parquet: ParquetFacts | None, local: Path | None = None) -> LakeFile:
+    def of(cls, lake: Lake, stored: LakeObject, parquet: ParquetFacts | None, local: Path | None = None) -> "LakeFile":
         """A handle on `stored`: its bytes where they already are on this machine (the lake's own
         folder, or `local`), fetched from `lake` otherwise."""
         return cls(
@@ -220,6 +218,8 @@ def stored_file(context: dg.AssetExecutionContext, lake: Lake) -> LakeFile | Non
 class LakeIOManager(dg.ConfigurableIOManager):
     """Stores each lake asset where its definition metadata says, one partition per run."""
 
+    # A real annotation, not a string: this module has no `from __future__ import annotations`, since
+    # with one Dagster 1.13 refuses the lake configured at launch that targets.py passes here.
     lake: Lake
     # This process's stored objects whose bytes are still on local disk, and footers already read:
     # key -> (generation, value). Lives as long as the run's resources.

@@ -21,9 +21,14 @@ from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.settings import TARGETS
 
+# Each lake is built `configure_at_launch`: the IO manager holds the lake as a nested resource, and
+# Dagster 1.13 gives a nested resource built whole the values it was built with, so a run's config
+# for `lake` (its bounds, say) would reach `raw_trips` but not the IO manager that stores the files.
+# Partly configured, the one `lake` key is configured once per run, for both.
+
 
 def _local() -> tuple[Lake, Warehouse]:
-    return LocalLake(), DuckDBWarehouse(database=str(settings.duckdb_path()))
+    return LocalLake.configure_at_launch(), DuckDBWarehouse(database=str(settings.duckdb_path()))
 
 
 def _gcp() -> tuple[Lake, Warehouse]:
@@ -34,7 +39,7 @@ def _gcp() -> tuple[Lake, Warehouse]:
 
     project = dg.EnvVar("GCP_PROJECT")
     gcs = TaxiGCSResource(project=project)
-    lake = GCSLake(gcs=gcs, bucket=dg.EnvVar("GCS_BUCKET"))
+    lake = GCSLake.configure_at_launch(gcs=gcs, bucket=dg.EnvVar("GCS_BUCKET"))
     warehouse = BigQueryWarehouse(
         bigquery=TaxiBigQueryResource(project=project), gcs=gcs, dataset=dg.EnvVar("BQ_DATASET")
     )

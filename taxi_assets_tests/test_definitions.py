@@ -116,7 +116,7 @@ def test_gcp_target_loads_without_its_settings_until_launch(monkeypatch):
     from taxi_assets.definitions import build_defs
 
     defs = build_defs("gcp", "releases")
-    assert type(defs.resources["lake_io_manager"].lake).__name__ == "GCSLake"
+    assert defs.resources["lake_io_manager"].lake.resource_cls.__name__ == "GCSLake"
     assert defs.resources["lake"] is defs.resources["lake_io_manager"].lake  # raw_trips asks the same lake
     assert type(defs.resources["warehouse"]).__name__ == "BigQueryWarehouse"
     assert defs.resolve_job_def("trips_job") is not None

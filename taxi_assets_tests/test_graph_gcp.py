@@ -350,3 +350,48 @@ def test_a_run_killed_while_storing_a_table_leaves_no_key_file(gcp_env, mirror, 
         token.close()
     assert during == []
     assert _files_holding(tmp_path, needle) == []
+
+
+@pytest.mark.parametrize("asset, folder", [("raw_trips", "raw"), ("clean_trips", "staging/clean_trips")])
+def test_a_lake_outage_while_storing_a_trip_file_is_retried_by_dagster(
+    gcp_emulators, gcp_env, mirror, instance, monkeypatch, asset, folder
+):
+    """Every upload of the step's file refused with 503 for 1.5 s, through a proxy in front of the GCS
+    emulator, with the lake's bounds set short in run config: the library gives up after 1 s, the
+    step fails as retryable, and Dagster's retry policy stores the file on a later attempt; one
+    object, the whole partition lands."""
+    from taxi_assets_tests.emulators import RewritingProxy, google_error
+
+    payload = google_error(503, "UNAVAILABLE", "backendError", "backendError: injected for 1.5 s")
+    refusals: list[float] = []  # when each refused upload came
+
+    def refuse_for_a_while(method, path, body):
+        if not (method == "POST" and path.startswith("/upload/") and f'"name": "{folder}/'.encode() in (body or b"")):
+            return None
+        if refusals and time.monotonic() - refusals[0] >= 1.5:
+            return None
+        refusals.append(time.monotonic())
+        return 503, payload
+
+    proxy = RewritingProxy(gcp_emulators.storage_host, answer=refuse_for_a_while)
+    _publish(mirror, ["yellow|2020-07-01"])
+    bounds = {"call_deadline_seconds": 1.0, "first_pause_seconds": 0.05}  # for the IO manager's lake too
+    with proxy.running() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        result = run_partition(
+            build_test_defs("gcp", mirror),
+            "yellow|2020-07-01",
+            instance,
+            run_config={"resources": {"lake": {"config": bounds}}},
+        )
+    assert result.success, step_failure_messages(result)
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == asset]
+    assert len(retries) >= 1
+    assert len(refusals) >= 3  # the library retried within its bound before the step gave up
+    assert _slices(gcp_emulators, gcp_env) == {("yellow", "2020-07"): 266}
+    bucket = storage.Client(
+        project=gcp_env["project"],
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcp_emulators.storage_host},
+    ).bucket(gcp_env["bucket"])
+    assert len([b.name for b in bucket.list_blobs(prefix=f"{folder}/yellow/")]) == 1

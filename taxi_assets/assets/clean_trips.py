@@ -8,7 +8,15 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from taxi_assets import layout
-from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, column_schema, markdown_table, per_partition
+from taxi_assets.assets.common import (
+    GROUP,
+    LAKE_IO,
+    LAKE_KIND,
+    STORAGE_RETRY,
+    column_schema,
+    markdown_table,
+    per_partition,
+)
 from taxi_assets.cleaning import BadTripFile, CleanResult, clean_trip_file
 from taxi_assets.io_manager import LakeInput, NewFile, NoFile
 from taxi_assets.partitions import TripMonth
@@ -168,6 +176,7 @@ def build_clean_trips(source: Source, target: str, partitions_def: dg.Partitions
             rejected=layout.partition_path("rejected", ".csv.gz"),  # the quarantined lines, if any
         ),
         check_specs=per_partition(partitions_def, CLEAN_CHECKS),
+        retry_policy=STORAGE_RETRY,  # a lake blip while reading the raw file or storing the Parquet
     )
     def clean_trips(
         context: dg.AssetExecutionContext, config: CleanTripsConfig, raw_trips: LakeInput, workdir: WorkDir

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from taxi_assets import layout
-from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND
+from taxi_assets.assets.common import GROUP, LAKE_IO, LAKE_KIND, STORAGE_RETRY
 from taxi_assets.io_manager import LakeFile, NewFile, NoFile, stored_file
 from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
@@ -66,6 +66,9 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
             layout.partition_path("raw", source.suffix), source=source.name
         ),  # .parquet from the TLC
         pool="upstream",  # limits concurrent downloads across runs (deploy/dagster.yaml)
+        # A lake blip while storing the file. Not the download: its own retries are bounded inside
+        # the step, and its errors fail without a step retry (below).
+        retry_policy=STORAGE_RETRY,
     )
     def raw_trips(
         context: dg.AssetExecutionContext,
