@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 BROKER, BACKEND = "DAGSTER_CELERY_BROKER_URL", "DAGSTER_CELERY_BACKEND_URL"
 # Long enough for a broker across a WAN and a TLS handshake, short enough that a wrong address
-# fails `make serve` at once (the Celery client's own retries took 18 s per launch).
+# fails `make serve` at once (the Celery client's own retries held each launch for many seconds).
 CHECK_TIMEOUT_SECONDS = 5.0
 SCHEMES = ("redis", "rediss", "redis+socket", "socket")
 # Query parameters Celery and kombu read for TLS (rediss://...?ssl_cert_reqs=required&ssl_ca_certs=...).

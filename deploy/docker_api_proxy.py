@@ -50,8 +50,8 @@ from dataclasses import dataclass
 log = logging.getLogger("docker_api_proxy")
 
 RUN_LABEL = "taxi-assets.run-container"  # set by the proxy on every container it creates
-# A run's create body is 10-40 KB (its command carries the job origin and the instance ref; the
-# environment the GCP key); 1 MiB leaves room for that and still bounds what a request can hold.
+# A run's create body carries the job origin and the instance ref (its command) and the GCP key
+# (its environment): 1 MiB leaves room for that and still bounds what a request can hold.
 MAX_BODY_BYTES = 1 << 20
 # Engine calls that return at once (create, inspect, start); waits, stops and pulls get no bound.
 UPSTREAM_TIMEOUT_SECONDS = 120

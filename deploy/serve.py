@@ -47,7 +47,7 @@ LOCATION = "taxi_assets"
 # exist yet is created by the first step that asks for it, and two runs doing so at the same moment
 # fail on PostgreSQL's unique key (seen with Celery workers starting runs side by side).
 POOL_LIMITS = {
-    "warehouse": 1,  # bq_rides_table: DuckDB takes one writer; BigQuery cancels concurrent transactions on one table
+    "warehouse": 1,  # bq_rides_table, monthly_trip_stats: DuckDB, one writer; BigQuery aborts concurrent transactions
     "upstream": 2,  # raw_trips: concurrent downloads from GitHub, whatever the number of runs
 }
 # How often the daemon's backfill loop looks at backfills: Dagster fixes it at 30 s (no instance

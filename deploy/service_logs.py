@@ -20,8 +20,8 @@ from typing import IO
 
 from taxi_assets.disk import space_left
 
-# 20 MB holds about 4 days of an idle daemon's output (3.2 KB a minute) or about 3000 runs of the
-# code server's (6.4 KB each); 5 old files keep about 3 weeks of an idle daemon in 120 MB.
+# A service log is rotated at a size that holds days of an idle daemon's output, and a few old
+# files keep weeks of it, in little space (figures: docs/deploy.md#disk-logs-and-retention).
 DEFAULT_MAX_MB, DEFAULT_KEEP = 20.0, 5
 LINE_LIMIT = 64 * 1024  # a line longer than this is written in pieces (no unbounded read)
 REPORT_EVERY_SECONDS = 600  # while writes keep failing, say it again this often

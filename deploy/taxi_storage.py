@@ -4,8 +4,8 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
 
 1. Connections are reused inside a process. dagster-postgres opens a new connection for every
    statement (SQLAlchemy's NullPool) so that an instance never holds connections it is not using. A
-   run writes about 60 events, most through two or three statements, so one small partition's run
-   opened about 270 connections, each a PostgreSQL backend forked and authenticated (dagster #20325;
+   run writes its events through two or three statements each, so one small partition's run opened
+   hundreds of connections, each a PostgreSQL backend forked and authenticated (dagster #20325;
    no setting for it: dagster #33935). Here each storage's engine keeps one connection and reuses
    it (as Dagster's webserver does with `optimize_for_webserver`); threads that need one at the same
    time get more, closed when they are done. A kept connection is checked before each use (a
@@ -19,7 +19,7 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
    retry is a few short statements on a kept connection. (The event log storage's claim result may
    carry this interval: `ConcurrencyClaimStatus.with_sleep_interval`, as Dagster's own test storage does.)
 3. A PostgreSQL outage is waited out, up to DAGSTER_PG_OUTAGE_SECONDS (OUTAGE_SECONDS by default).
-   dagster-postgres retries a failed connection 5 times, 11.4 s (±1) in all, then fails the statement
+   dagster-postgres retries a failed connection a few times over seconds, then fails the statement
    ("too many retries for DB connection": a step claiming its pool slot failed for good, and its
    backfill with it). Here a new connection waits for the server instead (the engines' `do_connect`
    event), so those retries and every storage call reconnect into a wait; a statement cut while in
@@ -29,7 +29,8 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
    The webserver's engines (Dagster's `optimize_for_webserver`, which builds them without a
    pre-ping) get the same pre-ping and wait.
 
-Figures: docs/performance.md#backfills.
+Figures: docs/decisions.md#what-sets-a-backfills-pace-and-what-was-changed-in-dagsters-way,
+docs/deploy.md#postgresql-outages.
 """
 
 from __future__ import annotations
@@ -255,8 +256,8 @@ class _ReusedConnections:
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
         outage_seconds()  # a bad DAGSTER_PG_OUTAGE_SECONDS fails here, naming it
         self.pg_token_provider = token_provider
-        # dagster-postgres' constructor looks for its tables on an engine of its own, retried for
-        # about 11 s: a process starting during an outage waits for the server first.
+        # dagster-postgres' constructor looks for its tables on an engine of its own, with its own
+        # short retries: a process starting during an outage waits for the server first.
         probe = wait_out_outages(create_pg_engine(postgres_url, token_provider, poolclass=sqlalchemy.pool.NullPool))
         try:
             probe.connect().close()

@@ -17,9 +17,10 @@ import dagster as dg
 
 from taxi_assets.disk import existing_folder, free_bytes
 
-# Below this much free space where the compute logs go, a run fails at its start. A run writes
-# about 13 KB of compute logs and up to 4 runs go side by side; 1 MiB leaves them room with a wide
-# margin, while a disk that full has nothing left for the next big write anyway.
+# Below this much free space where the compute logs go, a run fails at its start. A run writes a
+# few KB of compute logs (docs/deploy.md#disk-logs-and-retention) and up to 4 runs go side by side;
+# 1 MiB leaves them room with a wide margin, while a disk that full has nothing left for the next
+# big write anyway.
 COMPUTE_LOG_FLOOR_BYTES = 1 << 20
 
 COMPUTE_LOGS = "compute_logs"  # the middle part of the log keys Dagster builds for a run

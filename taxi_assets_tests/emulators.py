@@ -117,8 +117,8 @@ def gcp_emulators(workdir: Path, project: str = "taxi-test") -> Iterator[Emulato
     bq_url = f"http://127.0.0.1:{bq_port}"
     # What bqemulator does not take and real BigQuery does, made right by a proxy in front of it
     # (the clients talk to the proxy), so that production code has no emulator-only path:
-    # - the second part of a multipart upload (small DataFrame loads, as BigQueryPandasIOManager
-    #   makes) with Content-Type '*/*': the proxy names the type;
+    # - the second part of a multipart upload (a small file load, as `BigQueryWarehouse.replace_table`
+    #   makes for `zones`) with Content-Type '*/*': the proxy names the type;
     # - query parameters in a multi-statement script ("Values were not provided for the following
     #   parameters"; BigQuery documents named parameters there): the proxy writes them into the
     #   script as literals. Tests check what production sends on a proxy of their own in front.
@@ -202,8 +202,9 @@ def service_account_key(email: str, token_uri: str, project: str = "taxi-test") 
 def oauth_token_endpoint(workdir: Path) -> Iterator[Path]:
     """Application Default Credentials that work offline: a service-account key (a fresh RSA key,
     valid for nothing) whose token endpoint is a loopback server handing out a dummy access token.
-    For Google clients built without explicit credentials (Dagster's BigQueryPandasIOManager)
-    against the emulators, which ignore the token. Yields the file, for GOOGLE_APPLICATION_CREDENTIALS."""
+    Used two ways: given as GCP_CREDENTIALS, the project's clients get their tokens from it; set as
+    GOOGLE_APPLICATION_CREDENTIALS, it serves the tests' own clients built without credentials. The
+    emulators ignore the token. Yields the file."""
     import http.server
     import json
     import threading

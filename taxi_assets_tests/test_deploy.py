@@ -187,7 +187,7 @@ def test_a_fresh_deployment_backfills_every_partitioned_asset(mirror, tmp_path):
                 assert got[(color, ym, borough)][name] == expected_value, (color, ym, borough, name)
 
 
-# A fault test of minutes (two kills and the restarts they need: 253 s on a loaded machine), with the
+# A fault test of minutes (two kills and the restarts they need), with the
 # other outage tests in `make test-extended`, so that `make test` stays under its 15 minutes.
 @pytest.mark.extended
 def test_a_backfill_survives_a_killed_daemon_and_a_killed_run_worker(mirror, tmp_path):

@@ -308,8 +308,9 @@ def _files_holding(root, needle: bytes) -> list[str]:
 def test_a_run_killed_while_storing_a_table_leaves_no_key_file(gcp_env, mirror, tmp_path):
     """GCP_CREDENTIALS (wrapped, as GNU base64 prints it) on the gcp target, nothing else to go
     by. `taxi/zones` is materialized from the CLI in a process group of its own; while the
-    analytics IO manager stores the table, its client asks the token endpoint for a token, signed
-    with the key (so the key reached it, in memory); then the whole group is killed with SIGKILL.
+    warehouse resource loads the table (`BigQueryWarehouse.replace_table`), its BigQuery client asks
+    the token endpoint for a token, signed with the key (so the key reached it, in memory); then the
+    whole group is killed with SIGKILL.
     No file under the run's temp folder, DAGSTER_HOME or work folder holds the private key, during
     the run or after the kill (dagster-gcp's setup_gcp_creds kept one for the whole run)."""
     from taxi_assets_tests.emulators import service_account_key

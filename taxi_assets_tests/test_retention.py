@@ -42,7 +42,7 @@ def _materialized(instance):
     return {name: instance.get_materialized_partitions(dg.AssetKey(name)) for name in TRIP_ASSET_NAMES}
 
 
-@pytest.mark.slow  # 8 runs: about 45 s with the machine busy
+@pytest.mark.slow  # 8 runs
 def test_retention_removes_what_is_old_and_superseded_and_keeps_what_partitions_hold(mirror, local_env, instance):
     for key in PUBLISHED:
         mirror.publish("fhv", key[4:11], fhv_month(key[4:11]))
@@ -97,7 +97,7 @@ def test_retention_removes_what_is_old_and_superseded_and_keeps_what_partitions_
 
 
 @pytest.mark.slow
-@pytest.mark.extended  # about 90 s (a minute's cron and a daemon): kept out of `make test`'s 15 minutes
+@pytest.mark.extended  # a minute's cron and a daemon: kept out of `make test`'s 15 minutes
 def test_the_schedule_runs_the_retention_by_itself_and_it_removes_old_ticks(mirror, tmp_path):
     """`dagster dev` (its daemon) with the schedule as shipped (on by default), every minute instead
     of daily and a retention of 0 days: the daemon runs the job, which removes every tick before its

@@ -26,19 +26,19 @@ from taxi_assets.cleaning.quarantine import Rejected, split_block, write_rejecte
 from taxi_assets.cleaning.stats import CleanResult, MonthStats
 from taxi_assets.schema import TIMESTAMP
 
-PARQUET_PREFETCH = 4  # 64k-row batches read ahead of the writer (~50 MB for fhvhv's 25 columns)
+PARQUET_PREFETCH = 4  # 64k-row batches read ahead of the writer: enough to keep it busy, few enough to bound memory
 # Why these three (figures: docs/performance.md#tuned-settings):
 # 128k rows, DuckDB's own row group size (122,880): a small month's last row group, encoded after
 # the parser is done, is short, and the warehouse reads the file on all its threads (DuckDB takes a
-# row group per thread: 3 groups kept 1 of 2 threads idle for a third of a 1.37M-row load). Files
-# are 0.4% bigger than with 512k rows.
+# row group per thread: a few big groups left threads idle). Files come out slightly bigger than
+# with bigger groups.
 ROW_GROUP_ROWS = 128 * 1024
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3  # smaller than level 1 at the same speed; levels 6 and 9 gained nothing
 
 
-# And at most this much buffered, whatever the rows hold: 128k rows of a typical month are 20-30 MB
-# in Arrow; rows of long strings would otherwise buffer gigabytes before a row group is written.
+# And at most this much buffered, whatever the rows hold: a typical month's 128k rows stay well under
+# it; rows of long strings would otherwise buffer gigabytes before a row group is written.
 ROW_GROUP_BYTES = 128 << 20
 
 

@@ -31,8 +31,8 @@ READ_BUFFER_BYTES = 1 << 20
 # A batch's decoded size, whatever its rows hold: 64k rows of one dictionary-encoded 20 KB string
 # (a 2 MB file) decode to 1.3 GB. Strings are read dictionary-encoded and decoded a slice at a time.
 BATCH_BYTES = 16 << 20
-# One column chunk's uncompressed size, its dictionary page included: the biggest real month's are
-# ~200 MB; a compressed dictionary page of a 1 GB string would be read whole before any batch.
+# One column chunk's uncompressed size, its dictionary page included: real months' stay far below
+# it; a compressed dictionary page of a huge string would be read whole before any batch.
 MAX_COLUMN_CHUNK_BYTES = 1 << 30
 
 

@@ -25,15 +25,15 @@ from taxi_assets.cleaning.prefetch import prefetched
 from taxi_assets.schema import INT
 
 # Tuned on generated yellow months, 2 cores (benchmarks/run.py; figures: docs/performance.md#tuned-settings):
-CSV_BLOCK_BYTES = 2 << 20  # ~22k rows; bigger blocks held more Arrow memory for the same speed
-# ~8 MB of CSV (~90k rows): enough to keep the parser busy while a 128k-row group is encoded; a
-# deeper queue only made small months wait for it to fill.
+CSV_BLOCK_BYTES = 2 << 20  # bigger blocks held more Arrow memory for the same speed
+# Enough blocks to keep the parser busy while a row group is encoded; a deeper queue only made
+# small months wait for it to fill.
 PREFETCH_BATCHES = 4
 CSV_PARSE_THREADS = False  # Arrow's CSV thread pool competed with the Parquet encoder for the 2 cores
 
 
 # A header is a few hundred bytes; a line this long is not one (a gzip bomb of NULs without a
-# newline grew the process by 2.4 GB reading it whole).
+# newline would otherwise be read whole into memory).
 MAX_HEADER_BYTES = 64 << 10
 # The error path re-reads the file line by line to locate a problem: lines are read at most this
 # long, so a giant line cannot take the memory the parser was kept from taking.

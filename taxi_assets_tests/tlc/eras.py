@@ -1,6 +1,6 @@
-"""Parquet files shaped like the TLC's own, one per schema era of each color, as
-`../shared/notes/tlc-parquet.md` describes them (read from public sources: the real files cannot
-be reached here). Values are small and deterministic so that tests can count and compare them.
+"""Parquet files shaped like the TLC's own, one per schema era of each color, each era described
+in one line in ERAS (read from public sources: the real files cannot be reached here). Values are
+small and deterministic so that tests can count and compare them.
 """
 
 from __future__ import annotations

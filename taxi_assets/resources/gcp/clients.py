@@ -3,9 +3,9 @@ their refusals mean.
 
 Extended in two ways: a base64 service-account key (`GCP_CREDENTIALS`, on one line or wrapped as
 GNU base64 prints it) for GCS too, turned into credentials in memory (dagster-gcp writes it to a
-temp file and sets an environment variable for the process; no file holding the key is ever
-written here: the analytics IO manager builds its clients with `bigquery_client` too); and the
-emulators the tests use (`STORAGE_EMULATOR_HOST`, `BIGQUERY_EMULATOR_HOST`), reached with the key's
+temp file and sets an environment variable for the process; here no file holding the key is ever
+written: the lake's GCS client and the warehouse's BigQuery client both take it from memory); and
+the emulators the tests use (`STORAGE_EMULATOR_HOST`, `BIGQUERY_EMULATOR_HOST`), reached with the key's
 credentials when one is given, anonymous ones otherwise. Without a key, Application Default
 Credentials apply (`gcloud auth application-default login`, GOOGLE_APPLICATION_CREDENTIALS, or the
 attached service account). No credential is ever logged or put in an error message.
