@@ -56,6 +56,8 @@ STEP_DONE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)'
 
 @dataclass
 class Measured:
+    """One measured run: wall time, peak RSS, seconds per step, the Parquet's size, what it printed."""
+
     wall: float
     peak_rss_mb: float
     steps: dict[str, float] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class Measured:
 
     @property
     def work(self) -> float:
+        """Seconds spent in the steps themselves (wall time less start-up and hand-offs)."""
         return sum(self.steps.values())
 
 
@@ -104,6 +107,7 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROO
 
 
 def seed(url: str, work: Path) -> Measured:
+    """Run the seed pipeline on the file at `url` in a process of its own, measured."""
     out = work / "seed_out"
     wall, rss, text = run_measured(
         [sys.executable, str(ROOT / "benchmarks" / "seed_pipeline.py"), url, str(out)],
@@ -154,6 +158,7 @@ class Repeated:
 
     @property
     def median(self) -> Measured:
+        """Each figure's median over the runs, as one Measured."""
         names = list(dict.fromkeys(name for run in self.runs for name in run.steps))
         steps = {name: statistics.median(run.steps[name] for run in self.runs if name in run.steps) for name in names}
         return Measured(
@@ -169,6 +174,7 @@ class Repeated:
         return statistics.median(run.work for run in self.runs)
 
     def line(self) -> str:
+        """One printed line: the medians, and the spread of the wall time."""
         m = self.median
         walls = [run.wall for run in self.runs]
         steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in m.steps.items())
@@ -225,6 +231,7 @@ def fixed_cost(measured: dict[int, Repeated]) -> None:
 
 
 def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) -> Repeated:
+    """Seed vs ours on a generated yellow month of `rows` rows (ours `repeat` times)."""
     source = source_file(workdir, "yellow", YELLOW_MONTH, rows)
     mirror = source.parents[1]
     print(f"\n== yellow {YELLOW_MONTH}, {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==", flush=True)
@@ -256,6 +263,7 @@ def compare(rows: int, workdir: Path, repeat: int = 1, skip_seed: bool = False) 
 
 
 def fhv(rows: int, workdir: Path, repeat: int = 1) -> None:
+    """Ours on a generated fhv month of `rows` rows (the seed pipeline knows no fhv)."""
     source = source_file(workdir, "fhv", FHV_MONTH, rows)
     print(f"\n== fhv {FHV_MONTH}, {rows:,} rows, {source.stat().st_size / 1e6:.1f} MB gzipped CSV ==", flush=True)
     with serve_folder(source.parents[1]) as base_url:
@@ -274,8 +282,9 @@ def backfill(partitions: int, workdir: Path) -> None:
     with serve_folder(mirror) as base_url, tempfile.TemporaryDirectory(dir=workdir) as tmp:
         os.environ.update({"TAXI_TARGET": "local", "TAXI_DATA_DIR": f"{tmp}/data", "TAXI_SOURCE_URL": base_url})
         from taxi_assets.definitions import build_defs
+        from taxi_assets.sources import RELEASES
 
-        job = build_defs("local", "releases").resolve_job_def("trips_job")
+        job = build_defs("local", RELEASES).resolve_job_def("trips_job")
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         run_walls, step_sums = [], []
         Path(f"{tmp}/home").mkdir()
@@ -328,6 +337,7 @@ def production_instance(workdir: Path) -> Iterator[Callable[[Path], dict[str, st
 
 
 def main() -> None:
+    """`make bench`: parse the sizes to measure, then measure them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="*", default=[1_369_765, 7_667_792], help="yellow 2021-01 sizes")
     parser.add_argument(
@@ -358,6 +368,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
+    """Every measurement the arguments ask for, printed as it finishes."""
     yellow = {rows: compare(rows, args.workdir, args.repeat, args.skip_seed) for rows in args.rows}
     if len(yellow) >= 2:
         fixed_cost(yellow)

@@ -13,7 +13,8 @@ month not out), so the HEADs cost little and the history read shows.
     .venv/bin/python benchmarks/tick_history.py --before /path/to/older/checkout   # both, one history
 
 The older checkout is measured in a process of its own (its folder first on PYTHONPATH), on the
-same history: this script only calls the sensor and the schedule, whose signatures are the same.
+same history: this script only calls the sensor and the schedule, whose signatures are the same but
+for the name of the resource they take (`tick_resources`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from serve import sqlalchemy_url  # noqa: E402
 
 import taxi_assets  # noqa: E402
 from taxi_assets.mirror import serve_folder  # noqa: E402
-from taxi_assets.resources.source import TripSource  # noqa: E402
 from taxi_assets.schedules import newest_month_schedule  # noqa: E402
 from taxi_assets.sensors import upstream_files_sensor  # noqa: E402
 from taxi_assets.sources import TLC, month_after  # noqa: E402
@@ -51,6 +51,7 @@ TICK = dt.datetime(2026, 12, 25, 6, 0, tzinfo=dt.timezone.utc)  # asks for 2026-
 
 
 def cells() -> list[str]:
+    """The tlc grid's cells with a file, up to LAST: where the seeded history goes."""
     keys = []
     for color in TLC.colors:
         month = TLC.first_month[color]
@@ -61,6 +62,7 @@ def cells() -> list[str]:
 
 
 def seed(instance: dg.DagsterInstance, records: int) -> float:
+    """Record `records` raw_trips materializations across the cells; the seconds it took."""
     keys = cells()
 
     def record(i: int) -> None:
@@ -79,12 +81,24 @@ def seed(instance: dg.DagsterInstance, records: int) -> float:
     return time.monotonic() - started
 
 
+def tick_resources(url: str) -> dict[str, object]:
+    """The resources the sensor and the schedule take, reading the tlc files from `url`, under the
+    names of the checkout measured (before the resource was `upstream_files`, it was `source`)."""
+    try:
+        from taxi_assets.resources.upstream_files import UpstreamFiles
+    except ImportError:  # an older checkout
+        from taxi_assets.resources.source import TripSource
+
+        return {"source": TripSource(source="tlc", base_url=url)}
+    return {"upstream_files": UpstreamFiles.of(TLC, base_url=url)}
+
+
 def measure(pg_url: str, url: str, repeat: int) -> None:
     """Time the two ticks against a seeded instance and a mirror: run once per checkout."""
     print(f"taxi_assets from {Path(taxi_assets.__file__).parent}")
     overrides = {"storage": {"postgres": {"postgres_url": pg_url}}}
     with dg.instance_for_test(overrides=overrides) as instance:
-        resources = {"source": TripSource(source="tlc", base_url=url)}
+        resources = tick_resources(url)
         first = upstream_files_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         # The cursor of a sensor that saw other versions of the 4 files: this tick reads their history.
         stale = json.dumps(dict.fromkeys(json.loads(first.cursor), "older"))
@@ -110,6 +124,7 @@ def measure(pg_url: str, url: str, repeat: int) -> None:
 
 
 def main() -> None:
+    """Seed one history, then time the ticks of this checkout (and of `--before`, if given) on it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)

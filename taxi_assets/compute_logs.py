@@ -72,13 +72,16 @@ class SpaceCheckedExecutor(dg.Executor):
 
     @property
     def retries(self):
+        """The wrapped executor's retry mode."""
         return self.inner.retries
 
     @property
     def step_dependency_config(self):
+        """The wrapped executor's step dependency config."""
         return self.inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
+        """Fail the run at once if its compute logs have no room, else run the plan in process."""
         check_compute_log_space(plan_context.instance, plan_context.run_id)
         yield from self.inner.execute(plan_context, execution_plan)
 

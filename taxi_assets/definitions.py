@@ -1,4 +1,4 @@
-"""The code location: assets, checks, jobs and sensors, for the upstream TAXI_SOURCE picks, with
+"""The code location: assets, checks, jobs and sensors, for the source TAXI_SOURCE picks, with
 resources picked by TAXI_TARGET. `build_defs` reads neither: one process can build both sources."""
 
 import dagster as dg
@@ -10,32 +10,25 @@ from taxi_assets.compute_logs import checked_in_process_executor
 from taxi_assets.grid_upkeep import grid_upkeep_sensor
 from taxi_assets.jobs import trips_job
 from taxi_assets.pool_wait import sleep_while_waiting_for_pool_slots
-from taxi_assets.resources.source import TripSource
 from taxi_assets.retention import retention_definitions
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
-from taxi_assets.sources import source_named
+from taxi_assets.sources import Source, source_named
 from taxi_assets.targets import resources_for
 
 
-# Positional only: `source=` among the overrides is the TripSource resource, as elsewhere.
-def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.Definitions:
-    upstream = source_named(source)
-    resources = {**resources_for(target, upstream.name), **resource_overrides}
-    served = resources["source"]
-    # The sensor, the schedule and raw_trips ask the resource for URLs and the grid: it must serve
-    # the source the assets were built for.
-    if isinstance(served, TripSource) and served.spec.name != upstream.name:
-        raise ValueError(f"the source resource serves {served.spec.name!r}, the assets are built for {source!r}")
+def build_defs(target: str, source: Source, /, **upstream_settings: object) -> dg.Definitions:
+    """The code location for `target` (local or gcp) serving `source`: its assets, checks, jobs,
+    sensors, schedules and resources, all built from this one `Source` (the `UpstreamFiles` resource
+    too, with `upstream_settings` such as a mirror's `base_url`)."""
     trips = dg.Definitions(
-        assets=build_assets(upstream, target).all,
+        assets=build_assets(source, target).all,
         jobs=[trips_job],
         # The tlc grid's cells before a color's first file, and history from when it was a list of keys.
-        sensors=[upstream_files_sensor, analytics_automation]
-        + ([grid_upkeep_sensor] if upstream.name == "tlc" else []),
+        sensors=[upstream_files_sensor, analytics_automation] + ([grid_upkeep_sensor] if source.name == "tlc" else []),
         # The releases never change; the TLC publishes a month every month.
-        schedules=[newest_month_schedule] if upstream.name == "tlc" else [],
-        resources=resources,
+        schedules=[newest_month_schedule] if source.name == "tlc" else [],
+        resources=resources_for(target, source, **upstream_settings),
         # A partition's four steps are a chain: separate processes per step would buy no
         # parallelism and cost seconds each. Partitions run side by side as separate runs. A run
         # first checks the room for its compute logs (taxi_assets/compute_logs.py).
@@ -48,4 +41,5 @@ def build_defs(target: str, source: str, /, **resource_overrides: object) -> dg.
 
 # Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: taxi_assets/pool_wait.py).
 sleep_while_waiting_for_pool_slots()
-defs = build_defs(settings.target(), settings.source())
+# TAXI_TARGET and TAXI_SOURCE are read here, once, when the code location loads.
+defs = build_defs(settings.target(), source_named(settings.source()))

@@ -78,6 +78,7 @@ def _print_stats() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make demo`: serve the bundled sample, run the graph for the demo partitions, print where everything is."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "partitions", nargs="*", default=list(DEMO_PARTITIONS), help="partition keys, e.g. 'yellow|2021-01-01'"
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     # Keep run history where `make dev` (dagster dev) will find it.
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home")))
     ensure_dagster_home(home)
-    defs = build_defs("local", RELEASES.name)  # the sample mirror holds release files
+    defs = build_defs("local", RELEASES)  # the sample mirror holds release files
     job = defs.resolve_job_def("trips_job")
     warehouse = defs.resources["warehouse"]
 
     with serve_folder(SAMPLE_MIRROR) as base_url, dg.DagsterInstance.get() as instance:
-        # Resolved by the source resource when each run starts; runs record the public file's URL
+        # Resolved by the upstream_files resource when each run starts; runs record the public file's URL
         # and "bundled sample", not this port (mirror.recorded_source).
         os.environ["TAXI_SOURCE_URL"] = os.environ[SAMPLE_URL_ENV] = base_url
         # `make dev` on this data folder serves the sample again (taxi_assets/dev.py).

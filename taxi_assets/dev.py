@@ -39,6 +39,7 @@ def serves_sample(data_dir: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make dev`: `dg dev` on the project, serving the bundled sample again on make demo's data folder."""
     from dagster_dg_cli.cli import cli as dg
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -61,6 +61,7 @@ def _tagged_entry(entry, tags: dict[str, str]):
 
 
 def dimension_tags(key: str) -> dict[str, str]:
+    """The month and color tags of partition `key`, as materializations on the month x color grid carry them."""
     month = TripMonth.from_key(key, ALL_COLORS)
     return {COLOR_TAG: month.color, MONTH_TAG: month.month.isoformat()}
 
@@ -147,6 +148,7 @@ def tag_dimensions(
     "color tags to materializations recorded before the grid was month x color (launches no run).",
 )
 def grid_upkeep_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Record the tlc grid's empty cells, then tag old materializations with their month and color."""
     state = json.loads(context.cursor) if context.cursor else {}
     recorded, remaining = (0, 0) if state.get("empty_cells_recorded") else record_empty_cells(context.instance)
     tagged_after, tagged, more = tag_dimensions(context.instance, state.get("tagged_after", {}), log=context.log)

@@ -58,6 +58,7 @@ class ParquetFacts:
 
     @classmethod
     def from_footer(cls, footer: pq.FileMetaData) -> "ParquetFacts":
+        """The row count and per-column null counts, summed over the footer's row groups."""
         names = footer.schema.names
         nulls = dict.fromkeys(names, 0)
         for group in range(footer.num_row_groups):
@@ -142,6 +143,7 @@ class NoFile(LakeInput):
 
     @property
     def metadata(self) -> dict[str, object]:
+        """The materialization metadata of an empty cell: 0 rows, and why (`no_file`)."""
         return {"dagster/row_count": 0, "no_file": self.reason}
 
 
@@ -237,6 +239,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return LakeFile.of(self.lake, stored, facts, local=kept_path if kept_generation == stored.generation else None)
 
     def handle_output(self, context: dg.OutputContext, obj: NewFile | PublishCopy | LakeFile | NoFile) -> None:
+        """Store what an asset returned under its lake key (a new file, a copy, or nothing for an empty cell)."""
         asset = context.asset_key.to_user_string()
         metadata = context.definition_metadata
         month, key = _place(asset, metadata, context)
@@ -302,6 +305,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata({f"{name}_uri": dg.MetadataValue.text(stored.uri)})
 
     def load_input(self, context: dg.InputContext) -> LakeFile | NoFile:
+        """The upstream asset's object for this partition, as a LakeFile handle (or NoFile for an empty cell)."""
         upstream = context.upstream_output.asset_key.to_user_string()
         metadata = context.upstream_output.definition_metadata
         month, key = _place(upstream, metadata, context)

@@ -94,6 +94,7 @@ class TripMonth:
 
     @classmethod
     def from_context(cls, context: dg.AssetExecutionContext, colors: Collection[str]) -> TripMonth:
+        """The run's one partition; a run over a range fails at once (a dg.Failure, not retried)."""
         if context.has_partition_key:
             return cls.from_key(context.partition_key, colors)
         return cls.only(context.partition_keys if context.has_partition_key_range else [], colors)
@@ -110,6 +111,7 @@ class TripMonth:
 
     @property
     def next_month(self) -> dt.date:
+        """The first day of the month after this one (the end of its pickup window)."""
         return month_after(self.month)
 
     @property

@@ -29,6 +29,7 @@ class Progress:
 
     @property
     def seconds(self) -> float:
+        """Seconds since the step began."""
         return time.monotonic() - self.started
 
     def say(self, message: str) -> None:
@@ -37,8 +38,10 @@ class Progress:
         self.last = time.monotonic()
 
     def update(self, message: Callable[[], str]) -> None:
+        """A line from `message()` if the last one is at least `every` seconds old; else nothing."""
         if time.monotonic() - self.last >= self.every:
             self.say(message())
 
     def done(self, message: str) -> None:
+        """The step's closing `done:` line, with how long it took."""
         self.log.info(f"{self.action} done: {message} in {self.seconds:,.1f} s")

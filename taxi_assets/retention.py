@@ -34,6 +34,8 @@ FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 
 @dataclass
 class Removed:
+    """What one retention run removed, and the old runs it kept."""
+
     runs: list[str] = field(default_factory=list)
     kept_runs: int = 0  # old runs kept because they hold a latest materialization or check
     compute_log_folders: int = 0
@@ -41,6 +43,7 @@ class Removed:
     ticks: dict[str, int] = field(default_factory=dict)  # instigator name -> ticks removed
 
     def summary(self, cutoff: dt.datetime) -> str:
+        """One line for the run's log: what was removed, older than `cutoff`."""
         return (
             f"older than {cutoff:%Y-%m-%d %H:%M:%S} UTC: removed {len(self.runs)} runs (kept {self.kept_runs} "
             f"that hold a partition's latest materialization or check), the compute logs of "
@@ -193,6 +196,8 @@ def apply_retention(instance: dg.DagsterInstance, cutoff: dt.datetime, check_key
 
 
 class RetentionConfig(dg.Config):
+    """Run config of the retention job: the age limit, and the moment it is counted from."""
+
     retention_days: float | None = None  # default: TAXI_RETENTION_DAYS, read when the run starts
     as_of: str | None = None  # ISO time the age is counted from; default: now
 
@@ -224,6 +229,7 @@ def retention_definitions(check_keys: Iterable[dg.AssetCheckKey], cron: str) -> 
 
     @dg.op(description="Removes runs, compute logs and ticks older than the retention; keeps what partitions hold.")
     def remove_old_history(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
+        """The retention job's one op: remove what is older than the retention."""
         _remove_old_history(context, config, keys)
 
     # In process without the code location's look at free space: it must run when the disk is
@@ -235,6 +241,7 @@ def retention_definitions(check_keys: Iterable[dg.AssetCheckKey], cron: str) -> 
         "a run holding a partition's latest materialization or check is kept.",
     )
     def retention_job():
+        """Remove old runs, compute logs and ticks."""
         remove_old_history()
 
     schedule = dg.ScheduleDefinition(

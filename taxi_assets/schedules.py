@@ -16,7 +16,7 @@ import dagster as dg
 
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, upstream_keys
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import UpstreamError
 
@@ -33,16 +33,18 @@ def month_before_last(day: dt.date) -> dt.date:
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="On the 25th: the month before last, for each color whose file is out.",
 )
-def newest_month_schedule(context: dg.ScheduleEvaluationContext, source: TripSource):
+def newest_month_schedule(context: dg.ScheduleEvaluationContext, upstream_files: UpstreamFiles):
+    """Request the month before last for each color whose file is out and not loaded yet."""
     month = month_before_last(context.scheduled_execution_time.date())
-    # The grid of the source the resource serves at the tick's moment, cells with a file only.
-    keys = set(upstream_keys(source.spec, context.scheduled_execution_time))
-    trips = [trip for trip in (TripMonth(color, month) for color in source.spec.colors) if trip.key in keys]
+    # The grid of the source the files are of, at the tick's moment, cells with a file only.
+    source = upstream_files.source
+    keys = set(upstream_keys(source, context.scheduled_execution_time))
+    trips = [trip for trip in (TripMonth(color, month) for color in source.colors) if trip.key in keys]
     loaded = loaded_fingerprints(context.instance, [trip.key for trip in trips])  # the sensor may have loaded some
     run_requests, not_out = [], []
     for trip in trips:
         try:
-            fingerprint = source.fingerprint(trip)
+            fingerprint = upstream_files.fingerprint(trip)
         except UpstreamError as exc:  # its message shows the URL without credentials
             context.log.warning(f"{trip}: could not check upstream: {exc}")
             fingerprint = None

@@ -27,7 +27,7 @@ import requests
 
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, upstream_keys
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
 from taxi_assets.upstream import Fingerprint, UpstreamError
 
@@ -36,21 +36,21 @@ from taxi_assets.upstream import Fingerprint, UpstreamError
 TICK_BUDGET_SECONDS = 40
 
 
-def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:
+def _probe_all(files: UpstreamFiles, keys: list[str], log) -> tuple[dict[str, Fingerprint | None], int]:
     """Each key's upstream fingerprint (None: not published), and how many could not be checked."""
     local = threading.local()
-    colors = source.spec.colors
+    colors = files.source.colors
     sessions: list[requests.Session] = []
 
     def probe(key: str) -> Fingerprint | None:
         if not hasattr(local, "session"):
             local.session = requests.Session()
             sessions.append(local.session)
-        return source.fingerprint(TripMonth.from_key(key, colors), session=local.session)
+        return files.fingerprint(TripMonth.from_key(key, colors), session=local.session)
 
     found: dict[str, Fingerprint | None] = {}
     failed = 0
-    pool = ThreadPoolExecutor(max_workers=source.max_concurrent_requests, thread_name_prefix="upstream-head")
+    pool = ThreadPoolExecutor(max_workers=files.max_concurrent_requests, thread_name_prefix="upstream-head")
     try:
         futures = {pool.submit(probe, key): key for key in keys}
         done, not_done = wait(futures, timeout=TICK_BUDGET_SECONDS)
@@ -75,14 +75,15 @@ def _probe_all(source: TripSource, keys: list[str], log) -> tuple[dict[str, Fing
     job=trips_job,
     minimum_interval_seconds=3600,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Materializes a partition when its upstream release file appears or changes.",
+    description="Materializes a partition when its upstream file appears or changes.",
 )
-def upstream_files_sensor(context: dg.SensorEvaluationContext, source: TripSource) -> dg.SensorResult:
+def upstream_files_sensor(context: dg.SensorEvaluationContext, upstream_files: UpstreamFiles) -> dg.SensorResult:
+    """Request a run for each partition whose upstream file is new or changed since it was loaded."""
     started = time.monotonic()
     known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    # The grid of the source the resource serves, at this moment: what a run accepts now.
-    keys = upstream_keys(source.spec, dt.datetime.now(dt.timezone.utc))
-    upstream, failed = _probe_all(source, keys, context.log)
+    # The grid of the source the files are of, at this moment: what a run accepts now.
+    keys = upstream_keys(upstream_files.source, dt.datetime.now(dt.timezone.utc))
+    upstream, failed = _probe_all(upstream_files, keys, context.log)
     published = {key: fp.token() for key, fp in upstream.items() if fp is not None}
 
     changed_since_cursor = [key for key, token in published.items() if known.get(key) != token]

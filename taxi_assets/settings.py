@@ -64,10 +64,12 @@ def data_dir() -> Path:
 
 
 def lake_root() -> Path:
+    """The local target's lake folder: `$TAXI_DATA_DIR/lake`."""
     return data_dir() / "lake"
 
 
 def duckdb_path() -> Path:
+    """The local target's DuckDB file: `$TAXI_DATA_DIR/warehouse.duckdb`."""
     return data_dir() / "warehouse.duckdb"
 
 

@@ -1,6 +1,8 @@
-"""The two upstreams, and all that differs between them: the colors, the months each publishes,
+"""The two sources, and all that differs between them: the colors, the months each publishes,
 where a month's file is, its format, and what "not published yet" looks like.
 
+A `Source` is what is known of an upstream in advance; the resource that fetches its files is
+`resources/upstream_files.py`'s `UpstreamFiles`, built from the same `Source` as the assets.
 `TAXI_SOURCE` picks one when the code location loads (`releases`, the default, or `tlc`):
 `definitions.py` hands it to `build_defs`, which builds the grid, the assets and the resources for it.
 Nothing here reads it at import, so one process can build both (the tests do).
@@ -19,11 +21,14 @@ from taxi_assets.schema import RELEASES_SCHEMAS, TLC_SCHEMAS
 
 
 def month_after(month: dt.date) -> dt.date:
+    """The first day of the month after `month`'s."""
     return (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
 @dataclass(frozen=True)
 class Source:
+    """One upstream's trip files as known in advance: colors, first months, URL layout, format, schemas."""
+
     name: str
     colors: tuple[str, ...]
     first_month: Mapping[str, dt.date]
@@ -42,13 +47,16 @@ class Source:
         return f"no {self.publisher} file before {first:%Y-%m} for {color}"
 
     def file_name(self, color: str, ym: str) -> str:
+        """The upstream file's name for `color` and `ym` (YYYY-MM), e.g. `fhv_tripdata_2019-01.csv.gz`."""
         return f"{color}_tripdata_{ym}{self.suffix}"
 
     def url(self, base_url: str, color: str, ym: str) -> str:
+        """Where that file is under `base_url` (the public one, or a mirror with the same layout)."""
         folder = self.folder if self.folder is not None else color
         return f"{base_url.rstrip('/')}/{folder}/{self.file_name(color, ym)}"
 
     def default_base_url(self) -> str:
+        """The base URL when none is configured: TAXI_SOURCE_URL or TAXI_TLC_URL, read now (at run or tick start)."""
         return settings.source_url() if self.name == "releases" else settings.tlc_url()
 
 
@@ -85,6 +93,7 @@ ALL_COLORS = tuple(dict.fromkeys(color for source in SOURCES.values() for color 
 
 
 def source_named(name: str) -> Source:
+    """The `Source` a TAXI_SOURCE value names; anything else is a ValueError listing the names."""
     if name not in SOURCES:
         raise ValueError(f"TAXI_SOURCE must be one of {tuple(SOURCES)}, got {name!r}")
     return SOURCES[name]

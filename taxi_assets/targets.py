@@ -1,4 +1,5 @@
-"""Resources per target: `resources_for(target, source)` is the one place that tells local from gcp.
+"""Resources per target: `resources_for(target, source)` is the one place that tells local from gcp,
+and the one place that builds the `UpstreamFiles` resource, from the `Source` the assets are built for.
 
 The wiring of the code location, beside `definitions.py`: it is the one module that puts the IO
 manager and the resources together, so imports run one way (definitions -> targets -> io_manager,
@@ -16,10 +17,11 @@ from taxi_assets.io_manager import LakeIOManager
 from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.local.lake import LocalLake
 from taxi_assets.resources.local.warehouse import DuckDBWarehouse
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.settings import TARGETS
+from taxi_assets.sources import Source
 
 # Each lake is built `configure_at_launch`: the IO manager holds the lake as a nested resource, and
 # Dagster 1.13 gives a nested resource built whole the values it was built with, so a run's config
@@ -46,12 +48,14 @@ def _gcp() -> tuple[Lake, Warehouse]:
     return lake, warehouse
 
 
-def resources_for(target: str, source: str) -> dict[str, object]:
+def resources_for(target: str, source: Source, **upstream_settings: object) -> dict[str, object]:
+    """The resources of `target`'s code location serving `source`, by resource key; `upstream_settings`
+    (e.g. a mirror's `base_url`) configure `UpstreamFiles`."""
     if target not in TARGETS:
         raise ValueError(f"TAXI_TARGET must be one of {TARGETS}, got {target!r}")
     lake, warehouse = _local() if target == "local" else _gcp()
     return {
-        "source": TripSource(source=source),
+        "upstream_files": UpstreamFiles.of(source, **upstream_settings),
         "workdir": WorkDir(),
         # The IO manager stores and loads; an asset that asks what is stored (raw_trips) asks the lake.
         "lake": lake,

@@ -29,7 +29,7 @@ from taxi_assets.retrying import retry
 CHUNK_BYTES = 1 << 20
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-# Bounds on what upstream can make us hold or write (TripSource's settings of the same names).
+# Bounds on what upstream can make us hold or write (UpstreamFiles's settings of the same names).
 MAX_DOWNLOAD_BYTES = 4 << 30  # a trip file: the biggest real month is ~1 GB
 MAX_LOOKUP_BYTES = 1 << 20  # the zone lookup: ~12 KB
 INFLATE_OUTPUT_BYTES = 1 << 20  # the gzip check's output per call, whatever the compression ratio
@@ -152,6 +152,7 @@ class Fingerprint:
 
     @classmethod
     def from_headers(cls, headers) -> Fingerprint:
+        """The fingerprint a HEAD or GET response's headers give (missing headers stay None)."""
         length = headers.get("Content-Length")
         return cls(
             etag=headers.get("ETag"),
@@ -160,11 +161,14 @@ class Fingerprint:
         )
 
     def token(self) -> str:
+        """`ETag|Last-Modified|size` as one string: what the sensor compares and a run records."""
         return "|".join(str(v) for v in (self.etag, self.last_modified, self.content_length))
 
 
 @dataclass(frozen=True)
 class Downloaded:
+    """A finished download: its URL and file, size and sha256, the server's fingerprint, attempts and seconds."""
+
     url: str
     path: Path
     size: int

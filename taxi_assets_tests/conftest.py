@@ -343,18 +343,24 @@ def gcp_env(gcp_emulators, emulator_adc, mirror, monkeypatch, request):
     return {"bucket": bucket, "dataset": dataset, "project": gcp_emulators.project}
 
 
-def mirror_source(mirror: Mirror):
-    from taxi_assets.resources.source import TripSource
-
+def mirror_settings(mirror: Mirror) -> dict[str, object]:
+    """`UpstreamFiles` settings that read from the mirror."""
     # Short pauses between download attempts; the backoff itself is tested in test_upstream.
-    return TripSource(source=mirror.source.name, base_url=mirror.base_url, backoff_seconds=0.01)
+    return {"base_url": mirror.base_url, "backoff_seconds": 0.01}
+
+
+def mirror_files(mirror: Mirror):
+    """The `upstream_files` resource of the mirror's source, reading from the mirror."""
+    from taxi_assets.resources.upstream_files import UpstreamFiles
+
+    return UpstreamFiles.of(mirror.source, **mirror_settings(mirror))
 
 
 def build_test_defs(target: str, mirror: Mirror) -> dg.Definitions:
     """The code location for the mirror's source."""
     from taxi_assets.definitions import build_defs
 
-    return build_defs(target, mirror.source.name, source=mirror_source(mirror))
+    return build_defs(target, mirror.source, **mirror_settings(mirror))
 
 
 def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
@@ -367,7 +373,7 @@ def local_resources(root: Path, mirror: Mirror) -> dict[str, object]:
 
     lake = LocalLake(root=str(root / "lake"))
     return {
-        "source": mirror_source(mirror),
+        "upstream_files": mirror_files(mirror),
         "workdir": WorkDir(root=str(root / "work")),
         "lake": lake,
         "lake_io_manager": LakeIOManager(lake=lake),

@@ -6,8 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.definitions import build_defs
+from taxi_assets.partitions import TripMonth
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.sources import RELEASES, TLC
-from taxi_assets_tests.conftest import build_test_defs, mirror_source, real_rows, run_partition, step_failure_messages
+from taxi_assets_tests.conftest import build_test_defs, real_rows, run_partition, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 
@@ -16,7 +18,7 @@ def _keys(defs) -> list[str]:
 
 
 def test_each_source_has_its_own_grid_and_schedule(local_env):
-    releases, tlc = build_defs("local", "releases"), build_defs("local", "tlc")
+    releases, tlc = build_defs("local", RELEASES), build_defs("local", TLC)
     released = _keys(releases)
     assert len(released) == 93  # 2019-01 .. 2021-07 for yellow, green and fhv
     assert {key.split("|")[0] for key in released} == {"yellow", "green", "fhv"}
@@ -28,12 +30,36 @@ def test_each_source_has_its_own_grid_and_schedule(local_env):
     # the daily retention (taxi_assets/retention.py).
     assert sorted(s.name for s in releases.schedules) == ["retention_schedule"]
     assert sorted(s.name for s in tlc.schedules) == ["newest_month_schedule", "retention_schedule"]
-    assert releases.resources["source"].spec is RELEASES and tlc.resources["source"].spec is TLC
 
 
-def test_a_source_resource_for_the_other_source_is_refused(mirror, local_env):
-    with pytest.raises(ValueError, match="the source resource serves 'releases', the assets are built for 'tlc'"):
-        build_defs("local", "tlc", source=mirror_source(mirror))
+def test_the_upstream_files_are_those_of_the_source_the_assets_are_built_for(monkeypatch, local_env):
+    """One route: `build_defs` builds the `upstream_files` resource from its `Source`. TAXI_SOURCE
+    is read when the code location loads (definitions.py), never again by the resource."""
+    releases, tlc = build_defs("local", RELEASES), build_defs("local", TLC)
+    monkeypatch.setenv("TAXI_SOURCE", "tlc")
+    files = releases.resources["upstream_files"]
+    assert files.source is RELEASES and tlc.resources["upstream_files"].source is TLC
+    fhv = TripMonth.from_key("fhv|2019-01-01", RELEASES.colors)
+    assert files.url_for(fhv).endswith("/fhv/fhv_tripdata_2019-01.csv.gz")
+    assert tlc.resources["upstream_files"].url_for(fhv).endswith("/trip-data/fhv_tripdata_2019-01.parquet")
+    with pytest.raises(ValueError, match=r"build it with UpstreamFiles.of\(source\)"):  # not from TAXI_SOURCE
+        UpstreamFiles(base_url="http://127.0.0.1:1")
+
+
+def test_run_config_of_the_upstream_files_keeps_their_source(mirror, local_env, instance, monkeypatch):
+    """Dagster rebuilds a resource from run config that sets some of its fields, the others at their
+    defaults: the source is not one of them, so it stays the one the assets were built for, whatever
+    TAXI_SOURCE says by then."""
+    green = real_rows("green_tripdata_2020-10_tail500.csv")
+    mirror.publish("green", "2020-10", green)
+    defs = build_test_defs("local", mirror)
+    monkeypatch.setenv("TAXI_SOURCE", "tlc")
+    files = {"base_url": mirror.base_url, "attempts": 2}
+    result = run_partition(
+        defs, "green|2020-10-01", instance, run_config={"resources": {"upstream_files": {"config": files}}}
+    )
+    assert result.success, step_failure_messages(result)
+    assert (local_env / "lake/raw/green/green_tripdata_2020-10.csv.gz").exists()
 
 
 def test_one_partition_of_each_source_through_the_whole_graph(mirror, tlc_mirror, local_env, instance):

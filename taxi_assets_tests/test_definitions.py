@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_load_with_every_asset_described(local_env):
     from taxi_assets.definitions import build_defs
 
-    defs = build_defs("local", "releases")
+    defs = build_defs("local", RELEASES)
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
     assert set(specs) == {
         "raw_trips",
@@ -60,7 +60,7 @@ def test_unknown_target_is_refused():
     from taxi_assets.targets import resources_for
 
     with pytest.raises(ValueError, match="TAXI_TARGET must be one of"):
-        resources_for("aws", "releases")
+        resources_for("aws", RELEASES)
 
 
 def test_cli_materializes_one_partition(mirror, local_env, tmp_path):
@@ -115,7 +115,7 @@ def test_gcp_target_loads_without_its_settings_until_launch(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     from taxi_assets.definitions import build_defs
 
-    defs = build_defs("gcp", "releases")
+    defs = build_defs("gcp", RELEASES)
     assert defs.resources["lake_io_manager"].lake.resource_cls.__name__ == "GCSLake"
     assert defs.resources["lake"] is defs.resources["lake_io_manager"].lake  # raw_trips asks the same lake
     assert type(defs.resources["warehouse"]).__name__ == "BigQueryWarehouse"

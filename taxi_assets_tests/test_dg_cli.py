@@ -12,6 +12,7 @@ import pytest
 
 from taxi_assets.definitions import build_defs
 from taxi_assets.mirror import SAMPLE_MIRROR, serve_folder
+from taxi_assets.sources import source_named
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"  # installed by `make install` (dagster-dg-cli)
@@ -42,7 +43,7 @@ def test_dg_check_defs(tmp_path):
 @pytest.mark.parametrize("source", ["releases", "tlc"])
 def test_dg_list_defs_lists_every_asset_check_sensor_and_schedule(tmp_path, source):
     listed = json.loads(_dg(["list", "defs", "--json"], tmp_path, TAXI_SOURCE=source).stdout)
-    defs = build_defs("local", source)
+    defs = build_defs("local", source_named(source))
     graph = defs.resolve_asset_graph()
     assert {a["asset_key"] for a in listed["assets"]} == {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {c["key"] for c in listed["asset_checks"]} == {

@@ -322,7 +322,7 @@ def test_credentials_in_the_source_url_appear_nowhere_dagster_keeps_or_prints(tm
     env["TAXI_SOURCE_URL"] = base_url
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "taxi_assets.definitions"]
     command += ["--select", "raw_trips", "--partition", "yellow|2020-07-01"]
-    command += ["--config-json", '{"resources": {"source": {"config": {"attempts": 1}}}}']
+    command += ["--config-json", '{"resources": {"upstream_files": {"config": {"attempts": 1}}}}']
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     printed = done.stdout + done.stderr

@@ -11,8 +11,9 @@ import pytest
 
 from taxi_assets.assets import TRIP_ASSET_NAMES
 from taxi_assets.compute_logs import run_log_folder
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.sensors import upstream_files_sensor
+from taxi_assets.sources import RELEASES
 from taxi_assets_harness.graphql import runs, wait_until
 from taxi_assets_harness.instances import dagster_dev
 from taxi_assets_tests.conftest import build_test_defs, fhv_month, run_partition
@@ -23,7 +24,7 @@ PUBLISHED = ("fhv|2019-01-01", "fhv|2019-02-01", "fhv|2019-03-01")
 def _sensor_tick(mirror, instance):
     """One tick of the upstream sensor as the daemon evaluates it, with an empty cursor (turned on now)."""
     context = dg.build_sensor_context(
-        instance=instance, resources={"source": TripSource(source="releases", base_url=mirror.base_url)}
+        instance=instance, resources={"upstream_files": UpstreamFiles.of(RELEASES, base_url=mirror.base_url)}
     )
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result

@@ -6,7 +6,7 @@ import os
 import dagster as dg
 
 from taxi_assets.assets import build_assets
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import RELEASES
@@ -29,9 +29,8 @@ def _publish(mirror, key, lines):
 
 
 def _tick(mirror, instance, cursor=None):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"source": TripSource(source="releases", base_url=mirror.base_url)}
-    )
+    files = UpstreamFiles.of(RELEASES, base_url=mirror.base_url)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"upstream_files": files})
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result
 

@@ -191,10 +191,10 @@ def test_credentials_in_the_base_url_are_never_shown(mirror, tmp_path):
 @pytest.mark.parametrize("base", ["file:///etc", "ftp://example.org/x", "127.0.0.1:8000/releases"])
 def test_only_http_base_urls_are_accepted(base):
     from taxi_assets.partitions import TripMonth
-    from taxi_assets.resources.source import TripSource
+    from taxi_assets.resources.upstream_files import UpstreamFiles
 
     with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
-        TripSource(source="releases", base_url=base).url_for(TripMonth.from_key("fhv|2019-01-01", RELEASES.colors))
+        UpstreamFiles.of(RELEASES, base_url=base).url_for(TripMonth.from_key("fhv|2019-01-01", RELEASES.colors))
 
 
 # Hostile upstreams (issue 17): every byte bounded in memory, disk and time; nothing leaked.
@@ -492,33 +492,34 @@ def test_a_redirect_to_another_host_does_not_echo_its_body(mirror, tmp_path):
 def test_out_of_range_settings_fail_naming_the_setting(setting, value):
     """Low: `attempts: 0` gave an AssertionError, a negative backoff or a zero timeout a raw
     ValueError from deep inside, NaN was taken."""
-    from taxi_assets.resources.source import TripSource
+    from taxi_assets.resources.upstream_files import UpstreamFiles
 
-    with pytest.raises(ValueError, match=f"TripSource.{setting} must be"):
-        TripSource(base_url="http://127.0.0.1:1", **{setting: value})
+    with pytest.raises(ValueError, match=f"UpstreamFiles.{setting} must be"):
+        UpstreamFiles.of(RELEASES, base_url="http://127.0.0.1:1", **{setting: value})
 
 
 def test_a_bad_setting_fails_the_run_when_it_starts_naming_it(mirror, tmp_path, instance):
     import dagster as dg
 
     from taxi_assets.assets import build_assets
-    from taxi_assets.resources.source import TripSource
+    from taxi_assets.resources.upstream_files import ReleaseFiles
     from taxi_assets_tests.conftest import local_resources
 
     raw_trips = build_assets(RELEASES, "local").raw_trips
 
-    resources = {**local_resources(tmp_path, mirror), "source": TripSource.configure_at_launch()}
+    files = ReleaseFiles.configure_at_launch()
+    resources = {**local_resources(tmp_path, mirror), "upstream_files": files}
     result = dg.materialize(
         [raw_trips],
         partition_key="yellow|2021-01-01",
         resources=resources,
         instance=instance,
-        run_config={"resources": {"source": {"config": {"base_url": mirror.base_url, "attempts": 0}}}},
+        run_config={"resources": {"upstream_files": {"config": {"base_url": mirror.base_url, "attempts": 0}}}},
         raise_on_error=False,
     )
     assert not result.success
     failures = [str(event.event_specific_data.error.to_string()) for event in result.all_events if event.is_failure]
-    assert any("TripSource.attempts must be at least 1, got 0" in text for text in failures), failures
+    assert any("UpstreamFiles.attempts must be at least 1, got 0" in text for text in failures), failures
     assert mirror.requests == []
 
 

@@ -15,7 +15,7 @@ from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import COLOR_OF, ZONES_KEY, chart_png
 from taxi_assets.mirror import SAMPLE_MIRROR, SAMPLE_URL_ENV, serve_folder
 from taxi_assets.progress import Progress
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.settings import DEFAULT_SOURCE_URL
 from taxi_assets.sources import RELEASES
 from taxi_assets_tests.conftest import local_resources, real_rows, run_partition, step_failure_messages
@@ -141,7 +141,7 @@ def test_files_from_the_bundled_sample_record_the_public_url(mirror, tmp_path, i
     resources = local_resources(tmp_path, mirror)
     with serve_folder(SAMPLE_MIRROR) as sample_url:
         monkeypatch.setenv(SAMPLE_URL_ENV, sample_url)
-        resources["source"] = TripSource(source="releases", base_url=sample_url)
+        resources["upstream_files"] = UpstreamFiles.of(RELEASES, base_url=sample_url)
         result = dg.materialize(
             [ASSETS.raw_trips], partition_key="fhv|2019-01-01", resources=resources, instance=instance
         )

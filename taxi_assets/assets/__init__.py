@@ -38,14 +38,17 @@ class GraphAssets:
 
     @property
     def trips(self) -> list[dg.AssetsDefinition]:
+        """The four trip assets, in the data's direction: one month x color through the trip graph."""
         return [self.raw_trips, self.clean_trips, self.gcs_parquet, self.bq_rides_table]
 
     @property
     def all(self) -> list[dg.AssetsDefinition]:
+        """Every asset of the code location: the trip assets, then the analytics."""
         return [*self.trips, self.taxi_zones, self.monthly_trip_stats, self.trips_per_month_chart]
 
 
 def build_assets(source: Source, target: str) -> GraphAssets:
+    """The assets of the code location serving `source` on `target`, on one shared partitions definition."""
     # One partitions definition for every partitioned asset: they are one grid.
     partitions_def = trip_partitions(source)
     return GraphAssets(

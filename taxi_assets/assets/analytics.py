@@ -34,7 +34,7 @@ from taxi_assets.io_manager import NewFile
 from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.errors import failing_fast, writing
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.resources.warehouse import Warehouse
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.schema import RIDES_TABLE, STATS_TABLE, ZONES_TABLE
@@ -89,13 +89,15 @@ def _read_zones(url: str, data: bytes) -> pd.DataFrame:
     return zones
 
 
-def _source_of_zones(source: TripSource, url: str) -> dict[str, object]:
+def _origin_of_zones(files: UpstreamFiles, url: str) -> dict[str, object]:
     """Where the lookup came from: its URL, or the public one and "bundled sample" (mirror.recorded_source)."""
-    origin = recorded_source(source.base, url, zone_lookup_url(PUBLIC_BASE_URL[source.spec.name]))
+    origin = recorded_source(files.base, url, zone_lookup_url(PUBLIC_BASE_URL[files.source.name]))
     return {"source_url": dg.MetadataValue.url(origin.pop("source_url")), **origin}
 
 
 def build_taxi_zones(target: str) -> dg.AssetsDefinition:
+    """`taxi/zones`, with the kinds of `target`'s warehouse (the lookup is the same for both sources)."""
+
     @dg.asset(
         key=ZONES_KEY,
         group_name=ANALYTICS,
@@ -105,14 +107,14 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(ZONES_COMPLETE, asset=ZONES_KEY, blocking=True, description="265 rows, unique LocationID")
         ],
     )
-    def taxi_zones(context: dg.AssetExecutionContext, source: TripSource, warehouse: Warehouse):
+    def taxi_zones(context: dg.AssetExecutionContext, upstream_files: UpstreamFiles, warehouse: Warehouse):
         """The taxi zone lookup (`{TAXI_SOURCE_URL}/misc/taxi_zone_lookup.csv`): LocationID, Borough,
         Zone, service_zone for the 265 zones, as the warehouse table `zones`. "N/A" and "NA" are real
         values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
         before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
         step: a bad lookup fails the run and leaves the table as it was."""
         try:
-            url, data = source.zone_lookup()
+            url, data = upstream_files.zone_lookup()
         except UpstreamError as exc:
             raise dg.Failure(
                 description=f"taxi zones: {exc}; the zones table is unchanged", allow_retries=False
@@ -123,7 +125,7 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
-                **_source_of_zones(source, url),
+                **_origin_of_zones(upstream_files, url),
                 "dagster/column_schema": column_schema(pa.Schema.from_pandas(zones, preserve_index=False)),
             },
             check_results=[
@@ -191,6 +193,8 @@ def _require_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, mont
 def build_monthly_trip_stats(
     source: Source, target: str, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
+    """`monthly_trip_stats` on `source`'s grid, with the kinds of `target`'s warehouse."""
+
     @dg.asset(
         partitions_def=partitions_def,
         group_name=ANALYTICS,

@@ -17,6 +17,8 @@ SLICE_MATCHES_LAKE_FILE = "slice_matches_lake_file"
 
 
 class RidesLoadConfig(dg.Config):
+    """Run config of `bq_rides_table`: how a slice's rows are loaded."""
+
     fill_passenger_count: bool = Field(
         default=True,
         description="Load NULL passenger_count as 0, as the seed pipeline did (the lake keeps the NULLs)",
@@ -31,6 +33,8 @@ RIDES_CHECKS = [
 
 
 def build_bq_rides_table(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`bq_rides_table` on `source`'s grid (its pinned schemas), loading into `target`'s warehouse."""
+
     @dg.asset(
         partitions_def=partitions_def,
         group_name=GROUP,

@@ -34,6 +34,8 @@ DROPOFF_NOT_BEFORE_PICKUP = "dropoff_not_before_pickup"
 
 
 class CleanTripsConfig(dg.Config):
+    """Run config of `clean_trips`: what to do with rows that cannot be parsed."""
+
     on_bad_rows: Literal["fail", "quarantine"] = Field(
         default="fail",
         description="fail: one unparseable row fails the month. quarantine: such rows are set aside, whole, with "
@@ -165,6 +167,8 @@ def _checks(
 
 
 def build_clean_trips(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`clean_trips` on `source`'s grid, parsing with its pinned schemas, with the kinds of `target`'s lake."""
+
     @dg.asset(
         partitions_def=partitions_def,
         group_name=GROUP,

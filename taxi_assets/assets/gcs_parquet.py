@@ -10,6 +10,8 @@ from taxi_assets.sources import Source
 
 
 def build_gcs_parquet(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`gcs_parquet` on `source`'s grid: the published copy in `target`'s lake, after the blocking checks."""
+
     @dg.asset(
         partitions_def=partitions_def,
         group_name=GROUP,

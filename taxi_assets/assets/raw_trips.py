@@ -13,7 +13,7 @@ from taxi_assets.partitions import TripMonth
 from taxi_assets.progress import Progress, megabytes
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.lake import Lake
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.sources import Source
 from taxi_assets.upstream import UpstreamError, redact
@@ -23,13 +23,15 @@ RAW_TRIPS = dg.AssetKey("raw_trips")  # the same key whichever source it is buil
 
 
 class RawTripsConfig(dg.Config):
+    """Run config of `raw_trips`: whether to download a file the lake already holds unchanged."""
+
     force_download: bool = Field(
         default=False, description="Download even when the lake's raw copy matches the upstream file"
     )
 
 
 def _unchanged_upstream(
-    context: dg.AssetExecutionContext, month: TripMonth, source: TripSource, stored: LakeFile | None
+    context: dg.AssetExecutionContext, month: TripMonth, files: UpstreamFiles, stored: LakeFile | None
 ) -> Mapping[str, dg.MetadataValue] | None:
     """The previous materialization's metadata if the lake's raw copy is still the upstream file
     (same ETag / Last-Modified and size as when it was downloaded), else None."""
@@ -42,7 +44,7 @@ def _unchanged_upstream(
         return None
     previous = records[0].asset_materialization.metadata
     try:
-        current = source.fingerprint(month)
+        current = files.fingerprint(month)
     except UpstreamError:
         return None  # let the download report what is wrong
     if current is None or not (current.etag or current.last_modified):
@@ -54,8 +56,8 @@ def _unchanged_upstream(
 
 
 def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    spec = source  # the asset's `source` argument below is the TripSource resource
-    colors = spec.colors
+    """`raw_trips` for `source`'s grid and file format, its kinds for `target`."""
+    colors = source.colors
 
     @dg.asset(
         partitions_def=partitions_def,
@@ -73,7 +75,7 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
     def raw_trips(
         context: dg.AssetExecutionContext,
         config: RawTripsConfig,
-        source: TripSource,
+        upstream_files: UpstreamFiles,
         workdir: WorkDir,
         lake: Lake,
     ):
@@ -86,13 +88,13 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
         and nothing is downloaded. A cell before its color's first file upstream (green before 2014 on
         the TLC) succeeds at once with nothing: 0 rows, and its metadata `no_file` says why."""
         month = TripMonth.from_context(context, colors)
-        reason = month.no_file_reason(spec)
+        reason = month.no_file_reason(source)
         if reason is not None:
             return dg.MaterializeResult(value=NoFile(reason), metadata=NoFile(reason).metadata)
-        url = source.url_for(month)
+        url = upstream_files.url_for(month)
         if not config.force_download:
             stored = stored_file(context, lake)
-            previous = _unchanged_upstream(context, month, source, stored)
+            previous = _unchanged_upstream(context, month, upstream_files, stored)
             if previous is not None:
                 context.log.info(
                     f"download skipped: {redact(url)} unchanged since it was downloaded; keeping the lake's raw copy"
@@ -101,7 +103,7 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
                 return dg.MaterializeResult(
                     value=stored, metadata={**kept, "download_skipped": True, "download_attempts": 0}
                 )
-        dest = workdir.path(f"{month.file_stem}{source.spec.suffix}")
+        dest = workdir.path(f"{month.file_stem}{source.suffix}")
         progress = Progress(context.log, "download")
         progress.say(f"{redact(url)}")
 
@@ -111,14 +113,14 @@ def build_raw_trips(source: Source, target: str, partitions_def: dg.PartitionsDe
 
         try:
             with failing_fast(month), writing(dest):
-                got = source.fetch(month, dest, log=context.log, on_progress=downloading)
+                got = upstream_files.fetch(month, dest, log=context.log, on_progress=downloading)
         except UpstreamError as exc:
             # Transfer errors were retried inside the fetch up to its bound; a run retry would repeat it.
             raise dg.Failure(description=f"partition {month}: {exc}", allow_retries=False) from exc
         attempts = f", {got.attempts} attempts" if got.attempts > 1 else ""
         progress.done(f"{megabytes(got.size)} at {got.size / 1e6 / max(got.seconds, 1e-6):,.1f} MB/s{attempts}")
-        public_url = source.spec.url(PUBLIC_BASE_URL[source.spec.name], month.color, month.ym)
-        origin = recorded_source(source.base, redact(url), public_url)
+        public_url = source.url(PUBLIC_BASE_URL[source.name], month.color, month.ym)
+        origin = recorded_source(upstream_files.base, redact(url), public_url)
         server = got.fingerprint
         return dg.MaterializeResult(
             value=NewFile(got.path),

@@ -60,6 +60,7 @@ class RowGroups:
         self.pending_rows = self.pending_bytes = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
+        """Buffer a batch; write a row group once enough rows or bytes are buffered."""
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
         self.pending_bytes += batch.nbytes
@@ -80,6 +81,7 @@ class RowGroups:
             pa.default_memory_pool().release_unused()
 
     def close(self) -> None:
+        """Write what is still buffered and finish the file (its footer)."""
         self._flush()
         self.writer.close()
 

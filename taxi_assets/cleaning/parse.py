@@ -41,6 +41,7 @@ MAX_DIAGNOSED_LINE_BYTES = 1 << 20
 
 
 def read_header(raw_path: Path, file_label: str) -> list[str]:
+    """The raw CSV.gz file's column names; an unreadable or overlong first line is a BadTripFile naming the file."""
     try:
         with igzip.open(raw_path, "rt", newline="") as text:
             first = text.readline(MAX_HEADER_BYTES)

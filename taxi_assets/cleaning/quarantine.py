@@ -100,6 +100,7 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def inert(cell: str) -> str:
+    """The cell as text a spreadsheet shows and never runs (a leading `'` before `=`, `+`, `-`, `@`...)."""
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 

@@ -20,6 +20,8 @@ def _count_true(mask: pa.Array) -> int:
 
 @dataclass
 class CleanResult:
+    """What cleaning one file found: row and null counts, rows outside the month, the pickup range, a preview."""
+
     rows: int = 0
     null_counts: dict[str, int] = field(default_factory=dict)
     pickups_outside_month: int = 0
@@ -42,6 +44,7 @@ class MonthStats:
         self.result = CleanResult(null_counts=dict.fromkeys(pinned.names, 0))
 
     def add(self, batch: pa.RecordBatch) -> None:
+        """Count one batch of cleaned rows into the result (and keep the first rows as the preview)."""
         result = self.result
         if result.preview is None:
             result.preview = pa.Table.from_batches([batch.slice(0, PREVIEW_ROWS)])

@@ -1,1 +1,1 @@
-"""Target-specific code: the lake (folder or GCS), the warehouse (DuckDB or BigQuery), the upstream source."""
+"""The resources: the lake (folder or GCS), the warehouse (DuckDB or BigQuery), the upstream files (`UpstreamFiles`)."""

@@ -31,6 +31,7 @@ class LakeObject:
     crc32c: str | None = None
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
+        """The object as materialization metadata: its URI, size, and the checksums the storage gives."""
         # One entry per fact: a local file's URI is its path.
         local = self.uri.startswith("/")
         entries: dict[str, dg.MetadataValue] = {
@@ -57,6 +58,7 @@ class Lake(dg.ConfigurableResource):
 
     @abc.abstractmethod
     def uri(self, key: str) -> str:
+        """Where the object under `key` is, as a user can open it (a path, or a gs:// URI)."""
         raise NotImplementedError
 
     @abc.abstractmethod
@@ -75,6 +77,7 @@ class Lake(dg.ConfigurableResource):
 
     @abc.abstractmethod
     def stat(self, key: str) -> LakeObject | None:
+        """What the lake knows of the object under `key`, or None if there is none."""
         raise NotImplementedError
 
     @abc.abstractmethod

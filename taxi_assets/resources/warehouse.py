@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SliceLoad:
+    """What a slice load left: the table, the slice's rows and the whole table's."""
+
     table: str
     rows: int  # in the slice after the replace
     table_rows: int  # in the whole table
@@ -78,6 +80,7 @@ class Warehouse(dg.ConfigurableResource):
 
     @abc.abstractmethod
     def has_table(self, name: str) -> bool:
+        """Whether the warehouse holds the table `name` (a read: it creates nothing)."""
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -164,6 +164,8 @@ def sweep(root: Path) -> list[Path]:
 
 
 class WorkDir(dg.ConfigurableResource):
+    """Local disk for files in the making: one private folder per run and process, removed when it ends."""
+
     root: str | None = Field(
         default=None, description="Folder for files in the making; default TAXI_WORK_DIR, read at launch"
     )
@@ -172,9 +174,11 @@ class WorkDir(dg.ConfigurableResource):
 
     @property
     def root_path(self) -> Path:
+        """The folder the runs' folders go in: `root`, else TAXI_WORK_DIR or its default (read now)."""
         return Path(self.root).resolve() if self.root else settings.work_dir()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At run start: sweep dead processes' folders, and fail now, naming it, if the folder is unusable."""
         self._name = context.run.run_id if context.run is not None else "no-run"
         self.sweep()
         # Fail now, naming the folder, rather than in the middle of a download.
@@ -184,6 +188,7 @@ class WorkDir(dg.ConfigurableResource):
                 raise PermissionError(13, "Permission denied")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """At run end: remove this process's folder."""
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 

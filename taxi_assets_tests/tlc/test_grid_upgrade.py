@@ -55,7 +55,7 @@ def _cells(today: dt.date) -> tuple[set[str], set[str]]:
 def test_history_of_the_static_keys_is_read_as_loaded_and_nothing_is_requested_again(upgraded, mirror, local_env):
     home, cursor = upgraded
     defs = build_test_defs("local", mirror)
-    resources = {"source": defs.resources["source"]}
+    resources = {"upstream_files": defs.resources["upstream_files"]}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         sensor = defs.get_sensor_def("upstream_files_sensor")
         for known in (cursor, None):  # the sensor's own cursor, or turned on afresh: the history decides

@@ -46,7 +46,7 @@ def test_definitions_built_once_follow_the_calendar(mirror, local_env, instance)
     sensor = defs.get_sensor_def("upstream_files_sensor")
     schedule = defs.get_schedule_def("newest_month_schedule")
     job = defs.resolve_job_def("trips_job")
-    resources = {"source": defs.resources["source"]}
+    resources = {"upstream_files": defs.resources["upstream_files"]}
 
     def tick(cursor):
         context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)

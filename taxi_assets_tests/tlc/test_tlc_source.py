@@ -13,7 +13,7 @@ import pytest
 
 from taxi_assets.assets import build_assets
 from taxi_assets.partitions import upstream_keys
-from taxi_assets.resources.source import TripSource
+from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.schedules import month_before_last, newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
@@ -152,7 +152,7 @@ def test_a_month_not_out_answers_403_and_fails_at_once(mirror, instance, resourc
 
 def _tick(mirror, instance, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"source": TripSource(source="tlc", base_url=mirror.base_url)}
+        instance=instance, cursor=cursor, resources={"upstream_files": UpstreamFiles.of(TLC, base_url=mirror.base_url)}
     )
     result = upstream_files_sensor(context)
     return {r.partition_key: r for r in result.run_requests}, result.cursor
@@ -186,7 +186,7 @@ def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(m
         with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=tick,
-            resources={"source": TripSource(source="tlc", base_url=mirror.base_url)},
+            resources={"upstream_files": UpstreamFiles.of(TLC, base_url=mirror.base_url)},
         ) as context:
             return newest_month_schedule(context)
 

@@ -58,6 +58,7 @@ class TaxiGCSResource(GCSResource):
     gcp_credentials: str | None = Field(default=None, description=KEY_HELP)
 
     def get_client(self) -> storage.Client:
+        """A storage client: the key in GCP_CREDENTIALS, else Application Default Credentials (none: emulator)."""
         credentials = key_credentials(self.gcp_credentials)
         if os.environ.get("STORAGE_EMULATOR_HOST"):
             return storage.Client(project=self.project, credentials=credentials or AnonymousCredentials())
@@ -70,6 +71,7 @@ class TaxiBigQueryResource(BigQueryResource):
 
     @contextlib.contextmanager
     def get_client(self) -> Iterator[bigquery.Client]:
+        """A BigQuery client for the project and location, closed when the block ends."""
         client = bigquery_client(self.project, self.location, self.gcp_credentials)
         try:
             yield client
@@ -102,6 +104,7 @@ def identity(client) -> str:
 
 
 def missing_bucket(bucket: str) -> SetupError:
+    """The error for a GCS_BUCKET that does not exist, with the command that creates it."""
     return SetupError(
         f"GCS bucket gs://{bucket} does not exist (GCS_BUCKET); create it in the dataset's location, "
         f"e.g. `gcloud storage buckets create gs://{bucket} --location=US`"
@@ -188,6 +191,7 @@ def _status(exc: BaseException) -> int | None:
 
 
 def is_quota(exc: BaseException) -> bool:
+    """Whether Google refused the call because a quota is used up (not worth retrying soon)."""
     return reason(exc) == QUOTA_REASON
 
 
@@ -211,6 +215,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_billing(exc: BaseException) -> bool:
+    """Whether the call failed because billing is not enabled on the project."""
     return reason(exc) == "billingNotEnabled" or bool(_BILLING.search(str(getattr(exc, "message", exc))))
 
 
@@ -266,6 +271,7 @@ def call_retry(bounds: Bounds, *, service: str, doing: str) -> retries.Retry:
 
 
 def unavailable(exc: BaseException, *, service: str, doing: str, bound: str) -> Unavailable:
+    """The error for a call that kept failing on Google's side (or rate-limited) until `bound`."""
     why = reason(exc) or f"HTTP {_status(cause(exc)) or type(cause(exc)).__name__}"
     kind = (
         "a rate limit: run fewer partitions at once"
@@ -296,6 +302,7 @@ def _bucket_missing(client, bucket: str, exc: google_exceptions.NotFound, bounds
 
 
 def quota_exceeded(exc: BaseException, *, service: str, doing: str) -> QuotaExceeded:
+    """The error for a used-up quota: not retried, with when and how to try again."""
     return QuotaExceeded(
         f"{service} refused to {doing}: a quota is used up (quotaExceeded). Server said: {said(exc)[:500]}. "
         "Not retried, and nothing more is started: Google asks to wait 10 minutes or more, and failed jobs count "

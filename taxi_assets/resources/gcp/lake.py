@@ -57,6 +57,7 @@ class GCSLake(Lake):
         return {"retry": retry, "timeout": self.request_timeout_seconds}
 
     def uri(self, key: str) -> str:
+        """The object's gs:// URI."""
         return f"gs://{self.bucket}/{key}"
 
     def _describe(self, blob) -> LakeObject:
@@ -72,6 +73,7 @@ class GCSLake(Lake):
         )
 
     def store(self, local_path: Path, key: str) -> LakeObject:
+        """Upload the file under `key` (checksummed; a new generation replaces the old object at once)."""
         blob = self._bucket().blob(key)
         doing = f"write {self.uri(key)}"
         with self._explained(doing, "storage.objects.create and storage.objects.delete"):
@@ -80,6 +82,7 @@ class GCSLake(Lake):
         return self._describe(blob)
 
     def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
+        """Server-side copy (a rewrite), of exactly `src_generation` when given, else SourceReplaced."""
         bucket = self._bucket()
         # With a generation, the source is that version of the object (the rewrite's
         # sourceGeneration), never whatever another run stored under the key since: GCS answers 404
@@ -110,6 +113,7 @@ class GCSLake(Lake):
         return self._describe(copied)
 
     def stat(self, key: str) -> LakeObject | None:
+        """The object's size, generation and checksums, or None if there is none."""
         bucket = self._bucket()
         doing = f"read {self.uri(key)}"
         with self._explained(doing, "storage.objects.get"):
@@ -117,6 +121,7 @@ class GCSLake(Lake):
         return self._describe(blob) if blob is not None else None
 
     def delete(self, key: str) -> bool:
+        """Delete the object if there is one; whether there was."""
         bucket = self._bucket()
         doing = f"delete {self.uri(key)}"
         with self._explained(doing, "storage.objects.delete"):
@@ -127,6 +132,7 @@ class GCSLake(Lake):
         return True
 
     def download(self, key: str, dest: Path) -> Path:
+        """Copy the object to the local file `dest`."""
         bucket = self._bucket()
         doing = f"read {self.uri(key)}"
         with self._explained(doing, "storage.objects.get"):
@@ -134,6 +140,7 @@ class GCSLake(Lake):
         return dest
 
     def parquet_footer(self, key: str) -> pq.FileMetaData:
+        """The Parquet footer, read through a seekable reader on the object, never downloaded to disk."""
         bucket = self._bucket()
         doing = f"read {self.uri(key)}"
         with (

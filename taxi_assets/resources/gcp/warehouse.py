@@ -413,6 +413,7 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
+        """Load the gs:// Parquet file into staging, then swap it in as the color x month slice of `rides` at once."""
         if not source_uri.startswith("gs://"):
             raise ValueError(f"BigQuery loads from gs:// objects only, got {source_uri}")
         if color not in ALL_COLORS:
@@ -483,6 +484,7 @@ class BigQueryWarehouse(Warehouse):
         return next(iter(self._query(client, sql, params, doing="count rows")))[0]
 
     def slice_rows(self, color, month) -> int:
+        """Rows of the color x month slice of `rides` (0 when the table is not there)."""
         with self.bigquery.get_client() as client:
             rides = _quote(self._table_id(client, RIDES_TABLE))
             sql = f"SELECT COUNT(*) FROM {rides} WHERE color = @color AND month = @month"
@@ -496,6 +498,7 @@ class BigQueryWarehouse(Warehouse):
             return self._call(client, f"count {rides}", "bigquery.jobs.create, bigquery.tables.getData", count)
 
     def replace_table(self, name: str, table: pa.Table) -> int:
+        """Replace the table's contents with `table` in one WRITE_TRUNCATE load job."""
         # One load job with WRITE_TRUNCATE: BigQuery swaps the table's contents atomically when the
         # job succeeds, and leaves them as they were when it fails.
         buffer = io.BytesIO()
@@ -533,6 +536,7 @@ class BigQueryWarehouse(Warehouse):
             )
 
     def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
+        """Create the table if missing, then delete `delete_where` and insert `select` in one transaction."""
         with self.bigquery.get_client() as client:
             self._ensure_dataset(client)
             table_id = self._table_id(client, name)
@@ -560,6 +564,7 @@ class BigQueryWarehouse(Warehouse):
             )
 
     def table_name(self, name: str) -> str:
+        """The table's quoted `project.dataset.table` name, for SQL."""
         project = self.bigquery.project
         if project is None:  # Application Default Credentials name it
             with self.bigquery.get_client() as client:
@@ -567,6 +572,7 @@ class BigQueryWarehouse(Warehouse):
         return _quote(f"{project}.{self.dataset}.{name}")
 
     def has_table(self, name: str) -> bool:
+        """Whether the dataset holds the table."""
         with self.bigquery.get_client() as client:
             table_id = self._table_id(client, name)
             doing = f"read table {table_id}"
@@ -581,6 +587,7 @@ class BigQueryWarehouse(Warehouse):
             return self._call(client, doing, "bigquery.tables.get", exists)
 
     def query(self, sql, params=None):
+        """Run one statement with named parameters; its result as a DataFrame."""
         query_params = [_parameter(name, value) for name, value in (params or {}).items()]
         with self.bigquery.get_client() as client:
             return self._call(
@@ -598,6 +605,7 @@ class BigQueryWarehouse(Warehouse):
         ]
 
     def slice_row_counts(self):
+        """Rows of each color x month slice of `rides` (empty when the table is not there)."""
         with self.bigquery.get_client() as client:
             rides = _quote(self._table_id(client, RIDES_TABLE))
             sql = f"SELECT color, month, COUNT(*) FROM {rides} GROUP BY color, month"

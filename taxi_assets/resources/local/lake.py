@@ -22,6 +22,7 @@ class LocalLake(Lake):
 
     @property
     def root_path(self) -> Path:
+        """The lake's folder: `root`, else `$TAXI_DATA_DIR/lake` (read now)."""
         return Path(self.root).resolve() if self.root else settings.lake_root()
 
     def _path(self, key: str) -> Path:
@@ -32,6 +33,7 @@ class LocalLake(Lake):
         return path
 
     def uri(self, key: str) -> str:
+        """The object's absolute path."""
         return str(self._path(key))
 
     def _replace(self, key: str, fill: Callable[[Path], None]) -> LakeObject:
@@ -46,6 +48,8 @@ class LocalLake(Lake):
         return self._describe(key, dest)
 
     def store(self, local_path: Path, key: str) -> LakeObject:
+        """Move (or copy, across filesystems) the file into the lake and rename it over any old one."""
+
         def fill(tmp: Path) -> None:
             try:
                 os.replace(local_path, tmp)  # the work folder is on the lake's filesystem by default
@@ -55,6 +59,7 @@ class LocalLake(Lake):
         return self._replace(key, fill)
 
     def copy(self, src_key: str, dst_key: str, src_generation: int | None = None) -> LakeObject:
+        """A hard link (else a copy) of `src_key` under `dst_key`, if it is still `src_generation`."""
         src = self._path(src_key)
         # The link below takes whatever file is there when it runs; checked just before it.
         if src_generation is not None and (self.stat(src_key) or LakeObject("", "", 0)).generation != src_generation:
@@ -79,22 +84,27 @@ class LocalLake(Lake):
         return LakeObject(key=key, uri=str(path), size=stat.st_size, generation=stat.st_mtime_ns)
 
     def stat(self, key: str) -> LakeObject | None:
+        """The file's size and generation (its modification time in ns), or None if there is none."""
         path = self._path(key)
         return self._describe(key, path) if path.is_file() else None
 
     def delete(self, key: str) -> bool:
+        """Remove the file if there is one; whether there was."""
         path = self._path(key)
         existed = path.is_file()
         path.unlink(missing_ok=True)
         return existed
 
     def local_path(self, key: str) -> Path | None:
+        """The file itself, to read in place (None if there is none)."""
         path = self._path(key)
         return path if path.is_file() else None
 
     def download(self, key: str, dest: Path) -> Path:
+        """Copy the file to `dest`."""
         shutil.copyfile(self._path(key), dest)
         return dest
 
     def parquet_footer(self, key: str) -> pq.FileMetaData:
+        """The Parquet footer, read from the file."""
         return pq.read_metadata(self._path(key))

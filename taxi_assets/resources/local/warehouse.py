@@ -82,6 +82,7 @@ class DuckDBWarehouse(Warehouse):
 
     @property
     def path(self) -> str:
+        """The DuckDB file: `database`, else `$TAXI_DATA_DIR/warehouse.duckdb` (read now)."""
         return self.database or str(settings.duckdb_path())
 
     @contextlib.contextmanager
@@ -164,6 +165,7 @@ class DuckDBWarehouse(Warehouse):
         return conn.execute(sql, {"name": name}).fetchone()[0] > 0
 
     def replace_slice(self, *, source_uri, color, month, file_schema, fill_passenger_count) -> SliceLoad:
+        """Load the local Parquet file as the color x month slice of `rides`, swapped in one transaction."""
         if "://" in source_uri:
             raise ValueError(f"DuckDB warehouse loads local lake files only, got {source_uri}")
         del file_schema  # DuckDB reads the Parquet file's own schema
@@ -199,6 +201,7 @@ class DuckDBWarehouse(Warehouse):
         return SliceLoad(table=RIDES_TABLE, rows=loaded, table_rows=total)
 
     def slice_rows(self, color, month) -> int:
+        """Rows of the color x month slice of `rides` (0 when the table is not there)."""
         with self._connection() as conn:
             if not self._has_table(conn, RIDES_TABLE):  # a read never creates the table
                 return 0
@@ -208,6 +211,7 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()[0]
 
     def replace_table(self, name: str, table: pa.Table) -> int:
+        """Replace the table with `table` in one transaction."""
         with self._writing() as conn:
             conn.register("incoming", table)
             with self._transaction(conn):
@@ -216,21 +220,26 @@ class DuckDBWarehouse(Warehouse):
         return rows
 
     def replace_rows(self, name, *, columns, delete_where, select, params) -> None:
+        """Create the table if missing, then delete `delete_where` and insert `select` in one transaction."""
         with self._writing() as conn:
             self._replace(conn, name, columns=columns, delete_where=delete_where, select=select, params=params)
 
     def table_name(self, name: str) -> str:
+        """The table's quoted name, for SQL."""
         return _quote(name)
 
     def has_table(self, name: str) -> bool:
+        """Whether the database holds the table."""
         with self._connection() as conn:
             return self._has_table(conn, name)
 
     def query(self, sql, params=None):
+        """Run one statement with named parameters; its result as a DataFrame."""
         with self._connection() as conn:
             return conn.execute(sql, dict(params or {})).fetch_df()
 
     def slice_row_counts(self):
+        """Rows of each color x month slice of `rides` (empty when the table is not there)."""
         with self._connection() as conn:
             if not self._has_table(conn, RIDES_TABLE):  # a read never creates the table
                 return {}

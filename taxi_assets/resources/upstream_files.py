@@ -1,5 +1,14 @@
-"""The upstream source a code location serves (the DataTalksClub releases' CSV.gz files, or the TLC's
-own Parquet files): which one, its base URL and how patiently to download from it."""
+"""The trip files at the upstream a code location serves (the DataTalksClub releases' CSV.gz files,
+or the TLC's own Parquet files), and how patiently to download them.
+
+Vocabulary: a `Source` (sources.py) is what is known of an upstream in advance: its colors, grid,
+file names and formats. `UpstreamFiles` is the resource that fetches its files over HTTP, built
+from the `Source` the assets were built for (`UpstreamFiles.of`, called by `targets.resources_for`).
+
+The source is part of the resource's class (`ReleaseFiles`, `TlcFiles`), not of its config: Dagster
+rebuilds a resource from its config when a run starts, so a config field could be changed, or
+reset to its default by run config that sets other fields, and then disagree with the assets.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +16,14 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import requests
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from taxi_assets import settings
 from taxi_assets.partitions import TripMonth
-from taxi_assets.sources import Source, source_named
+from taxi_assets.sources import RELEASES, TLC, Source
 from taxi_assets.upstream import (
     MAX_DOWNLOAD_BYTES,
     MAX_LOOKUP_BYTES,
@@ -29,10 +38,10 @@ from taxi_assets.upstream import (
 )
 
 
-class TripSource(dg.ConfigurableResource):
-    """NYC TLC trip files, from the source `source` names (`build_defs` sets it): the DataTalksClub
-    `nyc-tlc-data` releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a
-    mirror with the same layout.
+class UpstreamFiles(dg.ConfigurableResource):
+    """The NYC TLC trip files of one source, fetched over HTTP: the DataTalksClub `nyc-tlc-data`
+    releases (TAXI_SOURCE_URL) or the TLC's own Parquet files (TAXI_TLC_URL), or a mirror with the
+    same layout. Built with `UpstreamFiles.of(source)` from the `Source` the assets were built for.
 
     A download is retried inside the run on transient failures (5xx, timeouts, cut transfers),
     with exponential backoff and full jitter, until `attempts` tries or `give_up_after_seconds`:
@@ -44,9 +53,8 @@ class TripSource(dg.ConfigurableResource):
     a bad one fails naming the setting.
     """
 
-    source: str | None = Field(
-        default=None, description="releases or tlc: the layout, format and grid of the files; default TAXI_SOURCE"
-    )
+    source: ClassVar[Source]  # whose files: set by each subclass (see the module's docstring)
+
     base_url: str | None = Field(
         default=None, description="Base URL; default TAXI_SOURCE_URL (releases) or TAXI_TLC_URL (tlc) at launch"
     )
@@ -63,38 +71,47 @@ class TripSource(dg.ConfigurableResource):
     )
     max_lookup_bytes: int = Field(default=MAX_LOOKUP_BYTES, description="Largest zone lookup accepted (~12 KB real)")
 
+    @staticmethod
+    def of(source: Source, **settings: object) -> UpstreamFiles:
+        """The files of `source`, with download settings (`base_url`, `attempts`, ...) for a mirror or a test."""
+        return FILES_OF[source.name](**settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _of_a_source(cls, data: object) -> object:
+        if not hasattr(cls, "source"):
+            raise ValueError("UpstreamFiles serves one source: build it with UpstreamFiles.of(source)")
+        return data
+
     @field_validator("attempts", "max_concurrent_requests", "max_download_bytes", "max_lookup_bytes")
     @classmethod
     def _at_least_one(cls, value: int, info) -> int:
         if value < 1:
-            raise ValueError(f"TripSource.{info.field_name} must be at least 1, got {value}")
+            raise ValueError(f"UpstreamFiles.{info.field_name} must be at least 1, got {value}")
         return value
 
     @field_validator("timeout_seconds", "give_up_after_seconds")
     @classmethod
     def _positive_seconds(cls, value: float, info) -> float:
         if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"TripSource.{info.field_name} must be a number of seconds above 0, got {value}")
+            raise ValueError(f"UpstreamFiles.{info.field_name} must be a number of seconds above 0, got {value}")
         return value
 
     @field_validator("backoff_seconds")
     @classmethod
     def _seconds(cls, value: float, info) -> float:
         if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"TripSource.{info.field_name} must be a number of seconds, 0 or more, got {value}")
+            raise ValueError(f"UpstreamFiles.{info.field_name} must be a number of seconds, 0 or more, got {value}")
         return value
 
     @property
-    def spec(self) -> Source:
-        """The source served: its colors, grid, URLs, file format and "not published" statuses."""
-        return source_named(self.source or settings.source())
-
-    @property
     def base(self) -> str:
-        return checked_base_url(self.base_url or self.spec.default_base_url())
+        """The base URL downloads use: `base_url`, else the source's (TAXI_SOURCE_URL / TAXI_TLC_URL, read now)."""
+        return checked_base_url(self.base_url or self.source.default_base_url())
 
     def url_for(self, month: TripMonth) -> str:
-        return self.spec.url(self.base, month.color, month.ym)
+        """The URL of `month`'s file, with any credentials in it (show it through `upstream.redact`)."""
+        return self.source.url(self.base, month.color, month.ym)
 
     def fetch(
         self,
@@ -103,6 +120,7 @@ class TripSource(dg.ConfigurableResource):
         log: logging.Logger | None = None,
         on_progress: Callable[[int, int | None], None] | None = None,
     ) -> Downloaded:
+        """Download `month`'s file to `dest`, verified and retried within this resource's bounds."""
         return download(
             self.url_for(month),
             dest,
@@ -111,8 +129,8 @@ class TripSource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             give_up_after_seconds=self.give_up_after_seconds,
             max_bytes=self.max_download_bytes,
-            suffix=self.spec.suffix,
-            not_published=self.spec.not_published,
+            suffix=self.source.suffix,
+            not_published=self.source.not_published,
             log=log,
             on_progress=on_progress,
         )
@@ -136,5 +154,27 @@ class TripSource(dg.ConfigurableResource):
             self.url_for(month),
             session=session,
             timeout_seconds=min(self.timeout_seconds, 15.0),
-            not_published=self.spec.not_published,
+            not_published=self.source.not_published,
         )
+
+
+class ReleaseFiles(UpstreamFiles):
+    """The DataTalksClub `nyc-tlc-data` release files (TAXI_SOURCE=releases), fetched over HTTP
+    from `base_url`, else TAXI_SOURCE_URL. A download is retried inside the run on transient
+    failures, within `attempts` and `give_up_after_seconds`; a file over `max_download_bytes` fails
+    at once (the `UpstreamFiles` resource of the releases code location)."""
+
+    source: ClassVar[Source] = RELEASES
+
+
+class TlcFiles(UpstreamFiles):
+    """The TLC's own Parquet trip files (TAXI_SOURCE=tlc), fetched over HTTP from `base_url`, else
+    TAXI_TLC_URL. A download is retried inside the run on transient failures, within `attempts` and
+    `give_up_after_seconds`; a file over `max_download_bytes` fails at once (the `UpstreamFiles`
+    resource of the tlc code location)."""
+
+    source: ClassVar[Source] = TLC
+
+
+# Each source's resource class, by the source's name.
+FILES_OF: dict[str, type[UpstreamFiles]] = {RELEASES.name: ReleaseFiles, TLC.name: TlcFiles}
