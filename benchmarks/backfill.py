@@ -131,6 +131,7 @@ def _cpu_by_role() -> dict[str, float]:
 
 
 def measure(port: int, keys: list[str], instance: str) -> dict[str, float]:
+    """Backfill `keys` on the instance at `port`, wait for every run, print its pace and return its figures by name."""
     cpu_before = _cpu_by_role()
     started = time.time()
     backfill = launch_backfill(port, keys)
@@ -199,6 +200,7 @@ def measure(port: int, keys: list[str], instance: str) -> dict[str, float]:
 
 
 def side_by_side(results: dict[str, dict[str, float]], partitions: int) -> None:
+    """Print each instance's figures in one table, a column per instance."""
     names = list(results)
     print(f"\n== side by side: backfill of {partitions} partitions ==")
     print(f"{'':32}" + "".join(f"{name:>14}" for name in names))
@@ -221,6 +223,7 @@ def celery_instance(tmp: Path, pg_url: str, env: dict[str, str], concurrency: in
 
 
 def main() -> None:
+    """Start each chosen instance in turn, backfill on it, and print the figures side by side."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--instance",

@@ -16,6 +16,7 @@ import pandas as pd
 
 
 def main(url: str, out_dir: str, color: str = "yellow") -> None:
+    """Run the seed's fetch, clean and write on `url` into `out_dir`; print the seconds per step as JSON."""
     seconds = {}
     t = time.perf_counter()
     df = pd.read_csv(url)

@@ -78,6 +78,7 @@ def generate_fhvhv(path: Path, rows: int, seed: int = 7) -> Path:
 
 
 def main() -> None:
+    """Generate the fhvhv month once (cached), then time and measure materializing it `--repeat` times."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--repeat", type=int, default=1)

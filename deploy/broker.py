@@ -34,6 +34,8 @@ CERT_REQS = {"cert_required": "required", "cert_optional": "optional", "cert_non
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A Celery broker or result backend URL, split into its parts (the password kept, never shown)."""
+
     setting: str
     scheme: str
     host: str
@@ -50,6 +52,7 @@ class Endpoint:
 
     @property
     def local(self) -> bool:
+        """Whether it is on this host (loopback, localhost or a Unix socket): a Redis there needs no TLS."""
         if self.scheme in ("redis+socket", "socket") or self.host == "localhost":
             return True
         try:
@@ -76,6 +79,7 @@ def endpoints() -> list[Endpoint] | str:
 
 
 def parse(setting: str, url: str) -> Endpoint | str:
+    """The Endpoint `url` (from the variable `setting`) names, or a message saying what is wrong, naming no secret."""
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -36,6 +36,7 @@ def installed() -> list[str]:
 
 
 def resolve() -> dict[str, str]:
+    """The versions pip would install for the image, by package name, held to this venv's where it has them."""
     with tempfile.TemporaryDirectory() as scratch:
         constraints = Path(scratch) / "installed.txt"
         constraints.write_text("\n".join(installed()) + "\n")
@@ -51,6 +52,7 @@ def resolve() -> dict[str, str]:
 
 
 def main() -> None:
+    """Print constraints.txt to stdout."""
     pins = resolve()
     print(HEADER + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins, key=str.lower)), end="")
 

@@ -122,12 +122,15 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Policy:
+    """What the proxy lets through: run containers of this one image, on this network, with these named volumes."""
+
     image: str
     network: str
     volumes: frozenset[str]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Policy:
+        """The policy from TAXI_DOCKER_PROXY_IMAGE, _NETWORK and _VOLUMES; a missing or bad one stops the proxy."""
         missing = [k for k in ("TAXI_DOCKER_PROXY_IMAGE", "TAXI_DOCKER_PROXY_NETWORK") if not environ.get(k)]
         if missing:
             raise SystemExit(f"docker_api_proxy: set {' and '.join(missing)} (see deploy/compose.yaml)")
@@ -138,6 +141,7 @@ class Policy:
         return cls(environ["TAXI_DOCKER_PROXY_IMAGE"], environ["TAXI_DOCKER_PROXY_NETWORK"], volumes)
 
     def is_image(self, name: object) -> bool:
+        """Whether `name` spells the allowed image (podman's localhost/ prefix and :latest allowed for)."""
         return isinstance(name, str) and canonical_image(name) == canonical_image(self.image)
 
 
@@ -153,6 +157,7 @@ def canonical_image(name: str) -> str:
 
 
 def absolute_path(value: object) -> bool:
+    """Whether `value` is a plain absolute path: no `.` or `..` parts, no `:`, ordinary characters only."""
     return (
         isinstance(value, str)
         and value.startswith("/")
@@ -264,6 +269,8 @@ def check_create(body: object, policy: Policy) -> dict:
 
 @dataclass
 class Route:
+    """What a request is for (an allowed API call), with the API version and the container or image it names."""
+
     name: str
     version: str  # "" or "/vX.Y", forwarded as given
     container: str | None = None
@@ -322,11 +329,14 @@ def route(method: str, target: str) -> tuple[Route, list[tuple[str, str]]]:
 
 
 class UnixConnection(http.client.HTTPConnection):
+    """An HTTP connection to the engine's API over its Unix socket."""
+
     def __init__(self, path: str, timeout: float | None):
         super().__init__("docker", timeout=timeout)
         self.socket_path = path
 
     def connect(self):
+        """Connect to the socket, with the connection's timeout."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.socket_path)
@@ -336,6 +346,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves each request: routes it, checks it against the policy, forwards it or refuses it (403)."""
+
     protocol_version = "HTTP/1.1"
     timeout = 60  # seconds a client may stall mid-request (or idle between requests) before it is dropped
     server_version = "taxi-docker-api-proxy"
@@ -343,9 +355,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     upstream: str
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        """Nothing: `handle_request` logs one line per request, without query strings."""
         pass  # one line per request from `handle_request` instead (the default logs query strings)
 
     def do_GET(self):
+        """Every method goes through `handle_request`."""
         self.handle_request()
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
@@ -353,6 +367,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- the request ------------------------------------------------------------------------------
 
     def handle_request(self):
+        """Route, check and answer one request, and log one line for it; a refusal answers 403 with why."""
         # The target as sent: http.server turns a leading "//" into "/" in self.path.
         target = self.requestline.split(" ")[1] if self.requestline.count(" ") == 2 else ""
         path = "".join(c if c.isascii() and c.isprintable() else "?" for c in target.partition("?")[0][:300])
@@ -377,6 +392,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         log.info("allowed %s %s -> %s", self.command, path, status)
 
     def refuse_framing(self, body_allowed: bool) -> None:
+        """Refuse chunked bodies, upgrades (attach, exec), and a body where none is allowed or over the limit."""
         if "Transfer-Encoding" in self.headers:
             raise Refused("chunked or encoded request bodies are not accepted: send Content-Length")
         if "Upgrade" in self.headers or "upgrade" in self.headers.get("Connection", "").lower():
@@ -388,6 +404,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise Refused(f"a body of {length} bytes ({'over the limit' if body_allowed else 'none allowed here'})")
 
     def read_body(self) -> bytes:
+        """The request's body, exactly Content-Length bytes (Refused if it ends early)."""
         length = int(self.headers.get("Content-Length", "0"))
         data = self.rfile.read(length)
         self.body_read = True
@@ -407,6 +424,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # -- the routes -------------------------------------------------------------------------------
 
     def dispatch(self, r: Route, params: list[tuple[str, str]], body: bytes) -> int:
+        """Answer an allowed route (a create request hardened first; the deployment's image only); its status."""
         query = dict(params)
         if r.name in ("ping", "version"):
             return self.forward(r, f"/{r.name if r.name == 'version' else '_ping'}", params)
@@ -449,6 +467,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.forward(r, f"/containers/{found['Id']}{suffix}", params)
 
     def list_run_containers(self, r: Route, query: dict[str, str]) -> int:
+        """The engine's container list, filtered to the containers of runs (their label) only."""
         try:
             filters = json.loads(query.get("filters") or "{}")
         except ValueError as exc:
@@ -511,6 +530,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             conn.close()
 
     def reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> int:
+        """Send a response with the given status, headers (hop-by-hop ones dropped) and body; its status."""
         self.replied = True
         self.send_response(status)
         for key, value in headers:
@@ -523,10 +543,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return status
 
     def reply_json(self, status: int, payload: dict) -> None:
+        """Send a JSON response."""
         self.reply(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
 
 
 def serve(policy: Policy, upstream: str, host: str, port: int) -> http.server.ThreadingHTTPServer:
+    """A threading HTTP server on `host:port` applying `policy` to the engine socket at `upstream` (not started)."""
     handler = type("BoundHandler", (Handler,), {"policy": policy, "upstream": upstream})
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
@@ -534,6 +556,7 @@ def serve(policy: Policy, upstream: str, host: str, port: int) -> http.server.Th
 
 
 def main() -> None:
+    """Run the proxy as its container does: the policy and addresses from the environment, until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s docker-api-proxy %(levelname)s %(message)s")
     policy = Policy.from_env()
     upstream = os.environ.get("TAXI_DOCKER_PROXY_SOCKET", "/var/run/docker.sock")

@@ -21,6 +21,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 
 def one_line(error: BaseException) -> str:
+    """An error's message on one line (its type name when it has none)."""
     return " ".join(str(error).split()) or type(error).__name__
 
 

@@ -93,6 +93,7 @@ class RotatingLog:
         return len(view)
 
     def write(self, data: bytes) -> None:
+        """Append `data`, rotating first past `max_bytes`; output that cannot be written is counted and reported."""
         with self.lock:
             self.error = None
             try:
@@ -119,6 +120,7 @@ class RotatingLog:
                     )
 
     def close(self) -> None:
+        """Close the current file."""
         with self.lock:
             self._close()
 

@@ -8,6 +8,7 @@ import urllib.request
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    """POST one query to the webserver at `port`; its `data`, or an AssertionError with the errors."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
@@ -21,6 +22,7 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` s naming `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -58,6 +60,7 @@ query Runs($filter: RunsFilter) {
 
 
 def runs(port: int, run_filter: dict | None = None) -> list[dict]:
+    """The runs the webserver lists, with their status, times and tags (`run_filter`: a RunsFilter)."""
     return graphql(port, RUNS, {"filter": run_filter or {}})["runsOrError"]["results"]
 
 

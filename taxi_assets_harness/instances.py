@@ -156,6 +156,7 @@ def run_worker_pid(port: int, run_id: str) -> int | None:
 
 
 def backfill_runs(port: int, backfill_id: str, limit: int = 1000) -> list[dict]:
+    """The runs of backfill `backfill_id`, with status, times, tags and step times."""
     return graphql(
         port,
         f'{{ partitionBackfillOrError(backfillId: "{backfill_id}") {{ ... on PartitionBackfill '
@@ -187,6 +188,7 @@ def latest_materialization_ms(port: int, asset: str) -> float | None:
 
 
 def partitions_materialized(port: int, asset: str) -> int:
+    """How many partitions of `asset` the webserver counts as materialized."""
     return graphql(
         port,
         f'{{ assetNodeOrError(assetKey: {{path: ["{asset}"]}}) {{ ... on AssetNode '

@@ -31,10 +31,13 @@ CELERY_USER = "taxi"
 
 
 def redis_binary() -> str | None:
+    """The redis-server executable, or None when it is not installed."""
     return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
 
 
 class RedisServer:
+    """A throwaway redis-server on a free loopback port, its files in `workdir`, with a password if given."""
+
     def __init__(self, workdir: Path, password: str | None = None):
         self.workdir = workdir
         self.port = free_port()
@@ -44,6 +47,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Write its config (private: it holds the password) and start it; return once it answers."""
         binary = redis_binary()
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
@@ -71,6 +75,7 @@ class RedisServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Terminate it (kill after 10 s)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -88,6 +93,7 @@ class RedisServer:
 
 @contextlib.contextmanager
 def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
+    """A started RedisServer for the block, stopped after it."""
     server = RedisServer(workdir, password)
     server.start()
     try:
