@@ -124,10 +124,7 @@ class UpstreamFiles(dg.ConfigurableResource):
         return download(
             self.url_for(month),
             dest,
-            attempts=self.attempts,
-            backoff_seconds=self.backoff_seconds,
-            timeout_seconds=self.timeout_seconds,
-            give_up_after_seconds=self.give_up_after_seconds,
+            **self._retries(),
             max_bytes=self.max_download_bytes,
             suffix=self.source.suffix,
             not_published=self.source.not_published,
@@ -135,17 +132,19 @@ class UpstreamFiles(dg.ConfigurableResource):
             on_progress=on_progress,
         )
 
+    def _retries(self) -> dict[str, float]:
+        """The retry settings a download and the zone lookup both take."""
+        return {
+            "attempts": self.attempts,
+            "backoff_seconds": self.backoff_seconds,
+            "timeout_seconds": self.timeout_seconds,
+            "give_up_after_seconds": self.give_up_after_seconds,
+        }
+
     def zone_lookup(self) -> tuple[str, bytes]:
         """The zone lookup's URL (as shown) and its bytes."""
         url = zone_lookup_url(self.base)
-        data = fetch_small(
-            url,
-            attempts=self.attempts,
-            backoff_seconds=self.backoff_seconds,
-            timeout_seconds=self.timeout_seconds,
-            give_up_after_seconds=self.give_up_after_seconds,
-            max_bytes=self.max_lookup_bytes,
-        )
+        data = fetch_small(url, **self._retries(), max_bytes=self.max_lookup_bytes)
         return redact(url), data
 
     def fingerprint(self, month: TripMonth, session: requests.Session | None = None) -> Fingerprint | None:
@@ -159,19 +158,15 @@ class UpstreamFiles(dg.ConfigurableResource):
 
 
 class ReleaseFiles(UpstreamFiles):
-    """The DataTalksClub `nyc-tlc-data` release files (TAXI_SOURCE=releases), fetched over HTTP
-    from `base_url`, else TAXI_SOURCE_URL. A download is retried inside the run on transient
-    failures, within `attempts` and `give_up_after_seconds`; a file over `max_download_bytes` fails
-    at once (the `UpstreamFiles` resource of the releases code location)."""
+    """The DataTalksClub `nyc-tlc-data` release files (TAXI_SOURCE=releases), downloaded from
+    `base_url`, else TAXI_SOURCE_URL, retried and bounded as each setting says (`UpstreamFiles`)."""
 
     source: ClassVar[Source] = RELEASES
 
 
 class TlcFiles(UpstreamFiles):
-    """The TLC's own Parquet trip files (TAXI_SOURCE=tlc), fetched over HTTP from `base_url`, else
-    TAXI_TLC_URL. A download is retried inside the run on transient failures, within `attempts` and
-    `give_up_after_seconds`; a file over `max_download_bytes` fails at once (the `UpstreamFiles`
-    resource of the tlc code location)."""
+    """The TLC's own Parquet trip files (TAXI_SOURCE=tlc), downloaded from `base_url`, else
+    TAXI_TLC_URL, retried and bounded as each setting says (`UpstreamFiles`)."""
 
     source: ClassVar[Source] = TLC
 
