@@ -6,7 +6,7 @@ import io
 import statistics
 from collections import defaultdict
 
-from taxi_assets_tests.conftest import REAL
+from taxi_assets_tests.helpers import REAL
 
 STAT_COLUMNS = (
     "trips",

@@ -9,7 +9,7 @@ from taxi_assets.definitions import build_defs
 from taxi_assets.partitions import TripMonth
 from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.sources import RELEASES, TLC
-from taxi_assets_tests.conftest import build_test_defs, real_rows, run_partition, step_failure_messages
+from taxi_assets_tests.helpers import build_test_defs, real_rows, run_partition, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 

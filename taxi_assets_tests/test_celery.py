@@ -29,7 +29,7 @@ from taxi_assets_harness.graphql import graphql, max_overlap, runs, wait_until
 from taxi_assets_harness.instances import TRIP_ASSETS, backfill_runs, launch_backfill, make_serve, make_worker
 from taxi_assets_harness.postgres import postgres_cluster, server_binaries
 from taxi_assets_harness.redis import redis_binary, redis_server
-from taxi_assets_tests.conftest import month, published_key, real_rows
+from taxi_assets_tests.helpers import month, published_key, real_rows
 from taxi_assets_tests.test_graph_gcp import _slices
 
 pytestmark = [

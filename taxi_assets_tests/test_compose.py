@@ -33,8 +33,8 @@ from taxi_assets.sources import RELEASES
 from taxi_assets_harness.graphql import location_loaded, wait_until
 from taxi_assets_harness.instances import backfill_runs, launch_backfill
 from taxi_assets_harness.ports import free_port
-from taxi_assets_tests.conftest import Mirror, real_rows
 from taxi_assets_tests.containers import NO_PODMAN, ROOT, build_image, podman, podman_api_socket, podman_env
+from taxi_assets_tests.helpers import Mirror, real_rows
 
 PODMAN_COMPOSE = shutil.which("podman-compose") or str(Path(sys.executable).with_name("podman-compose"))
 POSTGRES_IMAGE = "localhost/taxi-postgres:test"

@@ -7,7 +7,7 @@ import pytest
 from taxi_assets.mirror import SAMPLE_NOTE
 from taxi_assets_harness.graphql import graphql
 from taxi_assets_harness.instances import dagster_dev, finished_backfill_runs, launch_backfill
-from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.helpers import real_rows
 
 pytestmark = pytest.mark.slow
 PARTITIONS = ["yellow|2021-01-01", "green|2020-10-01"]

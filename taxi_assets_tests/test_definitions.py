@@ -9,7 +9,7 @@ import dagster as dg
 
 from taxi_assets.partitions import trip_partitions
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.helpers import real_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from taxi_assets_harness.instances import (
     run_worker_pid,
 )
 from taxi_assets_harness.postgres import postgres_cluster, server_binaries
-from taxi_assets_tests.conftest import fhv_month, real_rows
+from taxi_assets_tests.helpers import fhv_month, real_rows
 from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
 
 pytestmark = [

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from taxi_assets.compute_logs import COMPUTE_LOG_FLOOR_BYTES
-from taxi_assets_tests.conftest import fhv_month
 from taxi_assets_tests.disks import small_tmpfs
+from taxi_assets_tests.helpers import fhv_month
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy"))

@@ -15,7 +15,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from taxi_assets_tests.conftest import (
+from taxi_assets_tests.helpers import (
     build_test_defs,
     month,
     published_key,

@@ -7,7 +7,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets_tests.conftest import (
+from taxi_assets_tests.helpers import (
     fhv_month,
     month,
     published_key,

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets_harness.graphql import wait_until
-from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.disks import small_tmpfs
+from taxi_assets_tests.helpers import real_rows
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import duckdb
 import pytest
 
-from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.containers import NO_PODMAN, UID, build_image, podman
+from taxi_assets_tests.helpers import real_rows
 
 ROWS = real_rows("yellow_tripdata_2020-07_sample266.csv")
 

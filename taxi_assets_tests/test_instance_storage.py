@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from taxi_assets_harness.postgres import postgres_cluster, server_binaries
-from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.helpers import real_rows
 from taxi_assets_tests.pools import ROOT, free_slot, run_blocked_on_pool
 
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,7 @@ from taxi_assets.resources.lake import Lake
 from taxi_assets.resources.local.lake import LocalLake
 from taxi_assets.resources.workdir import WorkDir
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import step_failure_messages
+from taxi_assets_tests.helpers import step_failure_messages
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
 clean_trips, gcs_parquet, raw_trips = ASSETS.clean_trips, ASSETS.gcs_parquet, ASSETS.raw_trips

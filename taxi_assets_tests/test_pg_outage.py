@@ -15,7 +15,7 @@ import pytest
 from taxi_assets_harness.graphql import graphql, runs, wait_until
 from taxi_assets_harness.instances import backfill_runs, launch_backfill, make_serve
 from taxi_assets_harness.postgres import postgres_server, server_binaries
-from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.helpers import real_rows
 
 pytestmark = [
     pytest.mark.slow,

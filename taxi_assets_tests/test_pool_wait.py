@@ -17,7 +17,7 @@ import pytest
 
 from taxi_assets.assets import build_assets
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import local_resources, real_rows
+from taxi_assets_tests.helpers import local_resources, real_rows
 from taxi_assets_tests.pools import ROOT, free_slot, run_blocked_on_pool
 
 

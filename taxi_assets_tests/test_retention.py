@@ -16,7 +16,7 @@ from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import RELEASES
 from taxi_assets_harness.graphql import runs, wait_until
 from taxi_assets_harness.instances import dagster_dev
-from taxi_assets_tests.conftest import build_test_defs, fhv_month, run_partition
+from taxi_assets_tests.helpers import build_test_defs, fhv_month, run_partition
 
 PUBLISHED = ("fhv|2019-01-01", "fhv|2019-02-01", "fhv|2019-03-01")
 

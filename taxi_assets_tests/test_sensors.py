@@ -10,7 +10,7 @@ from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows
+from taxi_assets_tests.helpers import fhv_month, local_resources, real_rows
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
 raw_trips = ASSETS.raw_trips

@@ -14,7 +14,7 @@ from taxi_assets.upstream import (
     probe,
     redact,
 )
-from taxi_assets_tests.conftest import real_rows
+from taxi_assets_tests.helpers import real_rows
 
 
 def test_release_url_layout():
@@ -503,7 +503,7 @@ def test_a_bad_setting_fails_the_run_when_it_starts_naming_it(mirror, tmp_path, 
 
     from taxi_assets.assets import build_assets
     from taxi_assets.resources.upstream_files import ReleaseFiles
-    from taxi_assets_tests.conftest import local_resources
+    from taxi_assets_tests.helpers import local_resources
 
     raw_trips = build_assets(RELEASES, "local").raw_trips
 

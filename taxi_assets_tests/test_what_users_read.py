@@ -18,7 +18,7 @@ from taxi_assets.progress import Progress
 from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.settings import DEFAULT_SOURCE_URL
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import local_resources, real_rows, run_partition, step_failure_messages
+from taxi_assets_tests.helpers import local_resources, real_rows, run_partition, step_failure_messages
 
 ASSETS = build_assets(RELEASES, "local")
 TRIP_STEPS = ("raw_trips", "clean_trips", "gcs_parquet", "bq_rides_table")

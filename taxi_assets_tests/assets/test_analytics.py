@@ -12,7 +12,7 @@ from PIL import Image
 from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import COLOR_OF, ZONES_KEY
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import fhv_month, local_resources, real_rows, step_failure_messages
+from taxi_assets_tests.helpers import fhv_month, local_resources, real_rows, step_failure_messages
 from taxi_assets_tests.stats import STAT_COLUMNS, expected_stats
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them

@@ -6,7 +6,7 @@ import dagster as dg
 
 from taxi_assets.assets import build_assets
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import local_resources, real_rows
+from taxi_assets_tests.helpers import local_resources, real_rows
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
 bq_rides_table, clean_trips, gcs_parquet, raw_trips = (

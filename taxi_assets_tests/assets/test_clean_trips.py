@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 from taxi_assets.assets import build_assets
 from taxi_assets.schema import RELEASES_SCHEMAS
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import local_resources, real_rows, step_failure_messages
+from taxi_assets_tests.helpers import local_resources, real_rows, step_failure_messages
 
 ASSETS = build_assets(RELEASES, "local")  # the assets as the releases' code location has them
 clean_trips, raw_trips = ASSETS.clean_trips, ASSETS.raw_trips

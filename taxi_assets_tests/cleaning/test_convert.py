@@ -8,7 +8,7 @@ import pytest
 
 from taxi_assets.cleaning import BadTripFile, clean_trip_file
 from taxi_assets.schema import RELEASES_SCHEMAS
-from taxi_assets_tests.conftest import fhv_month, real_rows
+from taxi_assets_tests.helpers import fhv_month, real_rows
 
 
 def _gz(tmp_path, lines, name="in.csv.gz"):

@@ -20,7 +20,7 @@ from taxi_assets.grid_upkeep import grid_upkeep_sensor, tag_dimensions
 from taxi_assets.sources import TLC, month_after
 from taxi_assets_harness.graphql import partition_grid
 from taxi_assets_harness.instances import webserver
-from taxi_assets_tests.conftest import FIXTURES, build_test_defs, step_failure_messages
+from taxi_assets_tests.helpers import FIXTURES, build_test_defs, step_failure_messages
 
 HISTORY = FIXTURES / "history_static_keys" / "history.tar.gz"
 LOADED = {"yellow|2021-01-01": 45, "green|2020-10-01": 30, "fhvhv|2021-06-01": 20}  # by main's code

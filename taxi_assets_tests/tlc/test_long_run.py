@@ -15,7 +15,7 @@ import pytest
 import time_machine
 
 from taxi_assets.run_history import TRIGGER_TAG
-from taxi_assets_tests.conftest import build_test_defs, step_failure_messages
+from taxi_assets_tests.helpers import build_test_defs, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 UTC = dt.timezone.utc

@@ -18,7 +18,7 @@ from taxi_assets.run_history import TRIGGER_TAG
 from taxi_assets.schedules import month_before_last, newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import TLC
-from taxi_assets_tests.conftest import local_resources, step_failure_messages
+from taxi_assets_tests.helpers import local_resources, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 ASSETS = build_assets(TLC, "local")  # the assets as the tlc code location has them

@@ -21,8 +21,8 @@ from taxi_assets.resources.errors import AccessDenied, SetupError
 from taxi_assets.resources.gcp.clients import QuotaExceeded, TaxiBigQueryResource, TaxiGCSResource, Unavailable
 from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse
 from taxi_assets.sources import RELEASES
-from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.emulators import RewritingProxy, google_error
+from taxi_assets_tests.helpers import real_rows
 
 YELLOW = RELEASES.schemas["yellow"]
 JANUARY = dt.date(2021, 1, 1)

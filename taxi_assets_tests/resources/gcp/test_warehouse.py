@@ -16,8 +16,8 @@ from taxi_assets.resources.errors import AccessDenied, SetupError
 from taxi_assets.resources.gcp.clients import TaxiBigQueryResource, TaxiGCSResource
 from taxi_assets.resources.gcp.warehouse import BigQueryWarehouse, bucket_loadable_into
 from taxi_assets.schema import RELEASES_SCHEMAS
-from taxi_assets_tests.conftest import real_rows
 from taxi_assets_tests.emulators import RewritingProxy
+from taxi_assets_tests.helpers import real_rows
 
 JANUARY = dt.date(2021, 1, 1)
 KEY = "data/yellow/yellow_tripdata_2021-01.parquet"
