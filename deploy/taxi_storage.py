@@ -46,22 +46,31 @@ import weakref
 import sqlalchemy
 from dagster import serialize_value
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from dagster_postgres.utils import (
-    create_pg_engine,
-    get_token_provider_from_config,
-    pg_url_from_config,
-    set_pg_statement_timeout,
-)
 
 # The private names of dagster(-postgres)'s used here (POSTGRES_ENGINE, CLAIM_INTERVAL, EVENT_WRITE),
 # from the one registry: a changed one leaves dagster-postgres' own behaviour, with one warning.
 from taxi_assets.dagster_internals import (
+    POSTGRES_ENGINE,
     asset_event_kinds,
     asset_event_tags_writer,
+    changed,
     replace_storage_engine,
     storage_engine,
     with_claim_retry,
 )
+
+# dagster-postgres 0.29's helpers and constructor (a token provider): without them (another
+# dagster-postgres), the storages below are dagster-postgres' own, with one warning.
+try:
+    from dagster_postgres.utils import (
+        create_pg_engine,
+        get_token_provider_from_config,
+        pg_url_from_config,
+        set_pg_statement_timeout,
+    )
+except ImportError as error:
+    changed(POSTGRES_ENGINE, repr(error))
+    create_pg_engine = None
 
 log = logging.getLogger("taxi_storage")
 
@@ -396,3 +405,8 @@ for _cls, _kind in (
     (PooledPostgresScheduleStorage, "schedule"),
 ):
     retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))
+
+if create_pg_engine is None:  # another dagster-postgres: its own storages, as they ship
+    PooledPostgresRunStorage = PostgresRunStorage  # noqa: F811
+    PooledPostgresEventLogStorage = PostgresEventLogStorage  # noqa: F811
+    PooledPostgresScheduleStorage = PostgresScheduleStorage  # noqa: F811

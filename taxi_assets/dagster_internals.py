@@ -132,7 +132,8 @@ def sleep_while_waiting_for_pool_slots() -> bool:
 
 # --- BACKFILL_INTERVAL ----------------------------------------------------------------------------
 # The daemon's backfill loop looks at backfills every DEFAULT_DAEMON_INTERVAL_SECONDS (30 s), with no
-# instance setting, so a new backfill's first runs were created up to 30 s after its launch. The same
+# instance setting, so a new backfill's first runs were created up to 30 s after its launch (dagster
+# issue #11649, open; PR #11860, a shorter interval while backfills are active, open since 2023). The same
 # constant is the legacy asset daemon's interval (read when the daemon controller creates it), so it
 # is not replaced for the process: the backfill loop reads it once, before its first iteration
 # (`from dagster._daemon.controller import DEFAULT_DAEMON_INTERVAL_SECONDS`), and the wrapper sets it
@@ -253,7 +254,8 @@ def with_claim_retry(status, seconds: float):
 # An event write cut in flight (PostgreSQL restarting under it) may have landed or not:
 # deploy/taxi_storage.py looks it up and finishes what dagster-postgres' store_event does after the
 # row (the asset index, its tags), which needs Dagster's own sets of asset event types and its
-# tag writer on an open connection.
+# tag writer on an open connection. dagster-postgres gives up after 5 retries (dagster #3812 and
+# #33886 open; configurable retries, #21209, closed unanswered).
 
 
 def asset_event_kinds() -> tuple[Any, Any] | None:
@@ -309,7 +311,7 @@ def tagged_entry(entry, tags: dict[str, str]):
 # (create_execute_job_task, create_resume_job_task); deploy/lost_tasks.py fails a run whose task was
 # lost as run monitoring would (JobFailureData, RunFailureReason). dagster-celery's resume task
 # expects `resume_job_args_packed` where its launcher sends `execute_job_args_packed`: the resume
-# task here takes either (no upstream issue found).
+# task here takes either (no upstream issue found; the launcher itself is undocumented: dagster #32915).
 
 
 @functools.cache

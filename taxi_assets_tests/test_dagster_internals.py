@@ -305,3 +305,37 @@ def test_a_dagster_whose_internals_moved_loads_with_one_warning_each(local_env, 
     assert report["warnings"] == dict.fromkeys(
         ["POOL_WAIT", "BACKFILL_INTERVAL", "CELERY", "POSTGRES_ENGINE", "EVENT_WRITE", "GRID_TAGS"], 1
     )
+
+
+# Not private, not @public ---------------------------------------------------------------------------
+
+UNDOCUMENTED_INSTANCE_METHODS = (
+    "get_latest_storage_id_by_partition",
+    "get_materialized_partitions",
+    "all_instigator_state",
+    "get_ticks",
+    "purge_ticks",
+    "get_backfill",
+    "event_log_storage",
+    "compute_log_manager",
+    "report_engine_event",
+    "report_run_failed",
+    "add_run_tags",
+    "get_runs",
+)
+
+
+@pytest.mark.parametrize("name", UNDOCUMENTED_INSTANCE_METHODS)
+def test_the_undocumented_instance_methods_used_are_there(name):
+    """docs/decisions.md#dagsters-internals lists these: not private, not in Dagster's @public API."""
+    assert hasattr(dg.DagsterInstance, name), f"DagsterInstance.{name} is gone: see the docs' list"
+
+
+def test_the_dagster_celery_modules_used_are_there():
+    from dagster_celery.config import DEFAULT_CONFIG
+    from dagster_celery.launcher import CeleryRunLauncher
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+    assert isinstance(DEFAULT_CONFIG, dict) and DAGSTER_CELERY_TASK_ID_TAG
+    assert callable(make_app) and hasattr(CeleryRunLauncher, "check_run_worker_health")
