@@ -83,25 +83,27 @@ def changed(internal: str, what: object) -> None:
 _dagster_methods: dict[str, Callable] = {}
 
 
-def _concurrency_context() -> type:
+def concurrency_context() -> type:
+    """Dagster's InstanceConcurrencyContext (a run's pool claims)."""
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
     return InstanceConcurrencyContext
 
 
-def _until_next_claim(self) -> float:
+def until_next_claim(self) -> float:
+    """The replacement: seconds until the next pending claim is due, not below 0."""
     timeouts = self._pending_timeouts
     if not self.has_pending_claims() or not timeouts:
         return 0.0
     return max(0.0, min(timeouts.values()) - time.time())
 
 
-_until_next_claim.fixes_busy_wait = True
+until_next_claim.fixes_busy_wait = True
 
 
 def dagster_pool_wait() -> Callable:
     """Dagster's own `interval_to_next_pending_claim_check` (before any replacement here)."""
-    return _dagster_methods.get(POOL_WAIT) or _concurrency_context().interval_to_next_pending_claim_check
+    return _dagster_methods.get(POOL_WAIT) or concurrency_context().interval_to_next_pending_claim_check
 
 
 def pool_wait_busy_waits(method: Callable | None = None) -> bool:
@@ -116,7 +118,7 @@ def sleep_while_waiting_for_pool_slots() -> bool:
     """Replace the method if it busy-waits; whether the replacement is in place. A Dagster whose
     method is gone or no longer works on the stand-in keeps its own, with one warning."""
     try:
-        cls = _concurrency_context()
+        cls = concurrency_context()
         current = cls.interval_to_next_pending_claim_check
         if getattr(current, "fixes_busy_wait", False):
             return True
@@ -126,7 +128,7 @@ def sleep_while_waiting_for_pool_slots() -> bool:
         changed(POOL_WAIT, repr(exc))
         return False
     _dagster_methods[POOL_WAIT] = current
-    cls.interval_to_next_pending_claim_check = _until_next_claim
+    cls.interval_to_next_pending_claim_check = until_next_claim
     return True
 
 

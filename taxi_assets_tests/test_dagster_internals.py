@@ -60,7 +60,7 @@ def test_every_internal_is_listed_in_the_docs():
 
 
 def test_pool_wait_shape():
-    cls = internals._concurrency_context()  # noqa: SLF001 - the registry's own lookup
+    cls = internals.concurrency_context()
     method = internals.dagster_pool_wait()
     assert list(inspect.signature(method).parameters) == ["self"]
     # The replacement reads these on the real object (test_pool_wait.py runs it in a real run).
@@ -68,8 +68,8 @@ def test_pool_wait_shape():
     assert callable(cls.has_pending_claims)
     # What the replacement returns on the stand-in: the time until the claim due in a minute.
     due = SimpleNamespace(_pending_timeouts={"s": time.time() + 60}, has_pending_claims=lambda: True)
-    assert 59 < internals._until_next_claim(due) <= 60  # noqa: SLF001
-    assert not internals.pool_wait_busy_waits(internals._until_next_claim)  # noqa: SLF001
+    assert 59 < internals.until_next_claim(due) <= 60
+    assert not internals.pool_wait_busy_waits(internals.until_next_claim)
 
 
 def test_pool_wait_bug_is_still_there():
@@ -80,7 +80,7 @@ def test_pool_wait_bug_is_still_there():
 def test_pool_wait_is_replaced_where_the_code_location_loads():
     import taxi_assets.definitions  # noqa: F401 - the import makes the patch
 
-    current = internals._concurrency_context().interval_to_next_pending_claim_check  # noqa: SLF001
+    current = internals.concurrency_context().interval_to_next_pending_claim_check
     assert getattr(current, "fixes_busy_wait", False)
 
 
@@ -160,6 +160,17 @@ def test_postgres_connection_per_statement_is_still_there():
     assert "pool_pre_ping" not in inspect.getsource(PostgresRunStorage.optimize_for_webserver), DELETE.format(
         patch="POSTGRES_ENGINE", where="taxi_storage's optimize_for_webserver override"
     )
+
+
+def test_postgres_outages_still_fail_after_dagster_postgres_retries():
+    """dagster-postgres retries a failed connection 5 times (about 11 s) with no setting: the
+    storages here wait out an outage instead (deploy/taxi_storage.py, OUTAGE_SECONDS)."""
+    from dagster_postgres.utils import retry_pg_connection_fn
+
+    names = internals.postgres_setting_names()
+    where = "deploy/taxi_storage.py's outage wait (wait_out_outages, retried_when_cut): set the retries instead"
+    assert not [name for name in names if "retr" in name], DELETE.format(patch="the outage wait", where=where)
+    assert inspect.signature(retry_pg_connection_fn).parameters["retry_limit"].default == 5
 
 
 def test_claim_interval_shape_and_dagsters_own_retry():
