@@ -73,7 +73,8 @@ def try_set(version: str, folder: Path, internals_only: bool) -> bool:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = run([str(python), "-m", "pip", "install", "--quiet", *requirements(pins)])
     if install.returncode:
-        print(f"dagster {version}: the set does not install ({venv})\n{install.stderr.strip()[-1500:]}", flush=True)
+        errors = [line for line in install.stderr.splitlines() if line.startswith("ERROR")] or [install.stderr[-1500:]]
+        print(f"dagster {version}: the set does not install: " + "; ".join(errors), flush=True)
         return False
     run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", "."], check=True)
     listed = run([str(python), "-m", "pip", "list", "--format=freeze"]).stdout.splitlines()
