@@ -284,6 +284,7 @@ with warnings.catch_warnings(record=True) as caught:
         "engine": [internals.storage_engine(object()), internals.storage_engine(object())],
         "event_kinds": [internals.asset_event_kinds(), internals.asset_event_kinds()],
         "grid": internals.tag_index_writer(object()),
+        "claim": [internals.with_claim_retry("blocked", 0.25), internals.with_claim_retry("blocked", 0.25)],
     }
 counts = {}
 for warning in caught:
@@ -313,8 +314,9 @@ def test_a_dagster_whose_internals_moved_loads_with_one_warning_each(local_env, 
     assert results["tasks"] == ["dagster_celery.tasks", "dagster_celery.tasks"]  # dagster-celery's own
     assert results["engine"] == [None, None] and results["event_kinds"] == [None, None]
     assert results["grid"] is None
+    assert results["claim"] == ["blocked", "blocked"]  # the claim's result as Dagster made it
     assert report["warnings"] == dict.fromkeys(
-        ["POOL_WAIT", "BACKFILL_INTERVAL", "CELERY", "POSTGRES_ENGINE", "EVENT_WRITE", "GRID_TAGS"], 1
+        ["POOL_WAIT", "BACKFILL_INTERVAL", "CELERY", "POSTGRES_ENGINE", "CLAIM_INTERVAL", "EVENT_WRITE", "GRID_TAGS"], 1
     )
 
 
