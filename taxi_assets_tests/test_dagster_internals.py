@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,11 +27,6 @@ from taxi_assets import dagster_internals as internals
 
 ROOT = Path(__file__).resolve().parents[1]
 DELETE = "Dagster fixed what {patch} works around: delete {patch} from taxi_assets/dagster_internals.py ({where})"
-
-
-@pytest.fixture
-def deploy_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "deploy"))
 
 
 def test_no_private_dagster_name_outside_the_registry():
@@ -299,7 +295,7 @@ def test_a_dagster_whose_internals_moved_loads_with_one_warning_each(local_env, 
     done = subprocess.run(
         [sys.executable, "-c", MOVED],
         cwd=ROOT,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "deploy"), "DAGSTER_HOME": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "deploy"), "DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=180,
