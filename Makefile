@@ -6,7 +6,7 @@ TAXI_DATA_DIR ?= $(CURDIR)/data
 DAGSTER_HOME ?= $(TAXI_DATA_DIR)/dagster_home
 LOCAL_ENV := TAXI_DATA_DIR=$(TAXI_DATA_DIR) DAGSTER_HOME=$(DAGSTER_HOME)
 
-.PHONY: install demo test test-extended test-fast dev serve worker bench clean
+.PHONY: install demo test test-extended test-fast test-dagster dev serve worker bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-extended: install  ## the image and compose on podman, the Celery deploymen
 
 test-fast: install  ## the suite without the slow end-to-end tests (dagster dev, the deployment)
 	$(BIN)/pytest -m "not slow"
+
+# Dagster sets to try (a version names its set: docs/development.md#other-dagster-versions): the newest
+# complete set on PyPI when written (dagster 1.13.29 has no dagster-celery 0.29.29), and the previous patch.
+DAGSTER_VERSIONS ?= 1.13.27 1.13.26
+test-dagster: install  ## the upgrade tests of Dagster's internals and the fast suite on other Dagster versions, each in a throwaway venv
+	$(BIN)/python .ci/dagster_versions.py $(DAGSTER_VERSIONS)
 
 dev: install  ## the Dagster UI on http://127.0.0.1:3000 (dg dev; on make demo's data, with its sample mirror)
 	umask 077 && $(LOCAL_ENV) $(BIN)/python -m taxi_assets.dev -h 127.0.0.1  # run storage and logs private

@@ -52,20 +52,20 @@ POOL_LIMITS = {
 }
 # How often the daemon's backfill loop looks at backfills: Dagster fixes it at 30 s (no instance
 # setting), so a new backfill's first runs were created up to 30 s after its launch. The daemon is
-# started with the value replaced (DAEMON below); TAXI_BACKFILL_INTERVAL_SECONDS overrides it.
+# started with the backfill loop's interval replaced (DAEMON below); TAXI_BACKFILL_INTERVAL_SECONDS overrides it.
 BACKFILL_INTERVAL_SECONDS = 3
-# `dagster-daemon run -w ...` with dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS (read
-# by the backfill loop when it starts, and by the legacy asset daemon) set first. A private name of
-# Dagster's, pinned <1.14 in pyproject.toml; without it the daemon runs as Dagster ships it.
-# Its command line still reads `... dagster-daemon run -w WORKSPACE`, as tools and tests look for.
+# `dagster-daemon run -w ...` with the backfill loop's interval set first, and nothing else of the
+# daemon's changed (BACKFILL_INTERVAL in taxi_assets/dagster_internals.py: the legacy asset daemon,
+# which reads the same Dagster constant, keeps Dagster's). This is where the daemon's process
+# starts, so the patch is made here; a Dagster without the names it needs runs the daemon as
+# Dagster ships it, with one warning. Its command line still reads `... dagster-daemon run -w
+# WORKSPACE`, as tools and tests look for.
 DAEMON = """
 import os, sys
-import dagster._daemon.controller as controller
-if hasattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS"):
-    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = float(os.environ["TAXI_BACKFILL_INTERVAL_SECONDS"])
-else:
-    print("note: this Dagster has no DEFAULT_DAEMON_INTERVAL_SECONDS; backfills use its own interval", file=sys.stderr)
-from dagster._daemon.cli import main
+from importlib.metadata import entry_points
+from taxi_assets.dagster_internals import set_backfill_interval
+set_backfill_interval(float(os.environ["TAXI_BACKFILL_INTERVAL_SECONDS"]))
+main = next(iter(entry_points(group="console_scripts", name="dagster-daemon"))).load()
 sys.argv = sys.argv[1:]
 main()
 """

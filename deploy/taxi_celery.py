@@ -29,7 +29,7 @@ import socket
 import time
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 from dagster import DagsterRunStatus
 from dagster_celery.config import DEFAULT_CONFIG
@@ -37,26 +37,12 @@ from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
-# Dagster's and dagster-celery's private names this module needs (Dagster pinned <1.14), in one
-# place. A missing one leaves INTERNALS_MISSING set: the module still imports, and what needs it
-# says which name moved (test_celery_config.py fails when one does).
-try:
-    from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
-    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-    from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
-    from dagster._serdes import unpack_value
-    from dagster_celery.config import TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME
-    from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
+from taxi_assets.dagster_internals import add_dagster_celery_tasks, celery_internals, sleep_while_waiting_for_pool_slots
 
-    INTERNALS_MISSING: str | None = None
-except ImportError as error:  # pragma: no cover - only with a Dagster this was not written for
-    INTERNALS_MISSING = f"deploy/taxi_celery.py needs a name this Dagster or dagster-celery lacks: {error}"
-    TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME = "execute_job", "resume_job"
-
-
-def require_internals() -> None:
-    if INTERNALS_MISSING:
-        raise RuntimeError(INTERNALS_MISSING)
+# Dagster's and dagster-celery's private names this module needs (CELERY in
+# taxi_assets/dagster_internals.py). None when one moved: the launcher's health check, the tasks and
+# the lost-task watchdog are then dagster-celery's own (one warning says so).
+INTERNALS = celery_internals()
 
 
 QUEUE = "dagster"  # dagster-celery's queue: make_app declares only this one
@@ -113,8 +99,10 @@ class TaxiCeleryRunLauncher(CeleryRunLauncher):
         super().__init__(*args, **kwargs)
         self._silent_since: dict[str, float] = {}
 
-    def check_run_worker_health(self, run) -> CheckRunHealthResult:
-        require_internals()
+    def check_run_worker_health(self, run):
+        if INTERNALS is None:
+            return super().check_run_worker_health(run)
+        CheckRunHealthResult, WorkerStatus = INTERNALS.CheckRunHealthResult, INTERNALS.WorkerStatus
         task_id = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG)
         worker = run.tags.get(CELERY_WORKER_TAG)
         if not task_id or not worker:  # the worker has not recorded itself yet: it is starting the run
@@ -175,9 +163,9 @@ def tasks_on_workers(celery: Celery, task_ids: list[str]) -> tuple[set[str], int
 
 def fail_lost_run(instance, run, message: str) -> None:
     """Mark a run whose task was lost failed, as run monitoring marks a run that never started
-    (reason START_TIMEOUT): run retries launch it again."""
-    require_internals()
-    instance.report_run_failed(run, message, JobFailureData(error=None, failure_reason=RunFailureReason.START_TIMEOUT))
+    (reason START_TIMEOUT): run retries launch it again. Needs INTERNALS (deploy/lost_tasks.py checks)."""
+    reason = INTERNALS.RunFailureReason.START_TIMEOUT
+    instance.report_run_failed(run, message, INTERNALS.JobFailureData(error=None, failure_reason=reason))
 
 
 app = make_app(
@@ -222,8 +210,7 @@ def admit(task, packed) -> bool:
     copies of one message delivered within the same instant could both pass it: the first to start
     moves the run to STARTED within a second, and Dagster refuses to execute a run that is not
     STARTING (it logs engine events only)."""
-    require_internals()
-    run_id = unpack_value(packed, as_type=(ExecuteRunArgs, ResumeRunArgs)).run_id
+    run_id = INTERNALS.unpack_value(packed, as_type=(INTERNALS.ExecuteRunArgs, INTERNALS.ResumeRunArgs)).run_id
     instance = worker_instance()
     run = instance.get_run_by_id(run_id)
     deadline = time.monotonic() + LAUNCH_TAG_WAIT_SECONDS
@@ -251,32 +238,41 @@ def admit(task, packed) -> bool:
     instance.report_engine_event(
         f"Running on Celery worker {node} (host {host}, pid {pid})",
         run,
-        EngineEventData({"Celery worker": node, "host": host, "pid": str(pid), "Celery task": task.request.id}),
+        INTERNALS.EngineEventData(
+            {"Celery worker": node, "host": host, "pid": str(pid), "Celery task": task.request.id}
+        ),
     )
     return True
 
 
-# dagster-celery's task bodies, made on an app of their own (shared=False: not registered on any
-# other app), so that `app` holds this module's tasks under their names.
-if INTERNALS_MISSING is None:
+@worker_init.connect
+def patch_worker(**_ignored) -> None:
+    """In the worker's parent process, before its pool forks: steps waiting for a pool slot sleep
+    (POOL_WAIT in taxi_assets/dagster_internals.py; the code location's import makes it too)."""
+    sleep_while_waiting_for_pool_slots()
+
+
+if INTERNALS is None:
+    add_dagster_celery_tasks(app)  # dagster-celery's own tasks (no admission check), if it still can
+else:
+    # dagster-celery's task bodies, made on an app of their own (shared=False: not registered on any
+    # other app), so that `app` holds this module's tasks under their names.
     _bodies = Celery("taxi-dagster-celery-bodies", set_as_current=False)
-    dagster_execute_job = create_execute_job_task(_bodies, shared=False)
-    dagster_resume_job = create_resume_job_task(_bodies, shared=False)
+    dagster_execute_job = INTERNALS.create_execute_job_task(_bodies, shared=False)
+    dagster_resume_job = INTERNALS.create_resume_job_task(_bodies, shared=False)
 
+    @app.task(bind=True, name=INTERNALS.TASK_EXECUTE_JOB_NAME, track_started=True, shared=False)
+    def execute_job(self, execute_job_args_packed):
+        if not admit(self, execute_job_args_packed):
+            return REFUSED
+        return dagster_execute_job.run(execute_job_args_packed)
 
-@app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True, shared=False)
-def execute_job(self, execute_job_args_packed):
-    if not admit(self, execute_job_args_packed):
-        return REFUSED
-    return dagster_execute_job.run(execute_job_args_packed)
-
-
-@app.task(bind=True, name=TASK_RESUME_JOB_NAME, track_started=True, shared=False)
-def resume_job(self, execute_job_args_packed=None, resume_job_args_packed=None):
-    # dagster-celery's launcher sends `execute_job_args_packed` to a task expecting
-    # `resume_job_args_packed` (its resume never ran); either is taken. Resume is off here
-    # (max_resume_run_attempts 0), and a resumed run is not STARTING: the check refuses it.
-    packed = resume_job_args_packed if resume_job_args_packed is not None else execute_job_args_packed
-    if not admit(self, packed):
-        return REFUSED
-    return dagster_resume_job.run(packed)
+    @app.task(bind=True, name=INTERNALS.TASK_RESUME_JOB_NAME, track_started=True, shared=False)
+    def resume_job(self, execute_job_args_packed=None, resume_job_args_packed=None):
+        # dagster-celery's launcher sends `execute_job_args_packed` to a task expecting
+        # `resume_job_args_packed` (its resume never ran); either is taken. Resume is off here
+        # (max_resume_run_attempts 0), and a resumed run is not STARTING: the check refuses it.
+        packed = resume_job_args_packed if resume_job_args_packed is not None else execute_job_args_packed
+        if not admit(self, packed):
+            return REFUSED
+        return dagster_resume_job.run(packed)

@@ -47,12 +47,31 @@ import weakref
 import sqlalchemy
 from dagster import serialize_value
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from dagster_postgres.utils import (
-    create_pg_engine,
-    get_token_provider_from_config,
-    pg_url_from_config,
-    set_pg_statement_timeout,
+
+# The private names of dagster(-postgres)'s used here (POSTGRES_ENGINE, CLAIM_INTERVAL, EVENT_WRITE),
+# from the one registry: a changed one leaves dagster-postgres' own behaviour, with one warning.
+from taxi_assets.dagster_internals import (
+    POSTGRES_ENGINE,
+    asset_event_kinds,
+    asset_event_tags_writer,
+    changed,
+    replace_storage_engine,
+    storage_engine,
+    with_claim_retry,
 )
+
+# dagster-postgres 0.29's helpers and constructor (a token provider): without them (another
+# dagster-postgres), the storages below are dagster-postgres' own, with one warning.
+try:
+    from dagster_postgres.utils import (
+        create_pg_engine,
+        get_token_provider_from_config,
+        pg_url_from_config,
+        set_pg_statement_timeout,
+    )
+except ImportError as error:
+    changed(POSTGRES_ENGINE, repr(error))
+    create_pg_engine = None
 
 log = logging.getLogger("taxi_storage")
 
@@ -205,50 +224,6 @@ def retry_cut_statements(cls, names: tuple[str, ...]):
     return cls
 
 
-# Dagster's private names this module relies on, in one place. A missing one is a clear error
-# where it is needed (never at import); `missing_dagster_internals()` lists them for the test.
-ENGINE_ATTRIBUTE = "_engine"  # dagster-postgres' storages read their engine from it wherever they connect
-TAGS_WRITER = "_store_asset_event_tags"  # SqlEventLogStorage's: an asset event's indexed tags
-
-
-def missing_dagster_internals() -> list[str]:
-    """The private names of dagster(-postgres) used here that this installation lacks."""
-    missing = [
-        f"{cls.__name__}.{ENGINE_ATTRIBUTE}"
-        for cls in (PostgresRunStorage, PostgresEventLogStorage, PostgresScheduleStorage)
-        if ENGINE_ATTRIBUTE not in cls.__init__.__code__.co_names
-    ]
-    if not hasattr(PostgresEventLogStorage, TAGS_WRITER):
-        missing.append(f"PostgresEventLogStorage.{TAGS_WRITER}")
-    try:
-        from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS  # noqa: F401
-    except ImportError:
-        missing.append("dagster._core.events.ASSET_EVENTS, ASSET_CHECK_EVENTS")
-    return missing
-
-
-def _engine_of(storage) -> sqlalchemy.engine.Engine:
-    engine = getattr(storage, ENGINE_ATTRIBUTE, None)
-    if engine is None:
-        raise RuntimeError(
-            f"taxi_storage: {type(storage).__name__} has no {ENGINE_ATTRIBUTE} (dagster-postgres changed); "
-            "name dagster_postgres' storages in dagster.yaml instead"
-        )
-    return engine
-
-
-def _asset_event_kinds():
-    """Dagster's sets of event types that store_event indexes (asset events, asset check events)."""
-    try:
-        from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
-    except ImportError as error:
-        raise RuntimeError(
-            "taxi_storage: dagster._core.events.ASSET_EVENTS moved (dagster changed): "
-            "cannot finish an event write cut in flight"
-        ) from error
-    return ASSET_EVENTS, ASSET_CHECK_EVENTS
-
-
 class _ReusedConnections:
     """Mixin for a dagster-postgres storage: its engine keeps a connection (see the module's 1.) and
     waits out outages (3.)."""
@@ -270,26 +245,34 @@ class _ReusedConnections:
             token_provider=token_provider,
         )
         # The storage's own engine (NullPool, used above to create the tables) replaced by one that
-        # keeps a connection.
+        # keeps a connection (kept as it is, a connection per statement, if dagster-postgres moved it).
         self._set_engine(pooled_engine(postgres_url, token_provider))
 
-    def _set_engine(self, engine: sqlalchemy.engine.Engine) -> None:
-        old = _engine_of(self)
-        setattr(self, ENGINE_ATTRIBUTE, engine)
+    def _set_engine(self, engine: sqlalchemy.engine.Engine) -> bool:
+        old = storage_engine(self)
+        if not replace_storage_engine(self, engine):
+            engine.dispose()
+            return False
         old.dispose()
         # Closed with the storage: the instance disposes the run and event log storages, not the
         # schedule storage, and an engine is freed only when Python collects cycles.
         weakref.finalize(self, engine.dispose)
+        return True
 
     def dispose(self) -> None:
         super().dispose()
-        _engine_of(self).dispose()
+        engine = storage_engine(self)
+        if engine is not None:
+            engine.dispose()
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         """As dagster-postgres' (one kept connection, a statement timeout), with the pre-ping and the
         outage wait: without the pre-ping, the first request after a PostgreSQL restart failed
         with HTTP 500 on the dead kept connection."""
-        options = _engine_of(self).url.query.get("options")
+        current = storage_engine(self)
+        if current is None:  # dagster-postgres moved its engine: its own webserver engines
+            return super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+        options = current.url.query.get("options")
         engine = pooled_engine(
             self.postgres_url,
             self.pg_token_provider,
@@ -360,7 +343,7 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
 
     def claim_concurrency_slot(self, concurrency_key, run_id, step_key, priority=None):
         status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
-        return status if status.is_claimed else status.with_sleep_interval(POOL_CLAIM_RETRY_SECONDS)
+        return status if status.is_claimed else with_claim_retry(status, POOL_CLAIM_RETRY_SECONDS)
 
     def store_event(self, event) -> None:
         """dagster-postgres' store_event: the event's row, then (asset events) the asset index in a
@@ -369,8 +352,8 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
         try:
             return super().store_event(event)
         except sqlalchemy.exc.DBAPIError as error:
-            if not cut_in_flight(error):
-                raise
+            if not cut_in_flight(error) or asset_event_kinds() is None:
+                raise  # (without Dagster's event kinds, the write fails as dagster-postgres' does)
             first = error
         deadline = time.monotonic() + outage_seconds()
         while True:
@@ -396,17 +379,15 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
     def _finish_stored_event(self, event, event_id: int) -> None:
         """What store_event does after the row, for a row already stored: the asset index (its tags
         unless stored, then the asset's entry, an upsert) and an asset check's execution row."""
-        asset_events, asset_check_events = _asset_event_kinds()
+        asset_events, asset_check_events = asset_event_kinds()
         dagster_event = event.dagster_event if event.is_dagster_event else None
         if dagster_event and event.dagster_event_type in asset_events and dagster_event.asset_key:
-            write_tags = getattr(self, TAGS_WRITER, None)
+            write_tags = asset_event_tags_writer(self)
             with self.index_transaction() as conn:
                 tagged = conn.execute(
                     sqlalchemy.text("SELECT 1 FROM asset_event_tags WHERE event_id = :id LIMIT 1"), {"id": event_id}
                 ).fetchone()
-                if write_tags is None:
-                    log.warning("store_event: this Dagster has no %s; the event's tags are not indexed", TAGS_WRITER)
-                elif not tagged:
+                if write_tags is not None and not tagged:  # without it: one warning, the tags not indexed
                     write_tags(conn, [event], [event_id])
             self.store_asset_event(event, event_id)
         if dagster_event and event.dagster_event_type in asset_check_events:
@@ -425,3 +406,8 @@ for _cls, _kind in (
     (PooledPostgresScheduleStorage, "schedule"),
 ):
     retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))
+
+if create_pg_engine is None:  # another dagster-postgres: its own storages, as they ship
+    PooledPostgresRunStorage = PostgresRunStorage  # noqa: F811
+    PooledPostgresEventLogStorage = PostgresEventLogStorage  # noqa: F811
+    PooledPostgresScheduleStorage = PostgresScheduleStorage  # noqa: F811

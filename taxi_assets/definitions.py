@@ -7,9 +7,9 @@ from taxi_assets import settings
 from taxi_assets.assets import build_assets
 from taxi_assets.assets.analytics import analytics_automation
 from taxi_assets.compute_logs import checked_in_process_executor
+from taxi_assets.dagster_internals import sleep_while_waiting_for_pool_slots
 from taxi_assets.grid_upkeep import grid_upkeep_sensor
 from taxi_assets.jobs import trips_job
-from taxi_assets.pool_wait import sleep_while_waiting_for_pool_slots
 from taxi_assets.retention import retention_definitions
 from taxi_assets.schedules import newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
@@ -39,7 +39,11 @@ def build_defs(target: str, source: Source, /, **upstream_settings: object) -> d
     return dg.Definitions.merge(trips, housekeeping)
 
 
-# Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: taxi_assets/pool_wait.py).
+# Steps that wait for a pool slot sleep instead of spinning (a Dagster bug: POOL_WAIT in
+# taxi_assets/dagster_internals.py). Applied here because importing the code location is the only
+# hook in every process that runs steps: a run's own process, `dagster dev` / `dg dev` and
+# `dagster asset materialize`, the code server, and a Celery worker (which imports this module
+# before its pool forks, deploy/worker.py).
 sleep_while_waiting_for_pool_slots()
 # TAXI_TARGET and TAXI_SOURCE are read here, once, when the code location loads.
 defs = build_defs(settings.target(), source_named(settings.source()))

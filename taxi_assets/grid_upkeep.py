@@ -26,6 +26,7 @@ import json
 
 import dagster as dg
 
+from taxi_assets.dagster_internals import GRID_TAGS, changed, tag_index_writer, tagged_entry
 from taxi_assets.io_manager import NoFile
 from taxi_assets.partitions import TripMonth, trip_partitions, upstream_keys
 from taxi_assets.sources import ALL_COLORS, TLC
@@ -43,21 +44,6 @@ TICK_RECORDS = 10_000
 # Cells recorded per tick (x5 assets): few enough that a tick stays well inside the 60 s sensor
 # timeout on a loaded SQLite instance; the empty cells are recorded over a few ticks.
 TICK_CELLS = 40
-
-
-def _tagged_entry(entry, tags: dict[str, str]):
-    """`entry` (a materialization's EventLogEntry) as if its materialization had carried `tags`.
-
-    The one place that relies on Dagster internals: EventLogEntry, DagsterEvent and
-    StepMaterializationData are NamedTuples (`_replace`), and the storage's
-    `store_asset_event_tags` indexes the tags a materialization carries. Checked by
-    taxi_assets_tests/tlc/test_grid_upgrade.py (a Dagster that moves them fails it)."""
-    data = entry.dagster_event.event_specific_data
-    old = data.materialization
-    tagged = data._replace(
-        materialization=dg.AssetMaterialization(asset_key=old.asset_key, partition=old.partition, tags=tags)
-    )
-    return entry._replace(dagster_event=entry.dagster_event._replace(event_specific_data=tagged))
 
 
 def dimension_tags(key: str) -> dict[str, str]:
@@ -86,17 +72,16 @@ def record_empty_cells(instance: dg.DagsterInstance, budget: int = TICK_CELLS) -
 
 
 def tag_dimensions(
-    instance: dg.DagsterInstance, after: dict[str, int], budget: int = TICK_RECORDS, log=None
+    instance: dg.DagsterInstance, after: dict[str, int], budget: int = TICK_RECORDS
 ) -> tuple[dict[str, int], int, bool]:
     """Index the dimension tags of each untagged materialization of the partitioned assets, after
     the storage id `after` names per asset. Returns the new cursor, how many were tagged, and
     whether records remain (the budget ran out)."""
     cursor = dict(after)
-    storage = instance.event_log_storage
-    store = getattr(storage, "store_asset_event_tags", None)
+    # Dagster internals (GRID_TAGS in taxi_assets/dagster_internals.py): without them, one warning and
+    # nothing done; the UI reads such history through the asset status cache all the same.
+    store = tag_index_writer(instance.event_log_storage)
     if store is None:
-        if log:
-            log.warning(f"{type(storage).__name__} cannot index asset event tags; nothing to do")
         return cursor, 0, False
     tagged = read = 0
     for key in PARTITIONED:
@@ -121,13 +106,9 @@ def tag_dimensions(
                 ids.append(record.storage_id)
             if entries:
                 try:
-                    store([_tagged_entry(entry, tags) for entry, tags in entries], ids)
+                    store([tagged_entry(entry, tags) for entry, tags in entries], ids)
                 except (AttributeError, TypeError) as exc:  # Dagster's internals moved: say so, change nothing
-                    if log:
-                        log.warning(
-                            f"cannot add month and color tags to {name}'s history with dagster {dg.__version__} "
-                            f"({exc}); the UI reads it through the asset status cache all the same"
-                        )
+                    changed(GRID_TAGS, f"{name}'s history not tagged: {exc}")
                     return cursor, tagged, False
                 tagged += len(entries)
             if page.records:
@@ -151,7 +132,7 @@ def grid_upkeep_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Record the tlc grid's empty cells, then tag old materializations with their month and color."""
     state = json.loads(context.cursor) if context.cursor else {}
     recorded, remaining = (0, 0) if state.get("empty_cells_recorded") else record_empty_cells(context.instance)
-    tagged_after, tagged, more = tag_dimensions(context.instance, state.get("tagged_after", {}), log=context.log)
+    tagged_after, tagged, more = tag_dimensions(context.instance, state.get("tagged_after", {}))
     summary = (
         f"{recorded} cells before a color's first file recorded as empty ({remaining} to go); "
         f"{tagged} materializations given month and color tags" + ("; more next tick" if more else "")

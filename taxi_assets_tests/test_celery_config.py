@@ -147,13 +147,13 @@ def test_a_non_loopback_broker_without_a_password_is_refused_at_start(tmp_path, 
     assert time.monotonic() - started < 60
 
 
-def test_the_private_names_the_celery_module_uses_are_there():
-    """deploy/taxi_celery.py keeps Dagster's and dagster-celery's private names in one guarded block:
-    this fails when one of them moves. The workers' app runs this module's tasks under
-    dagster-celery's names (a replayed task is refused by them), not dagster-celery's own."""
+def test_the_workers_run_this_modules_tasks():
+    """With Dagster's internals there (CELERY in taxi_assets/dagster_internals.py, checked by
+    test_dagster_internals.py), the workers' app runs this module's tasks under dagster-celery's
+    names (a replayed task is refused by them), not dagster-celery's own."""
     import taxi_celery
 
-    assert taxi_celery.INTERNALS_MISSING is None
+    assert taxi_celery.INTERNALS is not None
     taxi_celery.app.finalize()
     for name in ("execute_job", "resume_job"):
         task = taxi_celery.app.tasks[name]

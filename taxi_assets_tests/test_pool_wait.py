@@ -1,5 +1,5 @@
 """A step waiting for a slot of its pool sleeps until its next claim instead of spinning (Dagster
-1.13 busy-waits there: taxi_assets/pool_wait.py), and a statistics step waiting for the zones does
+1.13 busy-waits there: POOL_WAIT in taxi_assets/dagster_internals.py), and a statistics step waiting for the zones does
 not hold the `warehouse` slot meanwhile, in real `dagster asset materialize` processes on the
 package's own instance config."""
 
