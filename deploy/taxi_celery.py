@@ -203,8 +203,9 @@ def warm_up(**_ignored) -> None:
 
 def admit(task, packed) -> bool:
     """May this task run its run? Only if the run exists, is STARTING (launched, not started: a
-    message replayed for a running or finished run is refused) and, once the launcher has recorded
-    its task id, is this task's. An admitted task records its worker in the run's tags and log.
+    message replayed for a running or finished run is refused) and its recorded task id is this
+    task's (waited for up to LAUNCH_TAG_WAIT_SECONDS: the launcher records it after sending). An
+    admitted task records its worker in the run's tags and log.
 
     A Celery signal handler cannot refuse a task, hence this check inside the task's body. Two
     copies of one message delivered within the same instant could both pass it: the first to start
@@ -217,7 +218,9 @@ def admit(task, packed) -> bool:
     while (
         run is not None
         and run.status == DagsterRunStatus.STARTING
-        and DAGSTER_CELERY_TASK_ID_TAG not in run.tags
+        # Absent until the launcher records it; a retry run starts with its parent's task id (Dagster
+        # copies the parent's tags), replaced by this task's once the launcher records it.
+        and run.tags.get(DAGSTER_CELERY_TASK_ID_TAG) != task.request.id
         and time.monotonic() < deadline
     ):
         time.sleep(0.05)
