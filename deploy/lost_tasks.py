@@ -43,6 +43,8 @@ def starting_runs(instance) -> dict[str, str]:
 
 
 class Watchdog:
+    """Fails STARTING runs whose Celery task is neither in the broker nor on any worker, seen twice."""
+
     def __init__(self, instance, celery, confirm_seconds: float = CONFIRM_SECONDS):
         self.instance, self.celery, self.confirm_seconds = instance, celery, confirm_seconds
         self.missing_since: dict[str, float] = {}  # run id -> when its task was first found nowhere
@@ -95,6 +97,7 @@ class Watchdog:
 
 
 def main() -> int:
+    """The watchdog's loop, as `make serve` starts it with Celery: one look every POLL_SECONDS until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     from dagster import DagsterInstance
     from serve import on_stop_signals

@@ -118,6 +118,7 @@ def private_home(home: Path) -> None:
 
 
 def celery_broker() -> str | None:
+    """The Celery broker's URL, or None for runs in a process each on this machine."""
     return os.environ.get("DAGSTER_CELERY_BROKER_URL") or None
 
 
@@ -196,6 +197,7 @@ def on_stop_signals() -> threading.Event:
 
 
 def main() -> int:
+    """`make serve`: check the settings and the database, then run and watch the services."""
     if not os.environ.get("DAGSTER_PG_URL"):
         print("set DAGSTER_PG_URL, e.g. postgresql://dagster:secret@127.0.0.1:5432/dagster", file=sys.stderr)
         return 2

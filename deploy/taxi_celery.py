@@ -72,6 +72,7 @@ CELERY_SETTINGS = {
 
 
 def broker_url() -> str | None:
+    """DAGSTER_CELERY_BROKER_URL, or None when unset."""
     return os.environ.get("DAGSTER_CELERY_BROKER_URL") or None
 
 
@@ -100,6 +101,8 @@ class TaxiCeleryRunLauncher(CeleryRunLauncher):
         self._silent_since: dict[str, float] = {}
 
     def check_run_worker_health(self, run):
+        """Whether the run's worker still runs its task: the worker is asked first; the result backend's
+        FAILURE counts only when the worker is not running the task."""
         if INTERNALS is None:
             return super().check_run_worker_health(run)
         CheckRunHealthResult, WorkerStatus = INTERNALS.CheckRunHealthResult, INTERNALS.WorkerStatus
@@ -182,6 +185,7 @@ _instance = None
 
 
 def worker_instance():
+    """This worker process's Dagster instance, made once."""
     global _instance
     if _instance is None:
         from dagster import DagsterInstance

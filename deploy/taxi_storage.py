@@ -121,6 +121,7 @@ def database_name(params: dict) -> str:
 
 
 def is_permanent(error: Exception) -> bool:
+    """Whether waiting cannot change this connection error (a wrong password, a missing database)."""
     text = str(error)
     return any(marker in text for marker in PERMANENT)
 
@@ -342,6 +343,7 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
     and whose event writes survive a cut connection without writing an event twice."""
 
     def claim_concurrency_slot(self, concurrency_key, run_id, step_key, priority=None):
+        """Dagster's claim; a blocked one says when to ask again (CLAIM_INTERVAL in dagster_internals)."""
         status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
         return status if status.is_claimed else with_claim_retry(status, POOL_CLAIM_RETRY_SECONDS)
 

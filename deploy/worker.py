@@ -53,6 +53,7 @@ QUEUE = "dagster"  # taxi_celery.QUEUE: the one queue dagster-celery declares
 
 
 def setting(name: str, default: int) -> int:
+    """A whole-number setting of at least 1 from the environment; a bad value stops the worker in one line."""
     value = os.environ.get(name) or str(default)
     try:
         number = int(value)
@@ -64,6 +65,7 @@ def setting(name: str, default: int) -> int:
 
 
 def main() -> int:
+    """`make worker`: check the settings, then run a Celery worker and start it again when it exits."""
     missing = [name for name in ("DAGSTER_PG_URL", "DAGSTER_CELERY_BROKER_URL") if not os.environ.get(name)]
     if missing:
         print(f"set {' and '.join(missing)} (the instance's PostgreSQL, the Celery broker)", file=sys.stderr)
