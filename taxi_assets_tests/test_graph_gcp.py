@@ -121,6 +121,18 @@ def test_location_preflight_fails_before_loading(gcp_emulators, gcp_env, mirror,
     assert [t.table_id for t in client.list_tables(gcp_env["dataset"])] == []
 
 
+def _one_partition_behind(proxy, host_variable, config, mirror, instance, monkeypatch):
+    """yellow 2020-07 run with one emulator reached through `proxy` (its host in `host_variable`)
+    and `config` ({resource: config}) in the run's config."""
+    _publish(mirror, ["yellow|2020-07-01"])
+    with proxy.running() as url:
+        monkeypatch.setenv(host_variable, url)
+        resources = {name: {"config": values} for name, values in config.items()}
+        return run_partition(
+            build_test_defs("gcp", mirror), "yellow|2020-07-01", instance, run_config={"resources": resources}
+        )
+
+
 @pytest.mark.parametrize("refusal", ["503 backendError", "403 quotaExceeded"])
 def test_an_outage_is_retried_by_dagster_and_a_quota_is_not(
     gcp_emulators, gcp_env, mirror, instance, monkeypatch, refusal
@@ -141,16 +153,10 @@ def test_an_outage_is_retried_by_dagster_and_a_quota_is_not(
         return method == "POST" and path.split("?")[0].endswith("/jobs") and b'"load"' in (body or b"")
 
     proxy = RewritingProxy(gcp_emulators.bigquery_host, answer=lambda *r: (status, payload) if is_load(*r) else None)
-    _publish(mirror, ["yellow|2020-07-01"])
     bounds = {"dataset": {"env": "BQ_DATASET"}, "call_deadline_seconds": 1.0, "first_pause_seconds": 0.05}
-    with proxy.running() as url:
-        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
-        result = run_partition(
-            build_test_defs("gcp", mirror),
-            "yellow|2020-07-01",
-            instance,
-            run_config={"resources": {"warehouse": {"config": bounds}}},
-        )
+    result = _one_partition_behind(
+        proxy, "BIGQUERY_EMULATOR_HOST", {"warehouse": bounds}, mirror, instance, monkeypatch
+    )
     assert not result.success
     attempts = 1 + sum(
         1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == "bq_rides_table"
@@ -375,16 +381,8 @@ def test_a_lake_outage_while_storing_a_trip_file_is_retried_by_dagster(
         return 503, payload
 
     proxy = RewritingProxy(gcp_emulators.storage_host, answer=refuse_for_a_while)
-    _publish(mirror, ["yellow|2020-07-01"])
     bounds = {"call_deadline_seconds": 1.0, "first_pause_seconds": 0.05}  # for the IO manager's lake too
-    with proxy.running() as url:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
-        result = run_partition(
-            build_test_defs("gcp", mirror),
-            "yellow|2020-07-01",
-            instance,
-            run_config={"resources": {"lake": {"config": bounds}}},
-        )
+    result = _one_partition_behind(proxy, "STORAGE_EMULATOR_HOST", {"lake": bounds}, mirror, instance, monkeypatch)
     assert result.success, step_failure_messages(result)
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY" and e.step_key == asset]
     assert len(retries) >= 1
