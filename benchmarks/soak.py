@@ -270,6 +270,7 @@ class Soak:
     mirror: TlcMirror
     workdir: Path
     database_mb: Callable[[], float]
+    database_tables: Callable[[], list]
     out: Callable[[str], None] = print
     expected: Counter = dataclasses.field(default_factory=Counter)  # key -> loads it should have had
     revisions: set = dataclasses.field(default_factory=set)
@@ -376,6 +377,8 @@ class Soak:
         row["worker procs"] = len(by_role.get("worker", []))
         data = self.workdir / "data"
         row["DAGSTER_HOME MB"] = folder_mb(self.workdir / "home", self.workdir / "w1" / "home")
+        tick_logs = self.workdir / "home" / "storage" / "__repository__"  # a file per tick that logged
+        row["tick logs"] = sum(1 for path in tick_logs.rglob("*") if path.is_file())
         row["database MB"] = self.database_mb()
         row["work MB"] = folder_mb(data / "work", self.workdir / "w1" / "work")
         row["lake MB"] = folder_mb(data / "lake")
@@ -442,6 +445,7 @@ COLUMNS = [
     ("grpc child fds", "grpc", "{}"),
     ("worker fds", "wrk", "{}"),
     ("DAGSTER_HOME MB", "home", "{:.1f}"),
+    ("tick logs", "tlogs", "{}"),
     ("database MB", "pg", "{:.1f}"),
     ("work MB", "work", "{:.2f}"),
     ("lake MB", "lake", "{:.2f}"),
@@ -492,13 +496,22 @@ def deployment(workdir: Path, rows: int, out: Callable[[str], None] = print) -> 
             "PYTHONPATH": os.pathsep.join(filter(None, [str(CLOCK_DIR), os.environ.get("PYTHONPATH")])),
         }
 
+        def database_tables() -> list[tuple[str, int, float]]:
+            """The database's biggest tables: name, live rows, MB with their indexes and TOAST."""
+            with contextlib.closing(pg.connect("dagster")) as conn, conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT relname, n_live_tup, pg_total_relation_size(relid) / 1048576.0 FROM pg_stat_user_tables "
+                    "ORDER BY 3 DESC LIMIT 8"
+                )
+                return [(name, rows, float(mb)) for name, rows, mb in cursor.fetchall()]
+
         def database_mb() -> float:
             with contextlib.closing(pg.connect("dagster")) as conn, conn.cursor() as cursor:
                 cursor.execute("SELECT pg_database_size(current_database())")
                 return cursor.fetchone()[0] / 2**20
 
         with make_serve(workdir, pg.url, env) as port, make_worker(workdir / "w1", pg.url, broker.url, env):
-            yield Soak(port, clock, mirror, workdir, database_mb, out)
+            yield Soak(port, clock, mirror, workdir, database_mb, database_tables, out)
 
 
 # Upstream before the deployment starts: the months a new deployment's first sensor tick loads.
@@ -514,10 +527,16 @@ def run_soak(workdir: Path, months: int, rows: int = ROWS, out: Callable[[str], 
         soak.pids_at_start = serving_pids(processes())
         out(f"serving processes at the start: {soak.pids_at_start}")
         soak.setup(HISTORY)
+        tables_at_start = soak.database_tables()
         for n in range(months):
             soak.month(month_add(FIRST_MONTH, n))
         soak.settle()
         soak.report("settled")
+        at_start = {name: (rows, mb) for name, rows, mb in tables_at_start}
+        out("biggest tables (live rows, MB with indexes), after the setup and at the end:")
+        for name, rows, mb in soak.database_tables():
+            then = at_start.get(name, (0, 0.0))
+            out(f"  {name:28} {then[0]:>8} {then[1]:>7.2f}  ->  {rows:>8} {mb:>7.2f}")
         soak.pids_at_end = serving_pids(processes())
         out(f"serving processes at the end:   {soak.pids_at_end}")
     return soak

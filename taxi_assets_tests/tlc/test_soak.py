@@ -1,5 +1,5 @@
 """A short soak: benchmarks/soak.py's deployment (`make serve` on Celery with one `make worker`, the
-sensor and the schedule on, PostgreSQL, a TLC mirror on loopback) for two simulated months, every
+sensor and the schedule on, PostgreSQL, a TLC mirror on loopback) for three simulated months, every
 process's wall clock moved a month at a time. The long one (24 months) is the benchmark itself."""
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ def _soak_module():
     return module
 
 
-def test_two_simulated_months_meet_the_soak_targets(tmp_path):
+def test_three_simulated_months_meet_the_soak_targets(tmp_path):
     soak_module = _soak_module()
     printed: list[str] = []
-    soak = soak_module.run_soak(tmp_path, months=2, rows=500, out=printed.append)
+    soak = soak_module.run_soak(tmp_path, months=3, rows=500, out=printed.append)
     report = "\n".join(printed)
 
     # No failed tick or run; each partition loaded once per version upstream had; the same
@@ -50,11 +50,17 @@ def test_two_simulated_months_meet_the_soak_targets(tmp_path):
     assert {"yellow|2026-11-01", "green|2026-11-01", "yellow|2026-10-01", "green|2026-10-01"} <= set(loads), report
 
     months = [row for row in soak.rows if row["month"] not in ("setup", "settled")]
-    assert [row["month"] for row in months] == ["2026-12", "2027-01"], report
+    assert [row["month"] for row in months] == ["2026-12", "2027-01", "2027-02"], report
     for row in months:
         # Each month: the sensor (new yellow month, the revision) and the schedule (green) ticked and
         # loaded exactly what was published.
         assert row["sensor ticks"] >= 1 and row["schedule ticks"] == 1, report
         assert (row["loaded"], row["revised"]) == (2, 1), report
-    # The retention schedule ran once, crossing 2027-01-01.
-    assert sum(row["retention ticks"] for row in soak.rows) == 1, report
+    # The retention schedule ran once a month, crossing 2027-01-01 and 2027-02-01.
+    assert sum(row["retention ticks"] for row in soak.rows) == 2, report
+    # The grid upkeep's ticks that had nothing to do left no log file in DAGSTER_HOME (Dagster
+    # never removes one): only the five that recorded the 181 empty cells, 40 a tick, did.
+    upkeep_logs = tmp_path / "home" / "storage" / "__repository__" / "grid_upkeep_sensor"
+    assert sum(row["upkeep ticks"] for row in soak.rows) == 7, report
+    assert len([path for path in upkeep_logs.iterdir() if path.stat().st_size]) == 5, report
+    assert len(list(upkeep_logs.iterdir())) == 5, report
