@@ -1,6 +1,6 @@
 """The long run: `make serve` on the Celery layout left alone for months while the TLC publishes.
 
-    .venv/bin/python benchmarks/soak.py                 # 24 simulated months (about 25 minutes here)
+    .venv/bin/python benchmarks/soak.py                 # 24 simulated months (10 to 23 minutes here)
     .venv/bin/python benchmarks/soak.py --months 3      # a short one
 
 What runs, as a user deploys it: a throwaway PostgreSQL cluster (the instance), a throwaway Redis
