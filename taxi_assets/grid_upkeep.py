@@ -29,6 +29,7 @@ import dagster as dg
 from taxi_assets.dagster_internals import GRID_TAGS, changed, tag_index_writer, tagged_entry
 from taxi_assets.io_manager import NoFile
 from taxi_assets.partitions import TripMonth, trip_partitions, upstream_keys
+from taxi_assets.sensors import TickLog
 from taxi_assets.sources import ALL_COLORS, TLC
 
 COLOR_TAG = "dagster/partition/color"
@@ -132,11 +133,13 @@ def grid_upkeep_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Record the tlc grid's empty cells, then tag old materializations with their month and color."""
     state = json.loads(context.cursor) if context.cursor else {}
     recorded, remaining = (0, 0) if state.get("empty_cells_recorded") else record_empty_cells(context.instance)
+    log = TickLog(context)
     tagged_after, tagged, more = tag_dimensions(context.instance, state.get("tagged_after", {}))
     summary = (
         f"{recorded} cells before a color's first file recorded as empty ({remaining} to go); "
         f"{tagged} materializations given month and color tags" + ("; more next tick" if more else "")
     )
-    context.log.info(summary)
+    if recorded or tagged:  # once caught up, every two minutes: the skip reason says it (TickLog)
+        log.info(summary)
     cursor = {"empty_cells_recorded": remaining == 0, "tagged_after": tagged_after}
     return dg.SensorResult(cursor=json.dumps(cursor, sort_keys=True), skip_reason=summary)

@@ -121,6 +121,19 @@ def test_the_chart_draws_one_line_per_color_loaded(loaded, tmp_path, instance):
     assert drawn["fhv"] == 0  # fhv has no statistics yet: no line for it
 
 
+def test_the_chart_before_any_statistics_is_drawn_empty(mirror, tmp_path, instance):
+    """On the tlc source the grid upkeep records the cells before a color's first file as loaded,
+    statistics included, before any month is loaded: the chart follows them, with no statistics
+    table in the warehouse yet (the soak saw it fail on that)."""
+    resources = local_resources(tmp_path, mirror)
+    result = dg.materialize(ASSETS.all, selection=["trips_per_month_chart"], resources=resources, instance=instance)
+    assert result.success
+    [chart] = result.asset_materializations_for_node("trips_per_month_chart")
+    assert chart.metadata["months_loaded"].value == 0
+    assert chart.metadata["first_month"].value == "none loaded"
+    assert Image.open(tmp_path / "lake" / "reports" / "trips_per_month.png").size == (1000, 500)
+
+
 def test_statistics_without_the_zones_fail_at_once_naming_the_fix(mirror, tmp_path, instance):
     mirror.publish("yellow", "2020-07", YELLOW)
     resources = local_resources(tmp_path, mirror)
