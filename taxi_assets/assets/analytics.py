@@ -33,6 +33,7 @@ from taxi_assets.assets.common import (
 from taxi_assets.io_manager import NewFile
 from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.source import TripSource
 from taxi_assets.resources.warehouse import Warehouse
@@ -48,6 +49,12 @@ TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
 ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
 AUTOMATION_SENSOR = "analytics_automation"
+# How often that sensor evaluates the conditions: Dagster's default, 30 s, made the statistics wait
+# for a tick after a slice was loaded and the chart for another after them (about 30 s of a 2-partition
+# backfill's 54 s to the chart on `make serve`). Dagster's asset daemon looks at its sensors every 5 s
+# at most, so 5 s is as soon as it allows; a tick with nothing to request reads a few event log rows
+# (figures in docs/performance.md#from-a-backfill-to-the-chart).
+AUTOMATION_INTERVAL_SECONDS = 5
 
 
 # Requested whenever the table is missing, the first evaluation included (`on_missing()` skips
@@ -111,6 +118,8 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
         before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
         step: a bad lookup fails the run and leaves the table as it was."""
+        progress = Progress(context.log, "zones")
+        progress.say(f"downloading the zone lookup into `{ZONES_TABLE}`")
         try:
             url, data = source.zone_lookup()
         except UpstreamError as exc:
@@ -120,6 +129,7 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         zones = _read_zones(url, data)
         with failing_fast("taxi/zones"):
             rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))
+        progress.done(f"{rows:,} zones in `{ZONES_TABLE}` ({len(data) / 1e3:,.1f} KB downloaded)")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
@@ -188,6 +198,25 @@ def _require_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, mont
     )
 
 
+# monthly_trip_stats: eager(), for every partition whose slice was reloaded, not only the newest
+# month (dagster #24474). Never while the zones are missing: eager()'s "no dependency missing" counts
+# them as missing even in the tick that requests them (they load in a run of their own). And not
+# while a run is loading the slice, but as soon as that run has finished, even if the backfill it
+# belongs to has not caught up: eager()'s "no dependency in progress" also counts a partition as
+# in progress until the backfill daemon's next look at its backfill (every 30 s under `make dev`),
+# which kept the statistics of a 2-partition backfill waiting about 50 s after its runs ended.
+STATS_CONDITION = (
+    dg.AutomationCondition.eager()
+    .without(dg.AutomationCondition.in_latest_time_window())
+    .replace(
+        "any_deps_in_progress",
+        dg.AutomationCondition.any_deps_match(dg.AutomationCondition.run_in_progress()).with_label(
+            "any_deps_run_in_progress"
+        ),
+    )
+)
+
+
 def build_monthly_trip_stats(
     source: Source, target: str, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
@@ -200,10 +229,7 @@ def build_monthly_trip_stats(
         # concurrent one anyway (two instances, CLI runs) is run again by the warehouse.
         pool="warehouse",
         retry_policy=STORAGE_RETRY,
-        # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
-        # Never while the zones are missing: eager()'s "no dependency missing" counts them as
-        # missing even in the tick that requests them (they load in a run of their own).
-        automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
+        automation_condition=STATS_CONDITION,
         check_specs=per_partition(
             partitions_def,
             [
@@ -238,8 +264,10 @@ def build_monthly_trip_stats(
                     for name in (TRIPS_ADD_UP, LOCATION_IDS_HAVE_ZONES)
                 ],
             )
+        progress = Progress(context.log, "statistics")
         with failing_fast(month):
             _require_zones(context, warehouse, month)
+            progress.say(f"per pickup borough over the {month.color} {month.ym} slice of `{RIDES_TABLE}`, in SQL")
             tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
             params = {"color": month.color, "month": month.month}
             dialect = warehouse.dialect
@@ -257,6 +285,7 @@ def build_monthly_trip_stats(
             coverage = warehouse.query(ZONE_COVERAGE[dialect].format(**tables), params).iloc[0]
         ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
         counted = int(stats["trips"].sum()) if len(stats) else 0
+        progress.done(f"{len(stats)} boroughs, {counted:,} trips of the slice's {slice_rows:,} rows")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(stats),  # one row per pickup borough
@@ -374,6 +403,8 @@ def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehous
     """A line chart of trips per month for each color, over every month loaded in
     `monthly_trip_stats` (summed by the warehouse), as a PNG in the lake
     (`reports/trips_per_month.png`), shown here with its figures."""
+    progress = Progress(context.log, "chart")
+    progress.say(f"trips per month for each color, from `{STATS_TABLE}`")
     with failing_fast("trips_per_month_chart"):
         trips = warehouse.query(TRIPS_PER_MONTH[warehouse.dialect].format(stats=warehouse.table_name(STATS_TABLE)))
     png = chart_png(trips)
@@ -381,6 +412,11 @@ def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehous
     with failing_fast("trips_per_month_chart"), writing(path):
         path.write_bytes(png)
     table = monthly_trips(trips)
+    span = f" ({table.index[0]} to {table.index[-1]})" if len(table) else ""
+    progress.done(
+        f"{trips['month'].nunique()} months loaded{span}, {trips['color'].nunique()} colors, "
+        f"a {len(png) / 1e3:,.1f} KB PNG"
+    )
     # The months loaded (a color that lacks one: a blank cell); the chart shows the gaps between.
     figures = pa.Table.from_pandas(table.dropna(how="all").reset_index(), preserve_index=False)
     image = base64.b64encode(png).decode()
@@ -406,6 +442,7 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     AUTOMATION_SENSOR,
     target=dg.AssetSelection.groups(ANALYTICS),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
     emit_backfills=False,
     description="Materializes taxi/zones when missing, monthly_trip_stats after its slice of rides is reloaded, "
     "and the chart after the statistics change",
