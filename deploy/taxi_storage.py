@@ -350,7 +350,45 @@ class PooledPostgresRunStorage(_ReusedConnections, PostgresRunStorage):
 
 
 class PooledPostgresScheduleStorage(_ReusedConnections, PostgresScheduleStorage):
-    """PostgresScheduleStorage reusing its connections and waiting out outages."""
+    """PostgresScheduleStorage reusing its connections and waiting out outages, and remembering which
+    of its tables and index migrations exist once it has seen them.
+
+    Dagster's schedule storage asks PostgreSQL's catalog for every table name (SQLAlchemy's
+    `inspect(conn).get_table_names()`) and whether an index migration was built on nearly every call:
+    each sensor and automation tick reads and writes its state and ticks through these, so the
+    catalog queries were about a third of the daemon's work at rest (docs/performance.md#from-a-
+    backfill-to-the-chart). Tables and migrations are only ever added (`dagster instance migrate`),
+    so a yes is remembered for the life of the storage; a no is asked again."""
+
+    def _known(self, what: str, ask) -> bool:
+        known = self.__dict__.setdefault("_taxi_known", set())
+        if what in known:
+            return True
+        if ask():
+            known.add(what)
+            return True
+        return False
+
+    def has_instigators_table(self) -> bool:
+        return self._known("instigators", super().has_instigators_table)
+
+    def _has_instigators_table(self, conn) -> bool:
+        return self._known(
+            "instigators", lambda: super(PooledPostgresScheduleStorage, self)._has_instigators_table(conn)
+        )
+
+    def _has_asset_daemon_asset_evaluations_table(self, conn) -> bool:
+        ask = super()._has_asset_daemon_asset_evaluations_table
+        return self._known("asset_daemon_asset_evaluations", lambda: ask(conn))
+
+    def has_secondary_index_table(self) -> bool:
+        return self._known("secondary_indexes", super().has_secondary_index_table)
+
+    def has_built_index(self, migration_name: str) -> bool:
+        return self._known(
+            f"migration:{migration_name}",
+            lambda: super(PooledPostgresScheduleStorage, self).has_built_index(migration_name),
+        )
 
 
 class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage):

@@ -191,3 +191,23 @@ def test_a_read_cut_in_flight_is_run_again(pg_instance):
         records = instance.get_asset_records([dg.AssetKey("read_asset")])
     assert cut.is_set()
     assert [r.asset_entry.asset_key for r in records] == [dg.AssetKey("read_asset")]
+
+
+def test_the_schedule_storage_asks_the_catalog_for_its_tables_once(pg_instance):
+    """Each sensor and automation tick reads its state through the schedule storage, which asked
+    PostgreSQL's catalog for every table name on each call (about a third of the daemon's work at
+    rest); a table seen once is remembered."""
+    _, instance = pg_instance
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    try:
+        for _ in range(20):  # a minute of automation ticks, each reading the instigators' state
+            assert instance.all_instigator_state() == []
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    catalog = [s for s in statements if "pg_catalog" in s]
+    assert len(statements) >= 20 and len(catalog) <= 2, (len(statements), catalog[:3])
