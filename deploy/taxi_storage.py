@@ -1,6 +1,7 @@
 """The instance's PostgreSQL storages (dagster-postgres'), with two changes for backfills of many
-small partitions and a third for PostgreSQL outages. deploy/dagster.yaml names them; `make serve`
-and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
+small partitions, a third for PostgreSQL outages and a fourth for a quiet daemon. deploy/dagster.yaml
+names them; `make serve` and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres'
+settings (`postgres_url` or `postgres_db`).
 
 1. Connections are reused inside a process. dagster-postgres opens a new connection for every
    statement (SQLAlchemy's NullPool) so that an instance never holds connections it is not using. A
@@ -28,6 +29,8 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
    written twice. Past the bound: PostgresUnavailable naming host:port/dbname and the time waited.
    The webserver's engines (Dagster's `optimize_for_webserver`, which builds them without a
    pre-ping) get the same pre-ping and wait.
+4. What the schema holds is asked once (SCHEMA_QUESTIONS): Dagster asks PostgreSQL's catalog whether
+   a table or column exists on nearly every call, every second at rest; a yes is remembered.
 
 Figures: docs/performance.md#backfills.
 """
@@ -350,45 +353,7 @@ class PooledPostgresRunStorage(_ReusedConnections, PostgresRunStorage):
 
 
 class PooledPostgresScheduleStorage(_ReusedConnections, PostgresScheduleStorage):
-    """PostgresScheduleStorage reusing its connections and waiting out outages, and remembering which
-    of its tables and index migrations exist once it has seen them.
-
-    Dagster's schedule storage asks PostgreSQL's catalog for every table name (SQLAlchemy's
-    `inspect(conn).get_table_names()`) and whether an index migration was built on nearly every call:
-    each sensor and automation tick reads and writes its state and ticks through these, so the
-    catalog queries were about a third of the daemon's work at rest (docs/performance.md#from-a-
-    backfill-to-the-chart). Tables and migrations are only ever added (`dagster instance migrate`),
-    so a yes is remembered for the life of the storage; a no is asked again."""
-
-    def _known(self, what: str, ask) -> bool:
-        known = self.__dict__.setdefault("_taxi_known", set())
-        if what in known:
-            return True
-        if ask():
-            known.add(what)
-            return True
-        return False
-
-    def has_instigators_table(self) -> bool:
-        return self._known("instigators", super().has_instigators_table)
-
-    def _has_instigators_table(self, conn) -> bool:
-        return self._known(
-            "instigators", lambda: super(PooledPostgresScheduleStorage, self)._has_instigators_table(conn)
-        )
-
-    def _has_asset_daemon_asset_evaluations_table(self, conn) -> bool:
-        ask = super()._has_asset_daemon_asset_evaluations_table
-        return self._known("asset_daemon_asset_evaluations", lambda: ask(conn))
-
-    def has_secondary_index_table(self) -> bool:
-        return self._known("secondary_indexes", super().has_secondary_index_table)
-
-    def has_built_index(self, migration_name: str) -> bool:
-        return self._known(
-            f"migration:{migration_name}",
-            lambda: super(PooledPostgresScheduleStorage, self).has_built_index(migration_name),
-        )
+    """PostgresScheduleStorage reusing its connections and waiting out outages."""
 
 
 class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage):
@@ -456,9 +421,59 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
                 self.store_asset_check_event(event, event_id)
 
 
+# 4. What the schema holds is asked once. Dagster's storages ask PostgreSQL's catalog whether a table
+# or column exists (SQLAlchemy's `inspect(conn).get_table_names()` / `get_columns()`) on nearly every
+# call: the run queue's look every second, the backfill loop's every 3 s, each sensor and automation
+# tick reading and writing its state: about a third of the daemon's work at rest
+# (docs/performance.md#from-a-backfill-to-the-chart). Tables, columns and index migrations are only
+# ever added (`dagster instance migrate`), so a yes is remembered for the life of the storage; a no
+# is asked again. Dagster's own names, by storage; one this Dagster lacks is reported, not fatal.
+SCHEMA_QUESTIONS = {
+    "run": (
+        "has_run_stats_index_cols",
+        "has_bulk_actions_selector_cols",
+        "has_backfill_id_column",
+        "has_bulk_action_job_name_column",
+        "has_backfill_tags_table",
+    ),
+    "event_log": ("has_table", "has_asset_key_col", "_has_asset_key_col_on_connection"),
+    "schedule": (
+        "has_instigators_table",
+        "_has_instigators_table",
+        "_has_asset_daemon_asset_evaluations_table",
+        "has_secondary_index_table",
+        "has_built_index",
+    ),
+}
+
+
+def remembering_yes(method):
+    """`method` (a yes/no question about the schema) asked once its answer is yes; by its text
+    arguments (a table, column or migration name), whatever connection it was asked on."""
+
+    @functools.wraps(method)
+    def ask(self, *args):
+        key = (method.__name__, *(arg for arg in args if isinstance(arg, str)))
+        seen = self.__dict__.setdefault("_taxi_schema_seen", set())
+        if key in seen:
+            return True
+        answer = method(self, *args)
+        if answer is True:
+            seen.add(key)
+        return answer
+
+    return ask
+
+
 for _cls, _kind in (
     (PooledPostgresRunStorage, "run"),
     (PooledPostgresEventLogStorage, "event_log"),
     (PooledPostgresScheduleStorage, "schedule"),
 ):
+    for _name in SCHEMA_QUESTIONS[_kind]:
+        _method = getattr(_cls, _name, None)
+        if _method is None:
+            warnings.warn(f"taxi_storage: {_cls.__name__} has no {_name}; the catalog is asked each time", stacklevel=1)
+        else:
+            setattr(_cls, _name, remembering_yes(_method))
     retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))
