@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from taxi_assets import settings
 from taxi_assets.assets.analytics_sql import (
     MONTHLY_STATS,
     STATS_COLUMNS,
@@ -49,12 +50,6 @@ TRIPS_ADD_UP = "trips_add_up_to_the_slice"
 LOCATION_IDS_HAVE_ZONES = "location_ids_have_zones"
 ZONES_KEY = dg.AssetKey(["taxi", ZONES_TABLE])
 AUTOMATION_SENSOR = "analytics_automation"
-# How often that sensor evaluates the conditions: Dagster's default, 30 s, made the statistics wait
-# for a tick after a slice was loaded and the chart for another after them (about 30 s of a 2-partition
-# backfill's 54 s to the chart on `make serve`). Dagster's asset daemon looks at its sensors every 5 s
-# at most, so 5 s is as soon as it allows; a tick with nothing to request reads a few event log rows
-# (figures in docs/performance.md#from-a-backfill-to-the-chart).
-AUTOMATION_INTERVAL_SECONDS = 5
 
 
 # Requested whenever the table is missing, the first evaluation included (`on_missing()` skips
@@ -442,7 +437,12 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     AUTOMATION_SENSOR,
     target=dg.AssetSelection.groups(ANALYTICS),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
+    # Dagster's default, 30 s, made the statistics wait for a tick after a slice was loaded and the
+    # chart for another after them (about 30 s of a 2-partition backfill's 54 s to the chart on
+    # `make serve`). 5 s by default (TAXI_AUTOMATION_INTERVAL_SECONDS): as soon as Dagster's asset
+    # daemon looks (every 5 s); a tick with nothing to request costs the daemon a few hundredths of
+    # a CPU second (docs/performance.md#from-a-backfill-to-the-chart).
+    minimum_interval_seconds=settings.automation_interval_seconds(),
     emit_backfills=False,
     description="Materializes taxi/zones when missing, monthly_trip_stats after its slice of rides is reloaded, "
     "and the chart after the statistics change",
