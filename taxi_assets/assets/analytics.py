@@ -280,7 +280,8 @@ def build_monthly_trip_stats(
             coverage = warehouse.query(ZONE_COVERAGE[dialect].format(**tables), params).iloc[0]
         ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
         counted = int(stats["trips"].sum()) if len(stats) else 0
-        progress.done(f"{len(stats)} boroughs, {counted:,} trips of the slice's {slice_rows:,} rows")
+        boroughs = f"{len(stats)} borough{'' if len(stats) == 1 else 's'}"
+        progress.done(f"{boroughs}, {counted:,} trips of the slice's {slice_rows:,} rows")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(stats),  # one row per pickup borough
