@@ -440,9 +440,9 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     # Dagster's default, 30 s, made the statistics wait for a tick after a slice was loaded and the
     # chart for another after them (about 30 s of a 2-partition backfill's 54 s to the chart on
-    # `make serve`). 5 s by default (TAXI_AUTOMATION_INTERVAL_SECONDS): as soon as Dagster's asset
-    # daemon looks (every 5 s); a tick with nothing to request costs the daemon a few hundredths of
-    # a CPU second (docs/performance.md#from-a-backfill-to-the-chart).
+    # `make serve`). 10 s by default (TAXI_AUTOMATION_INTERVAL_SECONDS): the chart within 45 s of a
+    # launch with the daemon at rest no busier than before (5 s, as often as Dagster's asset daemon
+    # looks, cost the idle daemon a quarter more; docs/performance.md#from-a-backfill-to-the-chart).
     minimum_interval_seconds=settings.automation_interval_seconds(),
     emit_backfills=False,
     description="Materializes taxi/zones when missing, monthly_trip_stats after its slice of rides is reloaded, "
