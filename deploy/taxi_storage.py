@@ -1,6 +1,7 @@
 """The instance's PostgreSQL storages (dagster-postgres'), with two changes for backfills of many
-small partitions and a third for PostgreSQL outages. deploy/dagster.yaml names them; `make serve`
-and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' settings (`postgres_url` or `postgres_db`).
+small partitions, a third for PostgreSQL outages and a fourth for a quiet daemon. deploy/dagster.yaml
+names them; `make serve` and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres'
+settings (`postgres_url` or `postgres_db`).
 
 1. Connections are reused inside a process. dagster-postgres opens a new connection for every
    statement (SQLAlchemy's NullPool) so that an instance never holds connections it is not using. A
@@ -28,6 +29,9 @@ and `make worker` put deploy/ on PYTHONPATH. They take dagster-postgres' setting
    written twice. Past the bound: PostgresUnavailable naming host:port/dbname and the time waited.
    The webserver's engines (Dagster's `optimize_for_webserver`, which builds them without a
    pre-ping) get the same pre-ping and wait.
+4. What the schema holds is asked once (SCHEMA_CACHE in taxi_assets/dagster_internals.py): Dagster
+   asks PostgreSQL's catalog whether a table or column exists on nearly every call, every second at
+   rest; a yes is remembered.
 
 Figures: docs/decisions.md#what-sets-a-backfills-pace-and-what-was-changed-in-dagsters-way,
 docs/deploy.md#postgresql-outages.
@@ -55,6 +59,7 @@ from taxi_assets.dagster_internals import (
     asset_event_kinds,
     asset_event_tags_writer,
     changed,
+    remember_schema_answers,
     replace_storage_engine,
     storage_engine,
     with_claim_retry,
@@ -402,11 +407,19 @@ class PooledPostgresEventLogStorage(_ReusedConnections, PostgresEventLogStorage)
                 self.store_asset_check_event(event, event_id)
 
 
+# 4. What the schema holds is asked once. Dagster's storages ask PostgreSQL's catalog whether a table
+# or column exists (SQLAlchemy's `inspect(conn).get_table_names()` / `get_columns()`) on nearly every
+# call: the run queue's look every second, the backfill loop's every 3 s, each sensor and automation
+# tick reading and writing its state: about a third of the daemon's work at rest
+# (docs/performance.md#from-a-backfill-to-the-chart). Tables, columns and index migrations are only
+# ever added (`dagster instance migrate`), so a yes is remembered for the life of the storage; a no
+# is asked again. Dagster's own names, by storage; one this Dagster lacks is reported, not fatal.
 for _cls, _kind in (
     (PooledPostgresRunStorage, "run"),
     (PooledPostgresEventLogStorage, "event_log"),
     (PooledPostgresScheduleStorage, "schedule"),
 ):
+    remember_schema_answers(_cls, _kind)  # SCHEMA_CACHE in taxi_assets/dagster_internals.py
     retry_cut_statements(_cls, RETRIED[_kind] + read_methods(_cls))
 
 if create_pg_engine is None:  # another dagster-postgres: its own storages, as they ship

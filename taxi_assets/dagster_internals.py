@@ -29,6 +29,11 @@ The internals:
 - CELERY: `dagster._core.events`, `dagster._core.launcher`, `dagster._grpc.types`,
   `dagster._serdes.unpack_value` and dagster-celery's task bodies (`dagster_celery.tasks`),
   `celery_internals`, deploy/taxi_celery.py and deploy/lost_tasks.py.
+- SCHEMA_CACHE: dagster-postgres' storages' yes/no questions about their own schema (some private,
+  `SCHEMA_QUESTIONS`), answered from memory once yes (`remember_schema_answers`),
+  deploy/taxi_storage.py.
+- RUN_ORIGIN: `dagster._core.remote_origin` and `LoadableTargetOrigin`, to give the demo's
+  in-process runs their code location (`remote_job_origin`), taxi_assets/demo.py.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ CLAIM_INTERVAL = "CLAIM_INTERVAL (ConcurrencyClaimStatus.with_sleep_interval)"
 EVENT_WRITE = "EVENT_WRITE (dagster._core.events.ASSET_EVENTS, SqlEventLogStorage._store_asset_event_tags)"
 GRID_TAGS = "GRID_TAGS (EventLogEntry._replace, SqlEventLogStorage.store_asset_event_tags)"
 CELERY = "CELERY (dagster._core.events, dagster._core.launcher, dagster._grpc.types, dagster_celery.tasks)"
+SCHEMA_CACHE = "SCHEMA_CACHE (dagster-postgres storages' has_* schema questions)"
+RUN_ORIGIN = "RUN_ORIGIN (dagster._core.remote_origin, DagsterInstance.create_run_for_job's remote_job_origin)"
 
 DOCS = "docs/decisions.md#dagsters-internals"
 
@@ -356,3 +363,87 @@ def add_dagster_celery_tasks(app) -> bool:
     create_execute_job_task(app)
     create_resume_job_task(app)
     return True
+
+
+# --- SCHEMA_CACHE ---------------------------------------------------------------------------------
+# dagster-postgres' storages ask PostgreSQL's catalog whether a table, column or index migration
+# exists (SQLAlchemy's inspector) on nearly every call: the run queue, the backfill loop and each
+# instigator read, every second at rest. Nothing removes a table or column once a migration added
+# it (`dagster instance migrate`), so a yes is remembered for the storage's life; a no is asked
+# again. Dagster's own method names, by storage; one this Dagster lacks is warned of once, not fatal.
+
+SCHEMA_QUESTIONS = {
+    "run": (
+        "has_run_stats_index_cols",
+        "has_bulk_actions_selector_cols",
+        "has_backfill_id_column",
+        "has_bulk_action_job_name_column",
+        "has_backfill_tags_table",
+    ),
+    "event_log": ("has_table", "has_asset_key_col", "_has_asset_key_col_on_connection"),
+    "schedule": (
+        "has_instigators_table",
+        "_has_instigators_table",
+        "_has_asset_daemon_asset_evaluations_table",
+        "has_secondary_index_table",
+        "has_built_index",
+    ),
+}
+
+
+def remembering_yes(method: Callable) -> Callable:
+    """`method` (a yes/no question about the schema) asked once its answer is yes; by its text
+    arguments (a table, column or migration name), whatever connection it was asked on."""
+
+    @functools.wraps(method)
+    def ask(self, *args):
+        key = (method.__name__, *(arg for arg in args if isinstance(arg, str)))
+        seen = self.__dict__.setdefault("_taxi_schema_seen", set())
+        if key in seen:
+            return True
+        answer = method(self, *args)
+        if answer is True:
+            seen.add(key)
+        return answer
+
+    ask.remembers_yes = True
+    return ask
+
+
+def remember_schema_answers(cls: type, kind: str) -> int:
+    """Wrap `cls`'s schema questions of storage `kind` ("run", "event_log", "schedule"); how many."""
+    wrapped = 0
+    for name in SCHEMA_QUESTIONS[kind]:
+        method = getattr(cls, name, None)
+        if method is None:
+            changed(SCHEMA_CACHE, f"{cls.__name__} has no {name}; the catalog is asked each time")
+        elif not getattr(method, "remembers_yes", False):
+            setattr(cls, name, remembering_yes(method))
+            wrapped += 1
+    return wrapped
+
+
+# --- RUN_ORIGIN -----------------------------------------------------------------------------------
+# The UI's overview timeline leaves out every run without a code location (ui-core's
+# useRunsForTimeline.tsx: `if (!run.repositoryOrigin) return`), and `execute_in_process` names none:
+# after the demo the timeline was empty. Dagster has no public way to name it; the instance's
+# `create_run_for_job` takes a `remote_job_origin`.
+
+
+def remote_job_origin(module_name: str, location: str, repository: str, job_name: str, executable: str):
+    """The origin a run of `job_name` launched from code location `location` (module `module_name`)
+    records; None, with one warning, when this Dagster's names moved."""
+    try:
+        from dagster._core.remote_origin import (
+            ManagedGrpcPythonEnvCodeLocationOrigin,
+            RemoteJobOrigin,
+            RemoteRepositoryOrigin,
+        )
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+        target = LoadableTargetOrigin(executable_path=executable, module_name=module_name)
+        code_location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location)
+        return RemoteJobOrigin(RemoteRepositoryOrigin(code_location, repository), job_name)
+    except (ImportError, TypeError) as exc:
+        changed(RUN_ORIGIN, repr(exc))
+        return None

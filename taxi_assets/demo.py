@@ -17,6 +17,7 @@ import dagster as dg
 
 from taxi_assets import settings
 from taxi_assets.assets.analytics import ZONES_KEY
+from taxi_assets.dagster_internals import remote_job_origin
 from taxi_assets.definitions import build_defs
 from taxi_assets.dev import ensure_dagster_home
 from taxi_assets.mirror import SAMPLE_MIRROR, SAMPLE_NOTE, SAMPLE_URL_ENV, serve_folder
@@ -25,6 +26,9 @@ from taxi_assets.schema import STATS_TABLE
 from taxi_assets.sources import RELEASES
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The code location and repository `make dev` and `make serve` serve these definitions as
+# (pyproject.toml's [tool.dg] code_location_name, workspace.yaml, deploy/serve.py LOCATION).
+LOCATION, REPOSITORY = "taxi_assets", "__repository__"
 DEMO_PARTITIONS = ("yellow|2021-01-01", "yellow|2020-07-01", "green|2020-10-01", "fhv|2019-01-01")
 
 
@@ -34,6 +38,26 @@ def _latest(instance: dg.DagsterInstance, asset: str, key: str | None) -> dg.Ass
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=partitions), limit=1
     ).records
     return records[0].asset_materialization if records else None
+
+
+def record_runs_as_from_the_location(instance: dg.DagsterInstance) -> None:
+    """Runs this process creates on `instance` name the code location they belong to, as runs
+    launched from the UI or by the daemon do. `execute_in_process` names none, and the UI's overview
+    timeline leaves out every run without one (ui-core's useRunsForTimeline.tsx: `if
+    (!run.repositoryOrigin) return`): after the demo it was empty. Dagster has no public way to
+    name it, so this passes the origin to the instance's `create_run_for_job` (RUN_ORIGIN in
+    taxi_assets/dagster_internals.py; without it the runs are kept, as before, without one)."""
+    create_run_for_job = instance.create_run_for_job
+    module = "taxi_assets.definitions"
+
+    def with_origin(*args, **kwargs):
+        job = kwargs["job_def"].name if "job_def" in kwargs else args[0].name
+        origin = remote_job_origin(module, LOCATION, REPOSITORY, job, sys.executable)  # RUN_ORIGIN
+        if origin is not None:
+            kwargs.setdefault("remote_job_origin", origin)
+        return create_run_for_job(*args, **kwargs)
+
+    instance.create_run_for_job = with_origin
 
 
 def _print_stats() -> None:
@@ -93,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = defs.resources["warehouse"]
 
     with serve_folder(SAMPLE_MIRROR) as base_url, dg.DagsterInstance.get() as instance:
+        record_runs_as_from_the_location(instance)  # so the UI's timeline shows them
         # Resolved by the upstream_files resource when each run starts; runs record the public file's URL
         # and "bundled sample", not this port (mirror.recorded_source).
         os.environ["TAXI_SOURCE_URL"] = os.environ[SAMPLE_URL_ENV] = base_url

@@ -104,6 +104,17 @@ def progress_seconds() -> float:
     return seconds
 
 
+def automation_interval_seconds() -> int:
+    """TAXI_AUTOMATION_INTERVAL_SECONDS (default 10): how often the sensor `analytics_automation`
+    evaluates the analytics assets' conditions. Read when the code location loads. Dagster's asset
+    daemon looks at its sensors every 5 s at most, so less than 5 changes nothing; each tick costs
+    the daemon a few hundredths of a CPU second (docs/performance.md#from-a-backfill-to-the-chart)."""
+    value = os.environ.get("TAXI_AUTOMATION_INTERVAL_SECONDS") or "10"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"TAXI_AUTOMATION_INTERVAL_SECONDS must be whole seconds, 1 or more, got {value!r}")
+    return int(value)
+
+
 def bq_location() -> str:
     """BQ_LOCATION (default US): where the BigQuery dataset is created when missing."""
     return os.environ.get("BQ_LOCATION") or "US"

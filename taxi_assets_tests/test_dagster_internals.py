@@ -32,7 +32,9 @@ DELETE = "Dagster fixed what {patch} works around: delete {patch} from taxi_asse
 def test_no_private_dagster_name_outside_the_registry():
     """A private name of Dagster's (a `dagster._` module, dagster-celery's task factories, a storage's
     `_engine`) named anywhere in the code location or deploy/ but the registry fails here."""
-    private = re.compile(r"dagster\._|dagster_celery\.tasks|_store_asset_event_tags|\"_engine\"|_pending_timeouts")
+    private = re.compile(
+        r"dagster\._|dagster_celery\.tasks|_store_asset_event_tags|\"_engine\"|_pending_timeouts|\"_has_\w+\""
+    )
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for folder in ("taxi_assets", "deploy")
@@ -48,6 +50,7 @@ def test_every_internal_is_listed_in_the_docs():
     section = (ROOT / "docs" / "decisions.md").read_text().split("## Dagster's internals", 1)[1].split("\n## ", 1)[0]
     names = [internals.POOL_WAIT, internals.BACKFILL_INTERVAL, internals.POSTGRES_ENGINE]
     names += [internals.CLAIM_INTERVAL, internals.EVENT_WRITE, internals.GRID_TAGS, internals.CELERY]
+    names += [internals.SCHEMA_CACHE, internals.RUN_ORIGIN]
     for name in names:
         assert f"**{name.split()[0]}**" in section, name
 
@@ -348,3 +351,47 @@ def test_the_dagster_celery_modules_used_are_there():
 
     assert isinstance(DEFAULT_CONFIG, dict) and DAGSTER_CELERY_TASK_ID_TAG
     assert callable(make_app) and hasattr(CeleryRunLauncher, "check_run_worker_health")
+
+
+# SCHEMA_CACHE -----------------------------------------------------------------------------------
+
+
+def test_schema_questions_shape():
+    """Each schema question named still exists on dagster-postgres' storage (else the catalog is
+    asked each time again, with one warning), taking only the storage and text arguments."""
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    storages = {"run": PostgresRunStorage, "event_log": PostgresEventLogStorage, "schedule": PostgresScheduleStorage}
+    for kind, names in internals.SCHEMA_QUESTIONS.items():
+        for name in names:
+            method = getattr(storages[kind], name, None)
+            assert callable(method), f"SCHEMA_CACHE: {storages[kind].__name__}.{name} is gone"
+            assert not any(
+                p.kind in (p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in inspect.signature(method).parameters.values()
+            ), f"SCHEMA_CACHE: {name} takes keywords now"
+
+
+def test_a_remembered_yes_is_not_asked_again_and_a_no_is():
+    asked = []
+
+    class Storage:
+        def has_table(self, table_name):
+            asked.append(table_name)
+            return table_name == "runs"
+
+    internals.remember_schema_answers(Storage, "event_log")  # its other names are missing: warned once
+    storage = Storage()
+    assert [storage.has_table("runs") for _ in range(3)] == [True, True, True]
+    assert [storage.has_table("secondary") for _ in range(2)] == [False, False]
+    assert asked == ["runs", "secondary", "secondary"]
+
+
+# RUN_ORIGIN -------------------------------------------------------------------------------------
+
+
+def test_run_origin_shape():
+    origin = internals.remote_job_origin("taxi_assets.definitions", "taxi_assets", "__repository__", "trips_job", "py")
+    assert origin is not None, "RUN_ORIGIN: the origin classes moved"
+    assert origin.job_name == "trips_job"
+    assert origin.repository_origin.code_location_origin.location_name == "taxi_assets"
+    assert "remote_job_origin" in inspect.signature(dg.DagsterInstance.create_run_for_job).parameters

@@ -120,3 +120,22 @@ def test_gcp_target_loads_without_its_settings_until_launch(monkeypatch):
     assert defs.resources["lake"] is defs.resources["lake_io_manager"].lake  # raw_trips asks the same lake
     assert type(defs.resources["warehouse"]).__name__ == "BigQueryWarehouse"
     assert defs.resolve_job_def("trips_job") is not None
+
+
+def test_the_automation_sensor_ticks_every_5_s_unless_told_otherwise():
+    """analytics_automation's interval: 10 s by default (Dagster's is 30 s), TAXI_AUTOMATION_INTERVAL_SECONDS
+    when set; a value that is not whole seconds stops the code location naming the setting."""
+    show = (
+        "from taxi_assets.definitions import defs; print(defs.resolve_sensor_def('analytics_automation')"
+        ".minimum_interval_seconds)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TAXI_AUTOMATION_INTERVAL_SECONDS"}
+    found = {}
+    for value in (None, "30", "2.5"):
+        extra = {} if value is None else {"TAXI_AUTOMATION_INTERVAL_SECONDS": value}
+        found[value] = subprocess.run(
+            [sys.executable, "-c", show], env={**env, **extra}, capture_output=True, text=True, timeout=120
+        )
+    assert found[None].stdout.strip() == "10" and found["30"].stdout.strip() == "30"
+    assert found["2.5"].returncode != 0
+    assert "TAXI_AUTOMATION_INTERVAL_SECONDS must be whole seconds, 1 or more, got '2.5'" in found["2.5"].stderr

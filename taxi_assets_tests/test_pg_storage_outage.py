@@ -190,3 +190,25 @@ def test_a_read_cut_in_flight_is_run_again(pg_instance):
         records = instance.get_asset_records([dg.AssetKey("read_asset")])
     assert cut.is_set()
     assert [r.asset_entry.asset_key for r in records] == [dg.AssetKey("read_asset")]
+
+
+def test_the_storages_ask_the_catalog_for_their_tables_once(pg_instance):
+    """The run queue reads the runs every second and each sensor and automation tick reads its
+    state; Dagster's storages asked PostgreSQL's catalog for table and column names on each call
+    (about a third of the daemon's work at rest); what is seen once is remembered."""
+    _, instance = pg_instance
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    try:
+        for _ in range(20):  # 20 looks of the run queue, the backfill loop and the automation sensor
+            assert instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])) == []
+            assert instance.get_backfills() == []
+            assert instance.all_instigator_state() == []
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    catalog = [s for s in statements if "pg_catalog" in s]
+    assert len(statements) >= 60 and len(catalog) <= 5, (len(statements), catalog[:3])

@@ -1,6 +1,7 @@
 """The UI in a real browser (Debian's chromium, driven by selenium through chromium-driver), after
 the demo: `make dev` offline on the demo's data folder, the first page without Dagster's
-"Join the community" modal, and a backfill of two sample partitions that succeeds.
+"Join the community" modal, and a backfill of two sample partitions that succeeds; and the overview
+timeline after a real `make demo`, showing its runs.
 
 The backfill is launched from the page with the GraphQL mutation the UI's Materialize dialog sends
 (`launchPartitionBackfill`), not by clicking through the dialog (its markup changes between Dagster
@@ -8,14 +9,17 @@ releases); its runs are then watched on the backfill's page. make test-extended 
 chromium and chromium-driver)."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 
 from taxi_assets.mirror import SAMPLE_NOTE
 from taxi_assets_harness.graphql import wait_until
-from taxi_assets_harness.instances import TRIP_ASSETS, backfill_runs, dagster_dev
+from taxi_assets_harness.instances import TRIP_ASSETS, backfill_runs, dagster_dev, webserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
 PARTITIONS = ["yellow|2020-07-01", "fhv|2019-01-01"]
@@ -91,3 +95,29 @@ def test_after_the_demo_the_ui_backfills_sample_partitions_offline(tmp_path, bro
             "the backfill's runs on its page",
         )
         assert "Failure" not in text and "Failed" not in text
+
+
+def test_after_the_demo_the_overview_timeline_shows_its_runs(tmp_path, browser):
+    """Overview > Timeline after `make demo`: its 10 runs, under the code location (4 of trips_job,
+    6 of the analytics assets), not "No runs or scheduled ticks in this time period"."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TAXI_SOURCE_URL", "TAXI_TARGET", "DAGSTER_HOME")}
+    data = tmp_path / "data"
+    demo = subprocess.run(
+        [sys.executable, "-m", "taxi_assets.demo"],
+        env={**env, "TAXI_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    with webserver(data / "dagster_home", {**env, "TAXI_DATA_DIR": str(data)}, tmp_path / "web.log") as port:
+        browser.get(f"http://127.0.0.1:{port}/overview/activity/timeline")
+        rows = wait_until(
+            lambda: "trips_job" in (text := _page_text(browser)) and text.splitlines(),
+            60,
+            "the demo's runs on the timeline",
+        )
+    assert "No runs or scheduled ticks in this time period." not in rows
+    # Each row's name, then its count of runs in the window.
+    assert rows[rows.index("trips_job", rows.index("trips_job") + 1) + 1] == "4", rows
+    assert rows[rows.index("Jobless asset materializations") + 2] == "6", rows

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from taxi_assets import settings
 from taxi_assets.assets.analytics_sql import (
     MONTHLY_STATS,
     STATS_COLUMNS,
@@ -33,6 +34,7 @@ from taxi_assets.assets.common import (
 from taxi_assets.io_manager import NewFile
 from taxi_assets.mirror import PUBLIC_BASE_URL, recorded_source
 from taxi_assets.partitions import TripMonth
+from taxi_assets.progress import Progress
 from taxi_assets.resources.errors import failing_fast, writing
 from taxi_assets.resources.upstream_files import UpstreamFiles
 from taxi_assets.resources.warehouse import Warehouse
@@ -113,6 +115,8 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         values in it (zone 265's service zone, zone 264's name), read as text, not as NULL. Checked
         before it is stored (its columns, 265 rows, unique ids), then the table is replaced in one
         step: a bad lookup fails the run and leaves the table as it was."""
+        progress = Progress(context.log, "zones")
+        progress.say(f"downloading the zone lookup into `{ZONES_TABLE}`")
         try:
             url, data = upstream_files.zone_lookup()
         except UpstreamError as exc:
@@ -122,6 +126,7 @@ def build_taxi_zones(target: str) -> dg.AssetsDefinition:
         zones = _read_zones(url, data)
         with failing_fast("taxi/zones"):
             rows = warehouse.replace_table(ZONES_TABLE, pa.Table.from_pandas(zones, preserve_index=False))
+        progress.done(f"{rows:,} zones in `{ZONES_TABLE}` ({len(data) / 1e3:,.1f} KB downloaded)")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
@@ -190,6 +195,41 @@ def _require_zones(context: dg.AssetExecutionContext, warehouse: Warehouse, mont
     )
 
 
+# monthly_trip_stats: eager(), for every partition whose slice was reloaded, not only the newest
+# month (dagster #24474). Never while the zones are missing: eager()'s "no dependency missing" counts
+# them as missing even in the tick that requests them (they load in a run of their own). And not
+# while a run is loading the slice, but as soon as that run has finished, even if the backfill it
+# belongs to has not caught up: eager()'s "no dependency in progress" also counts a partition as
+# in progress until the backfill daemon's next look at its backfill (every 30 s under `make dev`),
+# which kept the statistics of a 2-partition backfill waiting about 50 s after its runs ended.
+STATS_CONDITION = (
+    dg.AutomationCondition.eager()
+    .without(dg.AutomationCondition.in_latest_time_window())
+    .replace(
+        "any_deps_in_progress",
+        dg.AutomationCondition.any_deps_match(dg.AutomationCondition.run_in_progress()).with_label(
+            "any_deps_run_in_progress"
+        ),
+    )
+)
+
+
+# trips_per_month_chart: eager() without its "no dependency missing" (the one dependency is
+# partitioned, and most of its partitions are never loaded, so eager() alone would never draw the
+# chart), and not while a slice that the statistics follow is being loaded or was loaded since the
+# last tick (its statistics are coming). Without that, a backfill whose partitions ended a tick
+# apart had the chart drawn beside the second month's statistics run; that run ended while the
+# chart's ran, eager() counted the chart as handled, and it stayed without that month (seen with
+# ticks every 10 s: the chart not redrawn in 600 s).
+CHART_CONDITION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()) & ~(
+    dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.run_in_progress() | dg.AutomationCondition.newly_updated()
+        )
+    ).with_label("statistics coming")
+)
+
+
 def build_monthly_trip_stats(
     source: Source, target: str, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
@@ -204,10 +244,7 @@ def build_monthly_trip_stats(
         # concurrent one anyway (two instances, CLI runs) is run again by the warehouse.
         pool="warehouse",
         retry_policy=STORAGE_RETRY,
-        # Every partition whose slice was reloaded, not only the newest month (dagster #24474).
-        # Never while the zones are missing: eager()'s "no dependency missing" counts them as
-        # missing even in the tick that requests them (they load in a run of their own).
-        automation_condition=dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()),
+        automation_condition=STATS_CONDITION,
         check_specs=per_partition(
             partitions_def,
             [
@@ -242,8 +279,10 @@ def build_monthly_trip_stats(
                     for name in (TRIPS_ADD_UP, LOCATION_IDS_HAVE_ZONES)
                 ],
             )
+        progress = Progress(context.log, "statistics")
         with failing_fast(month):
             _require_zones(context, warehouse, month)
+            progress.say(f"per pickup borough over the {month.color} {month.ym} slice of `{RIDES_TABLE}`, in SQL")
             tables = {"rides": warehouse.table_name(RIDES_TABLE), "zones": warehouse.table_name(ZONES_TABLE)}
             params = {"color": month.color, "month": month.month}
             dialect = warehouse.dialect
@@ -261,6 +300,8 @@ def build_monthly_trip_stats(
             coverage = warehouse.query(ZONE_COVERAGE[dialect].format(**tables), params).iloc[0]
         ids, unknown, missing = (int(coverage[name]) for name in ("ids", "unknown", "missing"))
         counted = int(stats["trips"].sum()) if len(stats) else 0
+        boroughs = f"{len(stats)} borough{'' if len(stats) == 1 else 's'}"
+        progress.done(f"{boroughs}, {counted:,} trips of the slice's {slice_rows:,} rows")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(stats),  # one row per pickup borough
@@ -370,14 +411,14 @@ def chart_png(trips: pd.DataFrame) -> bytes:
     io_manager_key=LAKE_IO,
     metadata={"lake/path": "reports/trips_per_month.png"},
     deps=[STATS_TABLE],
-    # eager() without its "no dependency missing": the one dependency is partitioned, and most of
-    # its partitions are never loaded, so eager() alone would never draw the chart.
-    automation_condition=dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()),
+    automation_condition=CHART_CONDITION,
 )
 def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehouse, workdir: WorkDir):
     """A line chart of trips per month for each color, over every month loaded in
     `monthly_trip_stats` (summed by the warehouse), as a PNG in the lake
     (`reports/trips_per_month.png`), shown here with its figures."""
+    progress = Progress(context.log, "chart")
+    progress.say(f"trips per month for each color, from `{STATS_TABLE}`")
     with failing_fast("trips_per_month_chart"):
         if warehouse.has_table(STATS_TABLE):
             trips = warehouse.query(TRIPS_PER_MONTH[warehouse.dialect].format(stats=warehouse.table_name(STATS_TABLE)))
@@ -390,6 +431,11 @@ def trips_per_month_chart(context: dg.AssetExecutionContext, warehouse: Warehous
     with failing_fast("trips_per_month_chart"), writing(path):
         path.write_bytes(png)
     table = monthly_trips(trips)
+    span = f" ({table.index[0]} to {table.index[-1]})" if len(table) else ""
+    progress.done(
+        f"{trips['month'].nunique()} months loaded{span}, {trips['color'].nunique()} colors, "
+        f"a {len(png) / 1e3:,.1f} KB PNG"
+    )
     # The months loaded (a color that lacks one: a blank cell); the chart shows the gaps between.
     figures = pa.Table.from_pandas(table.dropna(how="all").reset_index(), preserve_index=False)
     image = base64.b64encode(png).decode()
@@ -415,6 +461,12 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     AUTOMATION_SENSOR,
     target=dg.AssetSelection.groups(ANALYTICS),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # Dagster's default, 30 s, made the statistics wait for a tick after a slice was loaded and the
+    # chart for another after them (about 30 s of a 2-partition backfill's 54 s to the chart on
+    # `make serve`). 10 s by default (TAXI_AUTOMATION_INTERVAL_SECONDS): the chart within 45 s of a
+    # launch with the daemon at rest no busier than before (5 s, as often as Dagster's asset daemon
+    # looks, cost the idle daemon a quarter more; docs/performance.md#from-a-backfill-to-the-chart).
+    minimum_interval_seconds=settings.automation_interval_seconds(),
     emit_backfills=False,
     description="Materializes taxi/zones when missing, monthly_trip_stats after its slice of rides is reloaded, "
     "and the chart after the statistics change",

@@ -170,6 +170,25 @@ def test_the_automation_sensor_draws_the_chart_after_statistics_of_some_months(l
     assert after.get_num_requested(ZONES_KEY) == 0
 
 
+def test_the_chart_waits_for_statistics_coming_in_the_same_tick(loaded, local_defs, instance):
+    """One month's statistics are loaded while another month's slice is reloaded: the tick requests
+    that month's statistics and not the chart beside them (drawn beside them, it missed that month
+    and stayed so); the tick after those statistics draws it."""
+    resources, _ = loaded
+    before = dg.evaluate_automation_conditions(defs=local_defs, instance=instance)
+    _stats(resources, instance, "green|2020-10-01")
+    assert dg.materialize(
+        ASSETS.trips, partition_key="yellow|2020-07-01", resources=resources, instance=instance
+    ).success
+    tick = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=before.cursor)
+    assert tick.get_requested_partitions(STATS) == {"yellow|2020-07-01"}
+    assert tick.get_num_requested(dg.AssetKey("trips_per_month_chart")) == 0
+    _stats(resources, instance, "yellow|2020-07-01")
+    after = dg.evaluate_automation_conditions(defs=local_defs, instance=instance, cursor=tick.cursor)
+    assert after.get_num_requested(dg.AssetKey("trips_per_month_chart")) == 1
+    assert after.total_requested == 1
+
+
 @pytest.mark.parametrize(
     "broken, reason",
     [
