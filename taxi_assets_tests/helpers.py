@@ -16,12 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from taxi_assets.mirror import serve_folder
 from taxi_assets.partitions import TripMonth
 from taxi_assets.sources import RELEASES, Source
+from taxi_assets_harness.postgres import server_binaries
+from taxi_assets_harness.redis import redis_binary
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The marks of a test that runs the production instance with Celery: PostgreSQL and Redis installed.
+NEEDS_POSTGRES_AND_REDIS = [
+    pytest.mark.skipif(
+        server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
+    ),
+    pytest.mark.skipif(redis_binary() is None, reason="Redis server not installed (apt-get install redis-server)"),
+]
 REAL = FIXTURES / "real"
 
 

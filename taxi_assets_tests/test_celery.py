@@ -27,19 +27,12 @@ from google.cloud import storage
 
 from taxi_assets_harness.graphql import graphql, max_overlap, runs, wait_until
 from taxi_assets_harness.instances import TRIP_ASSETS, backfill_runs, launch_backfill, make_serve, make_worker
-from taxi_assets_harness.postgres import postgres_cluster, server_binaries
-from taxi_assets_harness.redis import redis_binary, redis_server
-from taxi_assets_tests.helpers import month, published_key, real_rows
+from taxi_assets_harness.postgres import postgres_cluster
+from taxi_assets_harness.redis import redis_server
+from taxi_assets_tests.helpers import NEEDS_POSTGRES_AND_REDIS, month, published_key, real_rows
 from taxi_assets_tests.test_graph_gcp import _slices
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.extended,
-    pytest.mark.skipif(
-        server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
-    ),
-    pytest.mark.skipif(redis_binary() is None, reason="Redis server not installed (apt-get install redis-server)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.extended, *NEEDS_POSTGRES_AND_REDIS]
 ROOT = Path(__file__).resolve().parents[1]
 YELLOW = real_rows("yellow_tripdata_2021-01_head3000.csv")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")

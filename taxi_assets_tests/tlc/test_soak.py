@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from taxi_assets_harness.postgres import server_binaries
-from taxi_assets_harness.redis import redis_binary
+from taxi_assets_tests.helpers import NEEDS_POSTGRES_AND_REDIS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.extended,
-    pytest.mark.skipif(
-        server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
-    ),
-    pytest.mark.skipif(redis_binary() is None, reason="Redis server not installed (apt-get install redis-server)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.extended, *NEEDS_POSTGRES_AND_REDIS]
 ROOT = Path(__file__).resolve().parents[2]
 
 
