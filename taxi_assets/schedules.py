@@ -17,7 +17,7 @@ import dagster as dg
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, upstream_keys
 from taxi_assets.resources.upstream_files import UpstreamFiles
-from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
+from taxi_assets.run_history import TOKEN_TAG, TRIGGER_TAG, loaded_fingerprints, requested_tokens
 from taxi_assets.upstream import UpstreamError
 
 
@@ -41,6 +41,7 @@ def newest_month_schedule(context: dg.ScheduleEvaluationContext, upstream_files:
     keys = set(upstream_keys(source, context.scheduled_execution_time))
     trips = [trip for trip in (TripMonth(color, month) for color in source.colors) if trip.key in keys]
     loaded = loaded_fingerprints(context.instance, [trip.key for trip in trips])  # the sensor may have loaded some
+    coming = requested_tokens(context.instance, [trip.key for trip in trips])  # or be loading them
     run_requests, not_out = [], []
     for trip in trips:
         try:
@@ -51,16 +52,14 @@ def newest_month_schedule(context: dg.ScheduleEvaluationContext, upstream_files:
         if fingerprint is None:
             not_out.append(trip.color)
             continue
-        if loaded.get(trip.key) == fingerprint.token():
+        token = fingerprint.token()
+        if loaded.get(trip.key) == token or token in coming.get(trip.key, ()):
             continue
-        run_requests.append(
-            dg.RunRequest(
-                run_key=f"{trip.key}@{fingerprint.token()}", partition_key=trip.key, tags={TRIGGER_TAG: "schedule"}
-            )
-        )
+        tags = {TRIGGER_TAG: "schedule", TOKEN_TAG: token}
+        run_requests.append(dg.RunRequest(run_key=f"{trip.key}@{token}", partition_key=trip.key, tags=tags))
     if not run_requests:
         if not not_out:
-            return dg.SkipReason(f"{month:%Y-%m} is loaded already for every color")
+            return dg.SkipReason(f"{month:%Y-%m} is loaded, or being loaded, for every color")
         return dg.SkipReason(f"{month:%Y-%m} is not out yet ({', '.join(not_out)}); the sensor will notice it")
     if not_out:
         context.log.info(f"{month:%Y-%m} not out yet for {', '.join(not_out)}")

@@ -28,7 +28,7 @@ import requests
 from taxi_assets.jobs import trips_job
 from taxi_assets.partitions import TripMonth, upstream_keys
 from taxi_assets.resources.upstream_files import UpstreamFiles
-from taxi_assets.run_history import TRIGGER_TAG, loaded_fingerprints
+from taxi_assets.run_history import TOKEN_TAG, TRIGGER_TAG, loaded_fingerprints, requested_tokens
 from taxi_assets.upstream import Fingerprint, UpstreamError
 
 # A tick must finish within Dagster's sensor evaluation timeout (60 s by default); files not
@@ -104,13 +104,17 @@ def upstream_files_sensor(context: dg.SensorEvaluationContext, upstream_files: U
 
     changed_since_cursor = [key for key, token in published.items() if known.get(key) != token]
     loaded = loaded_fingerprints(context.instance, changed_since_cursor)
+    coming = requested_tokens(context.instance, changed_since_cursor)
     run_requests = []
     for key in sorted(changed_since_cursor):
         token = published[key]
         if key in loaded and loaded[key] == token:
             continue  # already in the lake: only the cursor did not know
+        if token in coming.get(key, ()):
+            continue  # a run the schedule requested is loading this very file
         trigger = "new" if key not in loaded else "changed"
-        run_requests.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=key, tags={TRIGGER_TAG: trigger}))
+        tags = {TRIGGER_TAG: trigger, TOKEN_TAG: token}
+        run_requests.append(dg.RunRequest(run_key=f"{key}@{token}", partition_key=key, tags=tags))
     known.update(published)
 
     seconds = time.monotonic() - started

@@ -14,11 +14,11 @@ import pytest
 from taxi_assets.assets import build_assets
 from taxi_assets.partitions import upstream_keys
 from taxi_assets.resources.upstream_files import UpstreamFiles
-from taxi_assets.run_history import TRIGGER_TAG
+from taxi_assets.run_history import TOKEN_TAG, TRIGGER_TAG
 from taxi_assets.schedules import month_before_last, newest_month_schedule
 from taxi_assets.sensors import upstream_files_sensor
 from taxi_assets.sources import TLC
-from taxi_assets_tests.helpers import local_resources, step_failure_messages
+from taxi_assets_tests.helpers import build_test_defs, local_resources, step_failure_messages
 from taxi_assets_tests.tlc.eras import ERAS, write_era
 
 ASSETS = build_assets(TLC, "local")  # the assets as the tlc code location has them
@@ -199,3 +199,42 @@ def test_the_schedule_asks_for_the_month_before_last_and_skips_it_when_not_out(m
     assert _run(resources, instance, "yellow|2025-02-01").success  # as if the sensor had loaded it first
     again = evaluate()
     assert isinstance(again, dg.SkipReason)  # not loaded twice
+
+
+def test_a_file_the_sensor_or_the_schedule_is_loading_is_not_requested_again(mirror, instance):
+    """A month published in the hour before the schedule's tick: the sensor requested it, its run has not
+    started yet, and the schedule does not request it a second time (nor the sensor one the schedule
+    requested); a revision of the file while the run is queued is requested."""
+    tick = dt.datetime(2025, 4, 25, 6, 0, tzinfo=dt.timezone.utc)
+    yellow = next(e for e in ERAS if e.color == "yellow" and e.month == "2025-02")
+    write_era(yellow, mirror.path("yellow", "2025-02"), rows=10)
+    files = UpstreamFiles.of(TLC, base_url=mirror.base_url)
+    trips_job = build_test_defs("local", mirror).resolve_job_def("trips_job")
+
+    def sensor_requests():
+        context = dg.build_sensor_context(instance=instance, resources={"upstream_files": files})
+        return [r for r in upstream_files_sensor(context).run_requests if r.partition_key == "yellow|2025-02-01"]
+
+    def schedule_result():
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, resources={"upstream_files": files}
+        ) as context:
+            return newest_month_schedule(context)
+
+    def queue(request):
+        tags = {**request.tags, "dagster/partition": request.partition_key}
+        return instance.create_run_for_job(trips_job, tags=tags, status=dg.DagsterRunStatus.NOT_STARTED)
+
+    (by_sensor,) = sensor_requests()
+    run = queue(by_sensor)
+    skipped = schedule_result()
+    assert isinstance(skipped, dg.SkipReason)  # yellow is being loaded; the other colors are not out
+    instance.delete_run(run.run_id)
+
+    (by_schedule,) = schedule_result()
+    queue(by_schedule)
+    assert sensor_requests() == []
+
+    write_era(yellow, mirror.path("yellow", "2025-02"), rows=12)  # revised while the run waits
+    (revised,) = sensor_requests()
+    assert revised.tags[TOKEN_TAG] != by_schedule.tags[TOKEN_TAG]
