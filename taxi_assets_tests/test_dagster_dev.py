@@ -30,6 +30,7 @@ def test_partition_backfill_from_the_ui(mirror, tmp_path):
     assert sorted(slices) == [("green", "2020-10", 500), ("yellow", "2021-01", 3000)]
 
 
+@pytest.mark.extended  # make test's 15 minutes: test_ui_browser.py (extended too) does the same through Chromium
 def test_after_the_demo_make_dev_backfills_the_sample_partitions_offline(tmp_path):
     """`make dev` on make demo's data folder serves the bundled sample again: a backfill from the UI
     of two sample partitions succeeds with no upstream reachable; the first page shows no modal."""
