@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 from taxi_assets.mirror import serve_folder  # noqa: E402
 from taxi_assets.run_history import TRIGGER_TAG  # noqa: E402
-from taxi_assets_harness.graphql import graphql, wait_until  # noqa: E402
+from taxi_assets_harness.graphql import graphql, run_tags, runs, wait_until  # noqa: E402
 from taxi_assets_harness.instances import make_serve, make_worker  # noqa: E402
 from taxi_assets_harness.postgres import postgres_server  # noqa: E402
 from taxi_assets_harness.redis import redis_server  # noqa: E402
@@ -154,10 +154,6 @@ SCHEDULE_TICKS = """
 query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { ... on Schedule { scheduleState {
   ticks(limit: 500) { tickId status timestamp runIds error { message } } } } } }
 """
-RUNS = """
-query($f: RunsFilter) { runsOrError(filter: $f, limit: 2000) { ... on Runs { results {
-  runId status jobName creationTime endTime tags { key value } } } } }
-"""
 
 
 def ticks(port: int, figure: str) -> list[dict]:
@@ -169,7 +165,8 @@ def ticks(port: int, figure: str) -> list[dict]:
 
 
 def all_runs(port: int, statuses: list[str] | None = None) -> list[dict]:
-    return graphql(port, RUNS, {"f": {"statuses": statuses} if statuses else {}})["runsOrError"]["results"]
+    """Every run the webserver lists, or those in `statuses`."""
+    return runs(port, {"statuses": statuses} if statuses else None)
 
 
 def failure(port: int, run_id: str) -> str:
@@ -368,7 +365,7 @@ class Soak:
         new_runs = [r for r in finished if r["runId"] not in self.runs_counted]
         self.runs_counted.update(r["runId"] for r in new_runs)
         trips = [r for r in new_runs if r["jobName"] == "trips_job" and r["status"] == "SUCCESS"]
-        triggers = Counter(_tags(r).get(TRIGGER_TAG) for r in trips)
+        triggers = Counter(run_tags(r).get(TRIGGER_TAG) for r in trips)
         row |= {
             "runs": len(new_runs),
             "runs failed": sum(r["status"] != "SUCCESS" for r in new_runs),
@@ -396,7 +393,7 @@ class Soak:
         """Successful trips_job runs per partition, over the whole soak (retention deletes old runs
         from the instance; every run was looked at before it could)."""
         return Counter(
-            _tags(r)["dagster/partition"]
+            run_tags(r)["dagster/partition"]
             for r in self.runs.values()
             if r["jobName"] == "trips_job" and r["status"] == "SUCCESS"
         )
@@ -411,7 +408,7 @@ class Soak:
         failed_runs = [r for r in self.runs.values() if r["status"] not in ("SUCCESS", *IN_FLIGHT)]
         for run in failed_runs:
             found.append(
-                f"run {run['runId']} ({run['jobName']}, {_tags(run).get('dagster/partition')}) "
+                f"run {run['runId']} ({run['jobName']}, {run_tags(run).get('dagster/partition')}) "
                 f"{run['status']}: {run.get('why', '')}"
             )
         loads, expected = self.loads(), self.expected
@@ -421,10 +418,6 @@ class Soak:
         for at, before, after in self.pid_changes:
             found.append(f"serving processes changed at the jump to {at:%Y-%m-%d %H:%M}: {before} -> {after}")
         return found
-
-
-def _tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["tags"]}
 
 
 COLUMNS = [

@@ -53,7 +53,7 @@ def location_loaded(port: int, location: str = "taxi_assets") -> bool:
 RUNS = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter) {
-    ... on Runs { results { runId status startTime endTime tags { key value } } }
+    ... on Runs { results { runId status jobName creationTime startTime endTime tags { key value } } }
   }
 }
 """
@@ -62,6 +62,11 @@ query Runs($filter: RunsFilter) {
 def runs(port: int, run_filter: dict | None = None) -> list[dict]:
     """The runs the webserver lists, with their status, times and tags (`run_filter`: a RunsFilter)."""
     return graphql(port, RUNS, {"filter": run_filter or {}})["runsOrError"]["results"]
+
+
+def run_tags(run: dict) -> dict[str, str]:
+    """A run's tags (as `runs` lists them) as a dict."""
+    return {t["key"]: t["value"] for t in run["tags"]}
 
 
 def max_overlap(finished_runs: list[dict]) -> int:

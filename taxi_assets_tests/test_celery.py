@@ -25,7 +25,7 @@ import redis
 from celery import Celery
 from google.cloud import storage
 
-from taxi_assets_harness.graphql import graphql, max_overlap, runs, wait_until
+from taxi_assets_harness.graphql import graphql, max_overlap, run_tags, runs, wait_until
 from taxi_assets_harness.instances import TRIP_ASSETS, backfill_runs, launch_backfill, make_serve, make_worker
 from taxi_assets_harness.postgres import postgres_cluster
 from taxi_assets_harness.redis import redis_server
@@ -54,10 +54,6 @@ FAST_MONITORING = {"poll_interval_seconds: 30": "poll_interval_seconds: 2"}
 # sends at priority 5, in "dagster\x06\x163").
 QUEUE_LISTS = ["dagster"] + [f"dagster\x06\x16{step}" for step in (3, 6, 9)]
 BROKER_PASSWORD = "Broker-Pw-7f3a9c"  # distinctive: searched for in every output
-
-
-def _tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["tags"]}
 
 
 def _steps_done(port: int, run_id: str) -> set[str]:
@@ -100,7 +96,7 @@ def _wait_backfill(port: int, backfill: str, keys: list[str], timeout: float = 4
 
     def done():
         found = backfill_runs(port, backfill)
-        ok = {_tags(r)["dagster/partition"] for r in found if r["status"] == "SUCCESS"}
+        ok = {run_tags(r)["dagster/partition"] for r in found if r["status"] == "SUCCESS"}
         return found if ok == set(keys) and all(r["status"] in FINISHED for r in runs(port)) else None
 
     return wait_until(done, timeout, "the backfill", interval=2)
@@ -121,11 +117,11 @@ def test_a_backfill_spreads_over_two_celery_workers(gcp_emulators, gcp_env, mirr
     with _celery_deployment(tmp_path, mirror, _instance_yaml(**FAST_MONITORING)) as (port, _broker, workers):
         backfill = launch_backfill(port, keys)
         ran = _wait_backfill(port, backfill, keys)
-        assert {_tags(r)["dagster/partition"]: r["status"] for r in ran} == dict.fromkeys(keys, "SUCCESS")
+        assert {run_tags(r)["dagster/partition"]: r["status"] for r in ran} == dict.fromkeys(keys, "SUCCESS")
         assert len(ran) == len(keys)
         by_worker: dict[str, int] = {}
         for run in ran:
-            tags = _tags(run)
+            tags = run_tags(run)
             assert tags[HOST_TAG] and int(tags[PID_TAG]) > 0
             by_worker[tags[WORKER_TAG]] = by_worker.get(tags[WORKER_TAG], 0) + 1
         assert len(by_worker) == 2, by_worker  # both workers ran runs
@@ -135,7 +131,9 @@ def test_a_backfill_spreads_over_two_celery_workers(gcp_emulators, gcp_env, mirr
             f'{{ runOrError(runId: "{ran[0]["runId"]}") {{ ... on Run {{ eventConnection {{ events {{ '
             f"... on MessageEvent {{ message }} }} }} }} }} }}",
         )["runOrError"]["eventConnection"]["events"]
-        assert any(f"Running on Celery worker {_tags(ran[0])[WORKER_TAG]}" in (e.get("message") or "") for e in events)
+        assert any(
+            f"Running on Celery worker {run_tags(ran[0])[WORKER_TAG]}" in (e.get("message") or "") for e in events
+        )
         overlap = max_overlap(ran)
     _assert_exact(gcp_emulators, gcp_env, keys)
     # Each worker's own folders: nothing of the lake or the warehouse is on a local disk.
@@ -155,13 +153,13 @@ def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env,
 
         def big_run_started():
             for run in runs(port):
-                tags = _tags(run)
+                tags = run_tags(run)
                 if tags.get("dagster/partition") == f"yellow|{big}-01" and run["status"] == "STARTED":
                     return run if PID_TAG in tags else None
             return None
 
         killed = wait_until(big_run_started, 240, "the big partition's run", interval=0.2)
-        group = os.getpgid(int(_tags(killed)[PID_TAG]))  # the Celery worker's: its parent and pool
+        group = os.getpgid(int(run_tags(killed)[PID_TAG]))  # the Celery worker's: its parent and pool
         supervisor = int(Path(f"/proc/{group}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(supervisor, signal.SIGKILL)  # make worker first (it would start the worker again), then the worker
         os.killpg(group, signal.SIGKILL)
@@ -169,10 +167,10 @@ def test_a_worker_killed_mid_run_is_retried_on_the_other(gcp_emulators, gcp_env,
         final = runs(port)
         killed_now = next(r for r in final if r["runId"] == killed["runId"])
         assert killed_now["status"] == "FAILURE"  # marked by run monitoring, not left STARTED
-        retries = [r for r in final if _tags(r).get("dagster/parent_run_id") == killed["runId"]]
+        retries = [r for r in final if run_tags(r).get("dagster/parent_run_id") == killed["runId"]]
         assert [r["status"] for r in retries] == ["SUCCESS"]
-        assert _tags(retries[0])[WORKER_TAG] != _tags(killed)[WORKER_TAG]
-        assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
+        assert run_tags(retries[0])[WORKER_TAG] != run_tags(killed)[WORKER_TAG]
+        assert {run_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
     expected = {(month(k).color, month(k).ym): 3000 * (150 if month(k).ym == big else 1) for k in keys}
     assert _slices(gcp_emulators, gcp_env) == expected
 
@@ -189,19 +187,19 @@ def test_a_pool_process_killed_mid_step_fails_its_run_and_the_run_is_retried(gcp
 
         def big_run_in_its_steps():
             for run in runs(port):
-                tags = _tags(run)
+                tags = run_tags(run)
                 if tags.get("dagster/partition") == f"yellow|{big}-01" and run["status"] == "STARTED":
                     return run if PID_TAG in tags and "raw_trips" in _steps_done(port, run["runId"]) else None
             return None
 
         killed = wait_until(big_run_in_its_steps, 240, "the big partition's steps", interval=0.2)
-        os.kill(int(_tags(killed)[PID_TAG]), signal.SIGKILL)  # the pool process only
+        os.kill(int(run_tags(killed)[PID_TAG]), signal.SIGKILL)  # the pool process only
         ran = _wait_backfill(port, backfill, keys)
         final = runs(port)
         assert next(r for r in final if r["runId"] == killed["runId"])["status"] == "FAILURE"
-        retries = [r for r in final if _tags(r).get("dagster/parent_run_id") == killed["runId"]]
+        retries = [r for r in final if run_tags(r).get("dagster/parent_run_id") == killed["runId"]]
         assert [r["status"] for r in retries] == ["SUCCESS"]
-        assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
+        assert {run_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(keys)
         logs = "".join((w / "home" / "worker-logs" / "worker.log").read_text() for w in workers)
         assert "WorkerLostError" in logs or "exited with 'signal 9 (SIGKILL)'" in logs
     expected = {(month(k).color, month(k).ym): 3000 * (150 if month(k).ym == big else 1) for k in keys}
@@ -239,7 +237,7 @@ def _queued(broker) -> list[tuple[str, bytes]]:
 def _queued_task_of(port: int, broker, backfill: str) -> tuple[str, bytes] | None:
     """(queue list, message) of a task of one of the backfill's runs waiting in the queue, or None
     (the automation sensor's runs have messages of their own)."""
-    task_ids = {_tags(r).get("dagster-celery/task_id") for r in backfill_runs(port, backfill)} - {None}
+    task_ids = {run_tags(r).get("dagster-celery/task_id") for r in backfill_runs(port, backfill)} - {None}
     return next(((name, m) for name, m in _queued(broker) if json.loads(m)["headers"]["id"] in task_ids), None)
 
 
@@ -287,13 +285,13 @@ def test_whoever_writes_to_the_broker_cannot_fail_replay_or_stop_runs(gcp_emulat
 
         def stalled_run_on_its_worker():
             for run in runs(port):
-                tags = _tags(run)
+                tags = run_tags(run)
                 if tags.get("dagster/partition") == f"yellow|{stalled}-01" and run["status"] == "STARTED":
                     return run if WORKER_TAG in tags else None
             return None
 
         target = wait_until(stalled_run_on_its_worker, 240, "the stalled partition's run", interval=0.2)
-        task_id = _tags(target)["dagster-celery/task_id"]
+        task_id = run_tags(target)["dagster-celery/task_id"]
         client.backend.mark_as_failure(task_id, RuntimeError("forged by a broker writer"))
         forged_at = time.time()
         assert client.AsyncResult(task_id).state == "FAILURE"
@@ -331,15 +329,15 @@ def test_whoever_writes_to_the_broker_cannot_fail_replay_or_stop_runs(gcp_emulat
         _consume(client, before, on=True)
         (finished,) = _wait_backfill(port, second, [replayed_key])
         assert finished["status"] == "SUCCESS"
-        tags_before, events_before = _tags(finished), _events(port, finished["runId"])
-        replay_id = _tags(finished)["dagster-celery/task_id"]
+        tags_before, events_before = run_tags(finished), _events(port, finished["runId"])
+        replay_id = run_tags(finished)["dagster-celery/task_id"]
         redis_client = redis.Redis.from_url(broker.url)
         redis_client.lpush(queue_name, message)
         redis_client.close()
         wait_until(lambda: f"refused task {replay_id}" in _logs(tmp_path), 60, "the replayed task refused")
         time.sleep(3)  # anything the replay would write has had time to land
         after = next(r for r in runs(port) if r["runId"] == finished["runId"])
-        assert _tags(after) == tags_before
+        assert run_tags(after) == tags_before
         assert _events(port, finished["runId"]) == events_before
         logs = _logs(tmp_path)
         assert "NOPERM" not in logs and "no permissions" not in logs  # the ACL covers what the deployment does
@@ -414,7 +412,7 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
         _consume(client, names, on=True)
         ran = _wait_backfill(port, backfill, faulty, timeout=500)
         with_fault = time.monotonic() - started
-        assert {_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(faulty)
+        assert {run_tags(r)["dagster/partition"] for r in ran if r["status"] == "SUCCESS"} == set(faulty)
         failed = [r for r in ran if r["status"] == "FAILURE"]
         lost = [r for r in failed if any("was lost" in e for e in _events(port, r["runId"]))]
         assert lost, failed  # the watchdog found the run whose message went with the broker
@@ -427,7 +425,7 @@ def test_a_broker_restarted_mid_backfill_loses_nothing(gcp_emulators, gcp_env, m
         # succeeded (above): on a loaded machine a retry itself was once caught by the fault too and
         # retried again (run_retries allows 2), which is the deployment doing its job.
         for run in failed:
-            assert any(_tags(r).get("dagster/parent_run_id") == run["runId"] for r in ran), run["runId"]
+            assert any(run_tags(r).get("dagster/parent_run_id") == run["runId"] for r in ran), run["runId"]
         for worker in workers:  # both lost the broker and came back to it
             assert "Connection to broker lost" in (worker / "home" / "worker-logs" / "worker.log").read_text()
     print(f"broker restart test: fault-free {fault_free:.0f} s, with the restart {with_fault:.0f} s")
